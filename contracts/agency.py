@@ -1,0 +1,81 @@
+"""The program agencies' contract: enrolment reports in, receipts out.
+
+Field names follow G2P Connect / DCI where they fit: `message_id` and `reference_id` are the
+agency's own ids and come back in the receipt; `programme_identifier`, `enrolment_status`
+and `status_change_date` mirror DCI's beneficiary-registry names.
+
+An agency publishes one JSON object per person on `agency.<program>.enrolments` (set the
+`Nats-Msg-Id` header to `message_id` so JetStream drops a re-sent copy) and reads one
+receipt per message from `agency.<program>.receipts`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EnrolmentStatus(StrEnum):
+    active = "active"
+    suspended = "suspended"
+    exited = "exited"
+    deceased = "deceased"
+
+
+class Sex(StrEnum):
+    F = "F"
+    M = "M"
+
+
+class EnrolmentReport(BaseModel):
+    """One person's enrolment in one program, as an agency reports it.
+
+    Types are deliberately loose (strings): the registry checks every rule itself so that a
+    rejected receipt can name all of them at once, not just the first.
+    """
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    message_id: str = Field(min_length=1, max_length=128,
+                            description="the agency's unique id for this message (G2P Connect message_id)")
+    reference_id: str = Field(default="", max_length=128,
+                              description="the agency's own reference for the record (G2P Connect reference_id)")
+    programme_identifier: str = Field(description="program code, e.g. pkh; must match the subject",
+                                      examples=["pkh"])
+    nik: str = Field(description="NIK, 16 digits", json_schema_extra={"pattern": r"^\d{16}$"})
+    no_kk: str = Field(description="No. KK (family card), 16 digits", json_schema_extra={"pattern": r"^\d{16}$"})
+    name: str = Field(min_length=1, max_length=200)
+    sex: str = Field(description="F or M", json_schema_extra={"enum": ["F", "M"]})
+    birth_date: str = Field(description="YYYY-MM-DD", json_schema_extra={"format": "date"})
+    village_code: str = Field(description="10-digit Kemendagri village code", examples=["3317012001"])
+    address: str = Field(default="", max_length=500)
+    enrolment_status: str = Field(description="active, suspended, exited or deceased",
+                                  json_schema_extra={"enum": [s.value for s in EnrolmentStatus]})
+    status_change_date: str = Field(description="effective date of this status, YYYY-MM-DD",
+                                    json_schema_extra={"format": "date"})
+    is_head_of_household: bool = Field(default=False, description="the person heads the family (kepala keluarga)")
+
+
+class ReceiptStatus(StrEnum):
+    rcvd = "rcvd"
+    succ = "succ"
+    rjct = "rjct"
+
+
+class StatusReason(BaseModel):
+    status_reason_code: str = Field(description="stable machine-readable code, e.g. rjct.nik.invalid_birth_date")
+    status_reason_message: str = Field(description="the same in plain words")
+    field: str | None = None
+
+
+class Receipt(BaseModel):
+    """The registry's answer to one enrolment report."""
+
+    model_config = ConfigDict(extra="forbid")
+    message_id: str
+    reference_id: str = ""
+    programme_identifier: str
+    status: ReceiptStatus
+    status_reasons: list[StatusReason] = Field(default_factory=list)
+    timestamp: dt.datetime
+    correlation_id: str | None = Field(default=None, description="the registry's event id for an accepted report")

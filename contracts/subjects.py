@@ -1,0 +1,67 @@
+"""Subject and stream names.
+
+Production uses the bare names below. A `Names` with a prefix gives every test run its own
+subjects and streams on a shared server (streams may not overlap in subjects, so a prefix on
+the stream name alone is not enough).
+
+Request-reply subjects (`registry.lookup`) live outside every stream's subjects: a stream
+that captured them would answer the request with its own PubAck.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# stream name -> subject filters (unprefixed)
+STREAMS: dict[str, list[str]] = {
+    "REGISTRY": ["registry.events.>"],
+    "INTAKE": ["intake.events.>"],
+    "DISBURSEMENT": ["disbursement.>"],
+    "AGENCY_ENROLMENTS": ["agency.*.enrolments"],
+    "AGENCY_RECEIPTS": ["agency.*.receipts"],
+    "CHANNEL": ["channel.*.instructions", "channel.*.settlements"],
+    "DEADLETTER": ["deadletter.>"],
+}
+# the auditors' stream: money must not be deleted or purged (issue 7)
+SEALED_STREAMS = {"DISBURSEMENT"}
+
+REGISTRY_LOOKUP = "registry.lookup"
+
+
+def event_subject(event_type: str) -> str:
+    """`registry.enrolment_changed` -> `registry.events.enrolment_changed`;
+    disbursement events keep `disbursement.<name>` (auditors subscribe to `disbursement.>`)."""
+    domain, _, name = event_type.partition(".")
+    return f"disbursement.{name}" if domain == "disbursement" else f"{domain}.events.{name}"
+
+
+@dataclass(frozen=True)
+class Names:
+    prefix: str = ""  # e.g. "t8f2c1" in tests; empty in production
+
+    def subject(self, bare: str) -> str:
+        return f"{self.prefix}.{bare}" if self.prefix else bare
+
+    def bare(self, subject: str) -> str:
+        p = f"{self.prefix}." if self.prefix else ""
+        return subject[len(p):] if p and subject.startswith(p) else subject
+
+    def stream(self, bare: str) -> str:
+        return f"{self.prefix.upper()}_{bare}" if self.prefix else bare
+
+    def event(self, event_type: str) -> str:
+        return self.subject(event_subject(event_type))
+
+    def enrolments(self, program: str = "*") -> str:
+        return self.subject(f"agency.{program}.enrolments")
+
+    def receipts(self, program: str = "*") -> str:
+        return self.subject(f"agency.{program}.receipts")
+
+    def deadletter(self, service: str) -> str:
+        return self.subject(f"deadletter.{service}")
+
+    def lookup(self) -> str:
+        return self.subject(REGISTRY_LOOKUP)
+
+    def streams(self) -> dict[str, list[str]]:
+        return {self.stream(n): [self.subject(s) for s in subs] for n, subs in STREAMS.items()}

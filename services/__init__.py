@@ -1,0 +1,1 @@
+"""Sinergi services: intake, registry, disbursement, reporting, and the kit they share."""

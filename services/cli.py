@@ -1,0 +1,185 @@
+"""The `sinergi` command-line program."""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from services.kit.settings import SERVICES, Settings
+
+app = typer.Typer(help="Sinergi: one auditable event backbone for a regency's poverty programs.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+contracts_app = typer.Typer(help="The event contracts (JSON Schema, AsyncAPI).", no_args_is_help=True)
+app.add_typer(contracts_app, name="contracts")
+console = Console(stderr=True)
+
+
+def _check_service(service: str) -> str:
+    if service not in SERVICES:
+        raise typer.BadParameter(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
+    return service
+
+
+@app.command()
+def run(service: str = typer.Argument(..., help="intake, registry, disbursement or reporting",
+                                      callback=_check_service),
+        port: Optional[int] = typer.Option(None, help="HTTP port (default: 8001-8004 by service)"),
+        migrate_first: bool = typer.Option(False, "--migrate", help="run this service's migrations first")) -> None:
+    """Run one service (as docker-compose does)."""
+    import uvicorn
+
+    from services.kit import logging as klog
+
+    settings = Settings()
+    klog.configure(service, settings.log_level, settings.log_format)
+    if migrate_first:
+        asyncio.run(_migrate(settings, [service]))
+    module = importlib.import_module(f"services.{service}.app")
+    uvicorn.run(module.create_app(settings), host=settings.http_host, port=port or settings.port(service),
+                log_config=None, access_log=False, timeout_graceful_shutdown=10)
+
+
+async def _migrate(settings: Settings, services: list[str]) -> list[str]:
+    from services.kit.migrations import migrate
+    from services.kit.streams import connect, ensure_streams
+
+    for svc in services:
+        await migrate(svc, settings.db_url(svc))
+    nc = await connect(settings, "sinergi-migrate")
+    try:
+        return await ensure_streams(nc.jetstream(), settings, update=True)
+    finally:
+        await nc.close()
+
+
+@app.command("migrate")
+def migrate_cmd(service: Optional[list[str]] = typer.Argument(None, help="default: all four")) -> None:
+    """Create or upgrade each service's database (alembic) and the JetStream streams."""
+    settings = Settings()
+    services = service or list(SERVICES)
+    for s in services:
+        _check_service(s)
+    done = asyncio.run(_migrate(settings, services))
+    for s in services:
+        console.print(f"[green]database {settings.db_name(s)} at head")
+    for line in done:
+        console.print(f"[green]stream {line}")
+
+
+@contracts_app.command("export")
+def contracts_export(directory: Path = typer.Argument(..., help="where to write the files")) -> None:
+    """Write a JSON Schema per event and message, and one AsyncAPI document."""
+    from contracts.export import export
+
+    for path in export(directory):
+        console.print(f"wrote {path}")
+
+
+def _wait_ready(ports: dict[str, int], procs: dict[str, subprocess.Popen], timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    pending = dict(ports)
+    while pending and time.time() < deadline:
+        for svc, port in list(pending.items()):
+            if procs[svc].poll() is not None:
+                raise RuntimeError(f"{svc} exited with code {procs[svc].returncode}; see its log above")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    del pending[svc]
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.2)
+    if pending:
+        raise RuntimeError(f"not ready after {timeout:.0f} s: {', '.join(pending)}")
+
+
+@app.command()
+def up(data_dir: Path = typer.Option(Path(".sinergi"), envvar="SINERGI_DATA_DIR", help="where embedded data lives"),
+       nats_url: Optional[str] = typer.Option(None, envvar="SINERGI_NATS_URL",
+                                              help="use this NATS instead of the embedded one"),
+       database_url: Optional[str] = typer.Option(None, envvar="SINERGI_DATABASE_URL",
+                                                  help="use this PostgreSQL server instead of the embedded one"),
+       http_port_base: int = typer.Option(8001, envvar="SINERGI_HTTP_PORT_BASE",
+                                          help="intake on this port, then registry, disbursement, reporting"),
+       ) -> None:
+    """Start the whole system: NATS, PostgreSQL (embedded unless given) and the four services."""
+    from services.kit.embedded import EmbeddedNats, EmbeddedPostgres
+
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    servers: list = []
+    procs: dict[str, subprocess.Popen] = {}
+    stopping = False
+
+    def _stop(*_a) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        console.print("[yellow]stopping...")
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for srv in reversed(servers):
+            srv.stop()
+        console.print("[green]stopped")
+
+    signal.signal(signal.SIGTERM, lambda *_a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        if not nats_url:
+            n = EmbeddedNats(data_dir, port=14222).start()
+            servers.append(n)
+            nats_url = n.url
+        if not database_url:
+            pg = EmbeddedPostgres(data_dir).start()
+            servers.append(pg)
+            database_url = pg.url
+        env = {**os.environ, "SINERGI_NATS_URL": nats_url, "SINERGI_DATABASE_URL": database_url,
+               "SINERGI_HTTP_PORT_BASE": str(http_port_base)}
+        os.environ.update({k: env[k] for k in ("SINERGI_NATS_URL", "SINERGI_DATABASE_URL", "SINERGI_HTTP_PORT_BASE")})
+        settings = Settings()
+        asyncio.run(_migrate(settings, list(SERVICES)))
+        for svc in SERVICES:
+            procs[svc] = subprocess.Popen([sys.executable, "-m", "services.cli", "run", svc], env=env)
+        _wait_ready({s: settings.port(s) for s in SERVICES}, procs)
+        table = Table(title="Sinergi is up (Ctrl-C stops it)")
+        table.add_column("what")
+        table.add_column("where")
+        table.add_row("NATS", nats_url)
+        table.add_row("PostgreSQL", database_url)
+        for svc in SERVICES:
+            table.add_row(svc, f"http://127.0.0.1:{settings.port(svc)}  (docs: /docs)")
+        table.add_row("data", str(data_dir))
+        console.print(table)
+        while all(p.poll() is None for p in procs.values()):
+            time.sleep(0.5)
+        dead = [s for s, p in procs.items() if p.poll() is not None]
+        console.print(f"[red]{', '.join(dead)} stopped unexpectedly")
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

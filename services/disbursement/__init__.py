@@ -1,0 +1,1 @@
+"""Disbursement: budgets, payment cycles, settlement, KUBE funds, the double-entry ledger."""

@@ -1,0 +1,1 @@
+"""Intake: the Puskesos front and back office, SLRT referrals, home visits."""

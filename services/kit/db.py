@@ -1,0 +1,49 @@
+"""Database engine and session per service, and database creation."""
+from __future__ import annotations
+
+import asyncpg
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def sessions(engine: AsyncEngine) -> async_sessionmaker:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def _server_dsn(url: str, database: str = "postgres") -> tuple[str, dict]:
+    u = make_url(url).set(drivername="postgresql", database=database)
+    host = u.query.get("host")
+    kwargs = {"host": host} if host else {}
+    u = u.set(query={})
+    return u.render_as_string(hide_password=False), kwargs
+
+
+async def ensure_database(url: str) -> bool:
+    """Create the database named in `url` if missing. True if it was created."""
+    name = make_url(url).database
+    dsn, kw = _server_dsn(url)
+    conn = await asyncpg.connect(dsn, **kw)
+    try:
+        if await conn.fetchval("select 1 from pg_database where datname = $1", name):
+            return False
+        try:
+            await conn.execute(f'create database "{name}"')
+        except asyncpg.DuplicateDatabaseError:  # a concurrent migrate won the race
+            return False
+        return True
+    finally:
+        await conn.close()
+
+
+async def drop_database(url: str) -> None:
+    name = make_url(url).database
+    dsn, kw = _server_dsn(url)
+    conn = await asyncpg.connect(dsn, **kw)
+    try:
+        await conn.execute(f'drop database if exists "{name}" with (force)')
+    finally:
+        await conn.close()

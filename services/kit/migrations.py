@@ -1,0 +1,59 @@
+"""Alembic, driven from code: each service keeps its revisions in `services/<svc>/migrations`.
+
+A service's `migrations/env.py` is two lines: import its metadata and call `run_env`.
+An advisory lock serialises concurrent `sinergi migrate` runs against one database.
+"""
+from __future__ import annotations
+
+import asyncio
+from importlib import resources
+
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy import MetaData, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from services.kit.db import ensure_database
+
+_LOCK_ID = 0x5E4E6E61  # arbitrary, constant per database
+
+
+def alembic_config(service: str, url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files(f"services.{service}").joinpath("migrations")))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["url"] = url
+    return cfg
+
+
+async def migrate(service: str, url: str, revision: str = "head") -> None:
+    await ensure_database(url)
+    cfg = alembic_config(service, url)
+    # alembic's env runs its own event loop: keep it off ours
+    await asyncio.to_thread(command.upgrade, cfg, revision)
+
+
+def run_env(metadata: MetaData) -> None:
+    """Body of every service's migrations/env.py."""
+    url = context.config.attributes.get("url") or context.config.get_main_option("sqlalchemy.url")
+    if context.is_offline_mode():
+        context.configure(url=url, target_metadata=metadata, literal_binds=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+
+    def _run(connection):
+        context.configure(connection=connection, target_metadata=metadata, compare_type=True)
+        with context.begin_transaction():
+            connection.execute(text("select pg_advisory_xact_lock(:k)"), {"k": _LOCK_ID})
+            context.run_migrations()
+
+    async def _online():
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as conn:
+                await conn.run_sync(_run)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(_online())

@@ -1,0 +1,49 @@
+"""Settings from the environment (prefix `SINERGI_`), the same for every service."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+from contracts.subjects import Names
+
+SERVICES = ("intake", "registry", "disbursement", "reporting")
+DEFAULT_PORTS = {"intake": 8001, "registry": 8002, "disbursement": 8003, "reporting": 8004}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SINERGI_", env_file=".env", extra="ignore")
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_creds: str | None = None  # path to a .creds file (nkeys/JWT), issue 6
+    # A server URL; each service uses its own database on it: <db_prefix><service>.
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+    db_prefix: str = "sinergi_"
+    namespace: str = ""  # subject/stream prefix; tests set one per run
+    http_host: str = "127.0.0.1"
+    http_port_base: int = 8001  # intake, registry, disbursement, reporting follow in that order
+    log_level: str = "info"
+    log_format: Literal["json", "console"] = "json"
+    stream_replicas: int = 1
+    dedup_window_seconds: int = 600
+    outbox_batch: int = 1000
+    outbox_poll_seconds: float = 0.05
+
+    @property
+    def names(self) -> Names:
+        return Names(self.namespace)
+
+    def port(self, service: str) -> int:
+        return self.http_port_base + SERVICES.index(service)
+
+    def db_name(self, service: str) -> str:
+        return f"{self.db_prefix}{service}"
+
+    def db_url(self, service: str) -> str:
+        url = make_url(self.database_url)
+        if url.drivername in ("postgresql", "postgres"):
+            url = url.set(drivername="postgresql+asyncpg")
+        return url.set(database=self.db_name(service)).render_as_string(hide_password=False)

@@ -1,0 +1,1 @@
+"""Registry: the unified beneficiary database (Basis Data Terpadu)."""

@@ -1,0 +1,116 @@
+"""Registry rules, no I/O: what a valid enrolment report is, and which report wins."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from contracts.agency import EnrolmentReport, EnrolmentStatus, Sex
+from contracts.values import Problem, kk_problems, nik_consistency, parse_nik, village_problems
+
+_MISSING = {"missing": "is required", "string_type": "must be text", "bool_type": "must be true or false"}
+
+
+@dataclass(frozen=True)
+class CheckedReport:
+    """A report that passed every rule, with its values parsed."""
+
+    report: EnrolmentReport
+    program: str
+    birth_date: dt.date
+    status_change_date: dt.date
+    village_code: str
+
+    @property
+    def nik(self) -> str:
+        return self.report.nik
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.report.nik, self.program)
+
+    @property
+    def order(self) -> tuple[dt.date, str]:
+        """Later effective date wins; on a tie the greater message_id, so every replica agrees."""
+        return (self.status_change_date, self.report.message_id)
+
+
+def _date(value: str, field: str, problems: list[Problem]) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(value)
+    except (TypeError, ValueError):
+        problems.append(Problem(f"{field}.format", f"{field} {value!r} is not a date in the form YYYY-MM-DD", field))
+        return None
+
+
+def check_report(data: bytes, subject_program: str, today: dt.date | None = None
+                 ) -> tuple[CheckedReport | None, dict, list[Problem]]:
+    """Apply every rule a data officer would; return the parsed report or every failed rule.
+
+    Also returns what could be read of the raw message (for the receipt's ids).
+    """
+    today = today or dt.date.today()
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, {}, [Problem("json.invalid", f"the message is not valid JSON ({exc})")]
+    if not isinstance(raw, dict):
+        return None, {}, [Problem("json.not_object", "the message must be one JSON object per person")]
+    try:
+        rep = EnrolmentReport.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            problems.append(Problem(f"{field}.{err['type']}", f"{field} {_MISSING.get(err['type'], err['msg'])}", field))
+        return None, raw, problems
+
+    problems: list[Problem] = []
+    if rep.programme_identifier != subject_program:
+        problems.append(Problem("programme_identifier.mismatch",
+                                f"programme_identifier {rep.programme_identifier!r} does not match the subject's "
+                                f"program {subject_program!r}", "programme_identifier"))
+    parts, nik_errs = parse_nik(rep.nik)
+    problems += nik_errs
+    problems += kk_problems(rep.no_kk)
+    problems += village_problems(rep.village_code)
+    if rep.sex not in (Sex.F, Sex.M):
+        problems.append(Problem("sex.invalid", f"sex must be F or M, not {rep.sex!r}", "sex"))
+    if rep.enrolment_status not in EnrolmentStatus.__members__:
+        problems.append(Problem("enrolment_status.invalid",
+                                f"enrolment_status must be one of active, suspended, exited, deceased, "
+                                f"not {rep.enrolment_status!r}", "enrolment_status"))
+    birth = _date(rep.birth_date, "birth_date", problems)
+    effective = _date(rep.status_change_date, "status_change_date", problems)
+    if birth and birth > today:
+        problems.append(Problem("birth_date.in_future", f"birth_date {birth} is in the future", "birth_date"))
+    if effective and effective > today + dt.timedelta(days=366):
+        problems.append(Problem("status_change_date.too_far", "status_change_date is more than a year ahead",
+                                "status_change_date"))
+    if birth and effective and effective < birth:
+        problems.append(Problem("status_change_date.before_birth", "status_change_date is before the birth date",
+                                "status_change_date"))
+    if parts is not None:
+        problems += nik_consistency(parts, birth, rep.sex if rep.sex in ("F", "M") else None)
+    if problems:
+        return None, raw, problems
+    assert birth and effective
+    return CheckedReport(rep, subject_program, birth, effective, rep.village_code.replace(".", "")), raw, []
+
+
+def winners(reports: list[CheckedReport]) -> dict[tuple[str, str], CheckedReport]:
+    """The report that wins per (NIK, program) within one batch."""
+    best: dict[tuple[str, str], CheckedReport] = {}
+    for r in reports:
+        cur = best.get(r.key)
+        if cur is None or r.order > cur.order:
+            best[r.key] = r
+    return best
+
+
+def supersedes(new: CheckedReport, current_date: dt.date | None, current_msg: str | None) -> bool:
+    if current_date is None:
+        return True
+    return new.order > (current_date, current_msg or "")
