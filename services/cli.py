@@ -177,6 +177,23 @@ def up(data_dir: Path = typer.Option(Path(".sinergi"), envvar="SINERGI_DATA_DIR"
         _stop()
 
 
+# Each service may add its own commands (e.g. `sinergi agency publish`, `sinergi audit verify`):
+# a module listed here that exists must define `register(app: typer.Typer) -> None`.
+PLUGINS = ("services.registry.cli", "services.intake.cli", "services.disbursement.cli",
+           "services.reporting.cli", "services.kit.deploy")
+
+
+def _load_plugins() -> None:
+    import importlib.util
+
+    for name in PLUGINS:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register(app)
+
+
+_load_plugins()
+
+
 def main() -> None:
     app()
 

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     stream_replicas: int = 1
     dedup_window_seconds: int = 600
+    # signs staff tokens; `sinergi deploy init` writes a strong one to .env. The default is for
+    # development only and the services refuse it when SINERGI_ENV=production.
+    auth_secret: str = "dev-only-change-me-0123456789abcdef"
+    env: Literal["development", "production"] = "development"
     outbox_batch: int = 1000
     outbox_poll_seconds: float = 0.05
 

@@ -108,7 +108,10 @@ async def test_bad_messages_get_rejected_receipts_and_dead_letters_and_consumer_
 async def test_same_message_twice_changes_nothing_and_answers_the_same_receipt(settings, nc, start):
     js = nc.jetstream()
     got: list[dict] = []
-    sub = await nc.subscribe(settings.names.receipts("pkh"), cb=lambda m: got.append(json.loads(m.data)) or asyncio.sleep(0))
+
+    async def collect(m):
+        got.append(json.loads(m.data))
+    sub = await nc.subscribe(settings.names.receipts("pkh"), cb=collect)
     rep = factories.enrolment("pkh")
     async with start("registry", settings) as registry:
         await js.publish(settings.names.enrolments("pkh"), json.dumps(rep).encode())  # no Nats-Msg-Id: both land
