@@ -1,3 +1,235 @@
 """Events the disbursement service emits on the DISBURSEMENT stream (`disbursement.>`), the
-stream auditors read. No raw NIK or name here: a keyed pseudonym identifies a person."""
+stream auditors read, and the messages it exchanges with payment channels.
+
+No raw NIK or name on `disbursement.>`: `pseudonym` is HMAC-SHA256(regency key, NIK) in hex,
+so an auditor can follow one person across events without learning who it is.
+
+Every audit event carries `chain_seq` and `prev_hash`: `prev_hash` is the SHA-256 (hex) of the
+exact bytes of the event with `chain_seq - 1` as published (the whole envelope JSON). The
+chain, not the arrival order, defines the order; `disbursement.chain_checkpoint` signs the
+head with the regency's Ed25519 key. Amounts are integer rupiah.
+
+Payment channels (bank, post office) read `PaymentInstruction` on `channel.<name>.instructions`
+and answer with `Settlement` on `channel.<name>.settlements`.
+"""
 from __future__ import annotations
+
+import datetime as dt
+import uuid
+from enum import StrEnum
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.envelope import Event
+from contracts.values import Period, ProgramCode, Rupiah, SignedRupiah
+
+GENESIS_HASH = "0" * 64
+
+
+class FundingSource(StrEnum):
+    """Sumber dana."""
+
+    apbn = "apbn"                      # state budget
+    apbd_provinsi = "apbd_provinsi"    # provincial budget
+    apbd_kabupaten = "apbd_kabupaten"  # regency budget
+    apbdes = "apbdes"                  # village budget
+    baznas = "baznas"                  # national zakat agency
+    csr = "csr"                        # corporate social responsibility
+    donation = "donation"              # individual donations
+    other = "other"                    # other lawful, non-binding sources
+
+
+class AuditEvent(Event):
+    """Base of every event on `disbursement.>`: its place in the hash chain."""
+
+    domain: ClassVar[str] = "disbursement"
+    chain_seq: int = Field(ge=1, description="position in the hash chain, 1, 2, 3, ... without gaps")
+    prev_hash: str = Field(pattern=r"^[0-9a-f]{64}$",
+                           description="SHA-256 hex of the published bytes of event chain_seq-1 (zeros for the first)")
+
+
+class FundingLine(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    source: FundingSource
+    allocation_id: uuid.UUID
+    amount: Rupiah
+
+
+class AllocationSet(AuditEvent):
+    """A budget allocation (source, program, fiscal year) was set or amended; the ceiling is
+    the most that may ever be reserved against it."""
+
+    event_type: ClassVar[str] = "disbursement.allocation_set"
+    allocation_id: uuid.UUID
+    source: FundingSource
+    programme_identifier: ProgramCode
+    fiscal_year: int
+    ceiling: Rupiah
+    previous_ceiling: Rupiah | None = Field(default=None, description="null when the allocation is new")
+    reason: str
+    set_by: str
+
+
+class BudgetReserved(AuditEvent):
+    """Budget reserved for a batch of payment instructions of one cycle (one line per allocation)."""
+
+    event_type: ClassVar[str] = "disbursement.budget_reserved"
+    cycle_id: uuid.UUID
+    programme_identifier: ProgramCode
+    period: Period
+    lines: list[FundingLine]
+    instructions: int = Field(ge=0)
+
+
+class IssuedInstruction(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    instruction_id: uuid.UUID
+    pseudonym: str = Field(description="HMAC-SHA256(regency key, NIK), hex")
+    amount: Rupiah
+    funding: list[FundingLine]
+
+
+class PaymentInstructionsIssued(AuditEvent):
+    """Payment instructions created and sent to a channel (a batch of one cycle)."""
+
+    event_type: ClassVar[str] = "disbursement.payment_instructions_issued"
+    cycle_id: uuid.UUID
+    programme_identifier: ProgramCode
+    period: Period
+    channel: str
+    items: list[IssuedInstruction]
+    total: Rupiah
+
+
+class SettlementStatus(StrEnum):
+    paid = "paid"
+    failed = "failed"
+
+
+class SettlementRecorded(AuditEvent):
+    """A channel reported an instruction paid or failed."""
+
+    event_type: ClassVar[str] = "disbursement.settlement_recorded"
+    instruction_id: uuid.UUID
+    pseudonym: str
+    programme_identifier: ProgramCode
+    period: Period
+    status: SettlementStatus
+    amount: Rupiah
+    reason: str | None = None
+    funding: list[FundingLine]
+    settled_at: dt.datetime
+
+
+class BudgetReleased(AuditEvent):
+    """A reservation given back to its allocation (a failed payment)."""
+
+    event_type: ClassVar[str] = "disbursement.budget_released"
+    instruction_id: uuid.UUID
+    programme_identifier: ProgramCode
+    period: Period
+    lines: list[FundingLine]
+    reason: str
+
+
+class CycleCompleted(AuditEvent):
+    """A cycle finished: totals for the whole (program, period)."""
+
+    event_type: ClassVar[str] = "disbursement.cycle_completed"
+    cycle_id: uuid.UUID
+    programme_identifier: ProgramCode
+    period: Period
+    instructions: int
+    total: Rupiah
+    unfunded: int = Field(description="eligible people left unpaid because every allocation was exhausted")
+    excluded_exclusivity: int = Field(description="eligible people already paid by a program of the same class")
+
+
+class KubeGroupRegistered(AuditEvent):
+    """A joint business group (Kelompok Usaha Bersama) and its members (pseudonyms)."""
+
+    event_type: ClassVar[str] = "disbursement.kube_group_registered"
+    group_id: uuid.UUID
+    name: str
+    village_code: str
+    members: list[str] = Field(description="pseudonyms")
+
+
+class KubeGrantMade(AuditEvent):
+    """A grant from a funding source to a group's revolving fund."""
+
+    event_type: ClassVar[str] = "disbursement.kube_grant_made"
+    grant_id: uuid.UUID
+    group_id: uuid.UUID
+    funding: FundingLine
+    fiscal_year: int
+
+
+class KubeLoanIssued(AuditEvent):
+    """A loan from a group's fund to a member."""
+
+    event_type: ClassVar[str] = "disbursement.kube_loan_issued"
+    loan_id: uuid.UUID
+    group_id: uuid.UUID
+    member: str = Field(description="pseudonym")
+    principal: Rupiah
+    instalment: Rupiah
+    term_months: int
+    first_due: dt.date
+
+
+class KubeInstalmentPaid(AuditEvent):
+    """An instalment paid back into the group's fund (to its controlled account)."""
+
+    event_type: ClassVar[str] = "disbursement.kube_instalment_paid"
+    payment_id: uuid.UUID
+    loan_id: uuid.UUID
+    group_id: uuid.UUID
+    member: str
+    amount: Rupiah
+    outstanding: SignedRupiah
+    paid_on: dt.date
+
+
+class ChainCheckpoint(AuditEvent):
+    """The regency signs the chain head: `signature` is Ed25519 over
+    `sinergi-chain|<stream>|<head_seq>|<head_hash>` (UTF-8), base64. Whoever keeps a checkpoint
+    detects any later rewrite of the events up to `head_seq`."""
+
+    event_type: ClassVar[str] = "disbursement.chain_checkpoint"
+    head_seq: int
+    head_hash: str
+    key_id: str = Field(description="SHA-256 hex of the raw public key, first 16 characters")
+    signature: str
+
+
+# --- payment channel messages (CHANNEL stream; these carry the NIK: the channel pays a person)
+
+class PaymentInstruction(BaseModel):
+    """One payment to one person; `instruction_id` is the idempotency key made from
+    (program, period, NIK) and is also the message's Nats-Msg-Id: pay each id at most once."""
+
+    model_config = ConfigDict(extra="forbid")
+    instruction_id: uuid.UUID
+    idempotency_key: str = Field(description="<program>/<period>/<NIK>")
+    programme_identifier: ProgramCode
+    period: Period
+    nik: str
+    no_kk: str
+    village_code: str
+    amount: Rupiah
+    currency: str = "IDR"
+    issued_at: dt.datetime
+
+
+class Settlement(BaseModel):
+    """A channel's answer for one instruction. Publish with Nats-Msg-Id = `settlement_id`."""
+
+    model_config = ConfigDict(extra="forbid")
+    settlement_id: str = Field(min_length=1, max_length=128, description="the channel's unique id for this report")
+    instruction_id: uuid.UUID
+    status: SettlementStatus
+    reason: str | None = Field(default=None, max_length=500, description="required when failed")
+    channel_reference: str = ""
+    settled_at: dt.datetime
