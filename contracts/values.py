@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, StrictInt
 from pydantic_core import PydanticCustomError
 
 from contracts import wilayah
@@ -147,16 +147,21 @@ def _strip(v: object) -> object:
 
 
 NIK = Annotated[str, BeforeValidator(_strip), AfterValidator(_check_nik),
-                Field(description="Nomor Induk Kependudukan, 16 digits: PPKKCC DDMMYY SSSS", examples=["3317014107600001"])]
+                Field(description="Nomor Induk Kependudukan, 16 digits: PPKKCC DDMMYY SSSS", examples=["3317014107600001"],
+                      json_schema_extra={"pattern": r"^\d{16}$"})]
 NoKK = Annotated[str, BeforeValidator(_strip), AfterValidator(_check_kk),
-                 Field(description="Nomor Kartu Keluarga (family card number), 16 digits")]
+                 Field(description="Nomor Kartu Keluarga (family card number), 16 digits",
+                       json_schema_extra={"pattern": r"^\d{16}$"})]
 VillageCode = Annotated[str, BeforeValidator(_strip), AfterValidator(_check_village),
                         Field(description="10-digit Kemendagri village (desa/kelurahan) code, dots optional",
-                              examples=["3317012001"])]
+                              examples=["3317012001"],
+                              json_schema_extra={"pattern": r"^\d{2}\.?\d{2}\.?\d{2}\.?\d{4}$"})]
 RegionCode = Annotated[str, Field(pattern=r"^\d{2}(\d{2}(\d{2}(\d{4})?)?)?$",
                                   description="Kemendagri region code, 2/4/6/10 digits")]
-Rupiah = Annotated[int, Field(ge=0, description="an amount in whole rupiah (integer, never a float)")]
-SignedRupiah = Annotated[int, Field(description="a signed amount in whole rupiah")]
+# strict: pydantic's lax mode would turn 1000.0, "1000" and true into 1000; an amount that
+# arrives as anything but a JSON integer is bad input, not something to guess at
+Rupiah = Annotated[StrictInt, Field(ge=0, description="an amount in whole rupiah (integer, never a float)")]
+SignedRupiah = Annotated[StrictInt, Field(description="a signed amount in whole rupiah")]
 Period = Annotated[str, AfterValidator(_check_period), Field(description="a month, YYYY-MM", examples=["2026-11"])]
 ProgramCode = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,31}$",
                                    description="program identifier, lower case, e.g. pkh, bpnt, kamalia_merekah")]
