@@ -12,6 +12,38 @@ from contracts.values import Problem, kk_problems, nik_consistency, parse_nik, v
 
 _MISSING = {"missing": "is required", "string_type": "must be text", "bool_type": "must be true or false"}
 
+# Every reason code a rejected receipt can carry (without the `rjct.` prefix), in plain words.
+# Codes are stable: agencies match on them. docs/REGISTRY.md lists the same table.
+REASONS: dict[str, str] = {
+    "json.invalid": "the message is not valid JSON",
+    "json.not_object": "the message is JSON but not one object",
+    "<field>.missing": "a required field is absent (message_id, programme_identifier, nik, no_kk, name, sex, "
+                       "birth_date, village_code, enrolment_status, status_change_date)",
+    "<field>.string_type": "a field that must be text is not",
+    "<field>.string_too_short": "a text field is empty (message_id, name)",
+    "<field>.string_too_long": "a text field is longer than allowed",
+    "is_head_of_household.bool_parsing": "is_head_of_household is not true or false",
+    "programme_identifier.mismatch": "programme_identifier differs from the program in the subject",
+    "nik.format": "NIK is not exactly 16 digits",
+    "nik.unknown_region": "the NIK's first six digits are not a known kecamatan code",
+    "nik.invalid_birth_date": "the NIK's date part is not a real date (women: day + 40)",
+    "nik.invalid_serial": "the NIK's serial part is 0000",
+    "nik.birth_date_mismatch": "birth_date disagrees with the date encoded in the NIK",
+    "nik.sex_mismatch": "sex disagrees with the NIK (day + 40 means female)",
+    "kk.format": "No. KK is not exactly 16 digits",
+    "kk.unknown_region": "the No. KK's first six digits are not a known kecamatan code",
+    "kk.invalid_serial": "the No. KK's serial part is 0000",
+    "village_code.format": "village_code is not a 10-digit Kemendagri code",
+    "village_code.unknown": "village_code is not a known village (desa/kelurahan)",
+    "sex.invalid": "sex is not F or M",
+    "enrolment_status.invalid": "enrolment_status is not active, suspended, exited or deceased",
+    "birth_date.format": "birth_date is not a date YYYY-MM-DD",
+    "birth_date.in_future": "birth_date is after today",
+    "status_change_date.format": "status_change_date is not a date YYYY-MM-DD",
+    "status_change_date.too_far": "status_change_date is more than a year ahead",
+    "status_change_date.before_birth": "status_change_date is before the birth date",
+}
+
 
 @dataclass(frozen=True)
 class CheckedReport:

@@ -83,7 +83,8 @@ async def ingest(rt: ServiceRuntime, msgs: list[Msg]) -> dict[str, int]:
         if duplicates:
             # the same message again gets the same answer (as a new message: the first may be long gone)
             stored = await store.stored_receipts(s, duplicates)
-            out += [message_row(names.receipts(p), body) for (p, _m), body in stored.items()]
+            # one answer per copy, even for copies within one batch
+            out += [message_row(names.receipts(key[0]), stored[key]) for key in duplicates if key in stored]
             counts["duplicate"] = len(duplicates)
         await add(s, rt.outbox, out)
     rt.kick()
