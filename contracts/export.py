@@ -12,6 +12,7 @@ domain module is exported without touching this file.
 """
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,11 @@ class Message:
 
 
 PROGRAM = ("program", "program code, e.g. pkh, bpnt, kamalia_merekah")
+CHANNEL = ("channel", "payment channel name, e.g. bank_jateng, pos")
+# the payment-channel models belong to the disbursement contracts; exported when present
+_disb = importlib.import_module("contracts.disbursement")
+_Instruction = getattr(_disb, "PaymentInstruction", None)
+_Settlement = getattr(_disb, "Settlement", None)
 MESSAGES: tuple[Message, ...] = (
     Message("enrolment_report", EnrolmentReport, "agency.{program}.enrolments", "AGENCY_ENROLMENTS", "receive",
             "A program agency reports one person's enrolment; set Nats-Msg-Id to message_id.", (PROGRAM,)),
@@ -56,6 +62,12 @@ MESSAGES: tuple[Message, ...] = (
     Message("dead_letter", DeadLetter, "deadletter.{service}", "DEADLETTER", "send",
             "A message a service could not accept, verbatim (base64) with the reason; for operators.",
             (("service", "the service that rejected it: intake, registry, disbursement, reporting"),)),
+    *(() if _Instruction is None else (
+        Message("payment_instruction", _Instruction, "channel.{channel}.instructions", "CHANNEL", "send",
+                "Disbursement tells a payment channel (bank, post office) to pay one person.", (CHANNEL,)),)),
+    *(() if _Settlement is None else (
+        Message("settlement", _Settlement, "channel.{channel}.settlements", "CHANNEL", "receive",
+                "A payment channel reports one instruction paid or failed.", (CHANNEL,)),)),
     Message("lookup_request", LookupRequest, REGISTRY_LOOKUP, None, "receive",
             "Core NATS request-reply (no stream): find people by NIK, No. KK, or name in a village."),
     Message("lookup_reply", LookupReply, REGISTRY_LOOKUP + ".reply", None, "send",
