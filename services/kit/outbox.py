@@ -89,6 +89,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.published = 0
+        self.duplicates = 0  # publishes JetStream reported as repeats (a relay died before marking)
 
     def kick(self) -> None:
         """Called after a commit that added rows, so they go out without waiting for a poll."""
@@ -109,6 +110,7 @@ class OutboxRelay:
             await conn.execute(sa.update(t).where(t.c.id.in_([r.id for r in rows])).values(published_at=sa.func.now()))
         dups = sum(1 for a in acks if a.duplicate)
         self.published += len(rows)
+        self.duplicates += dups
         if dups:
             log.info("outbox.republished", rows=len(rows), duplicates=dups)
         return len(rows)

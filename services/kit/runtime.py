@@ -91,12 +91,16 @@ class ServiceRuntime:
         except Exception as exc:
             checks["nats"] = f"unavailable: {exc or type(exc).__name__}"
         try:
-            async with self.engine.connect() as conn:
-                await asyncio.wait_for(conn.execute(sa.text("select 1")), 2)
+            # the whole check is bounded: connecting to an unreachable host can hang far longer
+            await asyncio.wait_for(self._ping_database(), 3)
             checks["database"] = "ok"
         except Exception as exc:
             checks["database"] = f"unavailable: {str(exc)[:200] or type(exc).__name__}"
         return checks
+
+    async def _ping_database(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("select 1"))
 
     def http_app(self, title: str, description: str = "") -> FastAPI:
         runtime = self
