@@ -1,0 +1,262 @@
+"""Payment cycles: entitlements, exclusivity, budget reservation and instructions for one
+(program, period), in chunks of `chunk_size` people per transaction.
+
+Each chunk is one transaction that locks the chain, then the allocations (FOR UPDATE), picks
+people without an instruction, reserves exactly what the allocations can fund and writes the
+instructions, ledger transfers, channel messages and audit events together. A crash loses at
+most the chunk in flight; running the cycle again continues where it stopped and never issues
+a second instruction for the same (program, period, NIK).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from contracts.disbursement import (BudgetReserved, CycleCompleted, FundingLine, IssuedInstruction,
+                                    PaymentInstructionsIssued)
+from contracts.envelope import utcnow
+from contracts.subjects import Names
+from services.disbursement import domain, ledger, store
+from services.disbursement.config import DisbursementSettings
+from services.disbursement.domain import ProgramRules
+from services.kit import logging as klog
+
+log = klog.get(__name__)
+
+
+class CycleError(Exception):
+    """A cycle cannot run; the message says why (HTTP 409/404)."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Context:
+    program: str
+    period: str
+    rules: ProgramRules
+    amount: int
+    fiscal_year: int
+
+    @property
+    def min_birth(self) -> dt.date | None:
+        return domain.min_birth_date(self.period, self.rules.min_age)
+
+
+async def load_context(s: AsyncSession, program: str, period: str) -> Context:
+    try:
+        domain.check_period(period)
+    except ValueError:
+        raise CycleError(f"period {period!r} must be YYYY-MM with a month 01-12", 422) from None
+    row = (await s.execute(sa.select(store.programs.c.rules).where(store.programs.c.code == program))).first()
+    if row is None:
+        raise CycleError(f"no program {program!r}: define its rules with PUT /programs/{program}", 404)
+    rules = ProgramRules.model_validate(row.rules)
+    year = int(period[:4])
+    if rules.amount.kind == "fixed":
+        amount = int(rules.amount.amount or 0)
+    else:
+        pl = (await s.execute(sa.select(store.poverty_lines.c.amount).where(
+            store.poverty_lines.c.regency == rules.amount.regency, store.poverty_lines.c.year == year))).first()
+        if pl is None:
+            raise CycleError(f"no poverty line for regency {rules.amount.regency} in {year}: set it with "
+                             f"PUT /poverty-lines/{rules.amount.regency}/{year}")
+        amount = int(pl.amount)
+    return Context(program, period, rules, amount, year)
+
+
+def _eligible_sql(ctx: Context, *, exclusivity: bool) -> tuple[str, dict]:
+    """People eligible in this cycle who have no instruction for it yet; with `exclusivity`,
+    also without one from another program of the same class this month."""
+    sql = ["select e.nik, e.no_kk, e.village_code from enrolments e",
+           "where e.programme_identifier = :p and e.enrolment_status = 'active'",
+           "and not exists (select 1 from instructions i where i.programme_identifier = :p "
+           "and i.period = :per and i.nik = e.nik)"]
+    params: dict = {"p": ctx.program, "per": ctx.period}
+    if ctx.rules.require_verified:
+        sql.append("and exists (select 1 from verifications v where v.nik = e.nik and v.verified)")
+    if ctx.min_birth:
+        sql.append("and e.birth_date <= :mb")
+        params["mb"] = ctx.min_birth
+    if exclusivity and ctx.rules.exclusivity_class:
+        sql.append("and not exists (select 1 from instructions x where x.exclusivity_class = :cls "
+                   "and x.period = :per and x.nik = e.nik)")
+        params["cls"] = ctx.rules.exclusivity_class
+    return "\n".join(sql), params
+
+
+async def _budgets(s: AsyncSession, ctx: Context, *, lock: bool) -> list[domain.Budget]:
+    a = store.allocations
+    q = sa.select(a).where(a.c.programme_identifier == ctx.program, a.c.fiscal_year == ctx.fiscal_year,
+                           a.c.source.in_([f.source.value for f in ctx.rules.funding])).order_by(a.c.id)
+    rows = {r.source: r for r in (await s.execute(q.with_for_update() if lock else q)).all()}
+    out = []
+    for f in ctx.rules.funding:
+        r = rows.get(f.source.value)
+        out.append(domain.Budget(f.source.value, r.id if r else None, (r.ceiling - r.reserved) if r else 0, f.share))
+    return out
+
+
+async def preview(s: AsyncSession, program: str, period: str) -> dict:
+    """Dry run: what a commit would do now, with totals per source. Writes nothing."""
+    ctx = await load_context(s, program, period)
+    sql, params = _eligible_sql(ctx, exclusivity=False)
+    pending = (await s.execute(sa.text(f"select count(*) from ({sql}) q"), params)).scalar_one()
+    sql2, params2 = _eligible_sql(ctx, exclusivity=True)
+    allowed = (await s.execute(sa.text(f"select count(*) from ({sql2}) q"), params2)).scalar_one()
+    budgets = await _budgets(s, ctx, lock=False)
+    tranches = domain.plan(ctx.amount, ctx.rules.funding_mode, budgets, allowed)
+    per_source: dict[str, dict] = {b.source: {"source": b.source, "allocation_id": str(b.allocation_id)
+                                              if b.allocation_id else None, "remaining": b.remaining,
+                                              "people": 0, "amount": 0} for b in budgets}
+    funded = 0
+    for t in tranches:
+        funded += t.count
+        for src, _a, amt in t.lines:
+            per_source[src]["people"] += t.count
+            per_source[src]["amount"] += amt * t.count
+    done = await _issued_totals(s, ctx)
+    return {"programme_identifier": program, "period": period, "dry_run": True, "amount_per_person": ctx.amount,
+            "already_issued": done, "eligible_pending": pending, "excluded_exclusivity": pending - allowed,
+            "would_issue": funded, "unfunded": allowed - funded, "total": sum(v["amount"] for v in per_source.values()),
+            "per_source": list(per_source.values())}
+
+
+async def _issued_totals(s: AsyncSession, ctx: Context) -> dict:
+    i = store.instructions
+    r = (await s.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(i.c.amount), 0))
+                         .where(i.c.programme_identifier == ctx.program, i.c.period == ctx.period))).one()
+    return {"instructions": r[0], "total": int(r[1])}
+
+
+@dataclass
+class RunResult:
+    created: int = 0
+    total: int = 0
+    chunks: int = 0
+    per_source: dict = field(default_factory=lambda: defaultdict(int))
+
+
+def _instruction_payload(iid: uuid.UUID, ctx: Context, nik: str, no_kk: str, village: str, now: str) -> bytes:
+    # built by hand, not via pydantic: a million of these per cycle (same fields as
+    # contracts.disbursement.PaymentInstruction; a unit test checks they validate)
+    return json.dumps({"instruction_id": str(iid), "idempotency_key": domain.idempotency_key(ctx.program, ctx.period, nik),
+                       "programme_identifier": ctx.program, "period": ctx.period, "nik": nik, "no_kk": no_kk,
+                       "village_code": village, "amount": ctx.amount, "currency": "IDR", "issued_at": now},
+                      separators=(",", ":")).encode()
+
+
+async def _chunk(sessions: async_sessionmaker, names: Names, cfg: DisbursementSettings, ctx: Context,
+                 cid: uuid.UUID, res: RunResult) -> tuple[int, int]:
+    """One transaction. Returns (people issued, eligible left unfunded)."""
+    async with sessions.begin() as s:
+        chain = await ledger.Chain.lock(s, names, cfg)
+        budgets = await _budgets(s, ctx, lock=True)
+        sql, params = _eligible_sql(ctx, exclusivity=True)
+        people = (await s.execute(sa.text(f"{sql} order by e.nik limit :lim"),
+                                  params | {"lim": cfg.chunk_size})).all()
+        if not people:
+            return 0, 0
+        tranches = domain.plan(ctx.amount, ctx.rules.funding_mode, budgets, len(people))
+        funded = sum(t.count for t in tranches)
+        if funded == 0:
+            return 0, len(people)
+        now = utcnow()
+        now_s = now.isoformat()
+        channel = names.subject(f"channel.{ctx.rules.channel}.instructions")
+        cls = ctx.rules.exclusivity_class
+        ins_rows, transfers, msgs, items = [], [], [], []
+        per_alloc: dict[uuid.UUID, int] = defaultdict(int)
+        src_of: dict[uuid.UUID, str] = {}
+        it = iter(people)
+        for t in tranches:
+            lines = [FundingLine(source=src, allocation_id=aid, amount=amt) for src, aid, amt in t.lines]
+            for _ in range(t.count):
+                nik, no_kk, village = next(it)
+                iid = domain.instruction_id(ctx.program, ctx.period, nik)
+                pseud = cfg.pseudonym(nik)
+                ins_rows.append((iid, ctx.program, ctx.period, nik, pseud, ctx.amount, ctx.rules.channel, cls, cid,
+                                 "issued", now))
+                for src, aid, amt in t.lines:
+                    transfers.append(ledger.transfer("reserve", ledger.payable_account(aid),
+                                                     ledger.budget_account(aid), amt, aid, iid))
+                    per_alloc[aid] += amt
+                    src_of[aid] = src
+                msgs.append((iid, channel, _instruction_payload(iid, ctx, nik, no_kk, village, now_s), "{}"))
+                items.append(IssuedInstruction(instruction_id=iid, pseudonym=pseud, amount=ctx.amount, funding=lines))
+        await ledger.copy(s, store.instructions, ["id", "programme_identifier", "period", "nik", "pseudonym", "amount",
+                                                  "channel", "exclusivity_class", "cycle_id", "status", "created_at"],
+                          ins_rows)
+        await ledger.post(s, transfers)
+        a = store.allocations
+        for aid, amt in per_alloc.items():
+            # conditional: the CHECK constraint and this WHERE both refuse a ceiling breach
+            r = await s.execute(sa.update(a).where(a.c.id == aid, a.c.reserved + amt <= a.c.ceiling)
+                                .values(reserved=a.c.reserved + amt, updated_at=sa.func.now()))
+            if r.rowcount != 1:
+                raise RuntimeError(f"allocation {aid} would exceed its ceiling")  # rolls the chunk back
+        lines = [FundingLine(source=src_of[aid], allocation_id=aid, amount=amt) for aid, amt in per_alloc.items()]
+        chain.emit(BudgetReserved, cycle_id=cid, programme_identifier=ctx.program, period=ctx.period, lines=lines,
+                   instructions=len(items))
+        chain.emit(PaymentInstructionsIssued, cycle_id=cid, programme_identifier=ctx.program, period=ctx.period,
+                   channel=ctx.rules.channel, items=items, total=ctx.amount * len(items))
+        await ledger.copy(s, store.outbox, ["id", "subject", "payload", "headers"], msgs)
+        await chain.save(s)
+    res.created += funded
+    res.total += ctx.amount * funded
+    res.chunks += 1
+    for aid, amt in per_alloc.items():
+        res.per_source[src_of[aid]] += amt
+    return funded, len(people) - funded
+
+
+async def run(sessions: async_sessionmaker, names: Names, cfg: DisbursementSettings, program: str, period: str,
+              by: str, kick=lambda: None) -> dict:
+    """Commit a cycle. Safe to call again, concurrently, or after a crash."""
+    async with sessions() as s:
+        ctx = await load_context(s, program, period)
+    cid = domain.cycle_id(program, period)
+    async with sessions.begin() as s:
+        await s.execute(sa.dialects.postgresql.insert(store.cycles).values(
+            id=cid, programme_identifier=program, period=period, status="running", started_by=by)
+            .on_conflict_do_nothing())
+    res = RunResult()
+    unfunded = 0
+    while True:
+        n, left = await _chunk(sessions, names, cfg, ctx, cid, res)
+        kick()
+        if n == 0:
+            unfunded = left
+            break
+    async with sessions.begin() as s:
+        chain = await ledger.Chain.lock(s, names, cfg)
+        cyc = (await s.execute(sa.select(store.cycles).where(store.cycles.c.id == cid).with_for_update())).one()
+        totals = await _issued_totals(s, ctx)
+        if res.created or cyc.status != "completed":
+            sql, params = _eligible_sql(ctx, exclusivity=False)
+            pending = (await s.execute(sa.text(f"select count(*) from ({sql}) q"), params)).scalar_one()
+            chain.emit(CycleCompleted, cycle_id=cid, programme_identifier=program, period=period,
+                       instructions=totals["instructions"], total=totals["total"], unfunded=unfunded,
+                       excluded_exclusivity=pending - unfunded)
+            await s.execute(sa.update(store.cycles).where(store.cycles.c.id == cid)
+                            .values(status="completed", completed_at=sa.func.now()))
+            await chain.save(s)
+    kick()
+    log.info("cycle.committed", program=program, period=period, created=res.created, chunks=res.chunks)
+    return {"programme_identifier": program, "period": period, "dry_run": False, "cycle_id": str(cid),
+            "created": res.created, "created_total": res.total, "created_per_source": dict(res.per_source),
+            "instructions": totals["instructions"], "total": totals["total"], "unfunded": unfunded}
+
+
+async def unfinished(s: AsyncSession) -> list[tuple[str, str]]:
+    c = store.cycles
+    return [(r.programme_identifier, r.period) for r in
+            (await s.execute(sa.select(c.c.programme_identifier, c.c.period).where(c.c.status == "running"))).all()]

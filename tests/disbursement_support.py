@@ -1,0 +1,58 @@
+"""Helpers for the disbursement tests: tokens, registry events we publish ourselves, people."""
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+from contracts.envelope import envelope
+from contracts.registry import EnrolmentChanged
+from services.kit.auth import Principal, Role, issue_token
+from tests import factories
+
+
+def headers(settings, role: Role = Role.program_manager, user: str = "pm1") -> dict:
+    return {"Authorization": f"Bearer {issue_token(Principal(user, role, ''), settings.auth_secret)}"}
+
+
+def people(n: int, seed: int = 1, birth: dt.date = dt.date(1950, 3, 4)) -> list[dict]:
+    """n distinct valid people in Rembang."""
+    rng = random.Random(seed)
+    villages = factories.wilayah.villages_in("3317")
+    out, seen = [], set()
+    serial = seed * 100_000
+    while len(out) < n:
+        serial += 1
+        v = rng.choice(villages)
+        nik = factories.nik(v, birth, "F", serial=serial % 9999 + 1)
+        if nik in seen:
+            continue
+        seen.add(nik)
+        out.append({"nik": nik, "no_kk": factories.kk(v, serial=serial % 9999 + 1), "village_code": v,
+                    "birth_date": birth})
+    return out
+
+
+def enrolment_event(person: dict, program: str, status: str = "active", verified: bool | None = True,
+                    effective: dt.date = dt.date(2026, 1, 1)) -> bytes:
+    extra = {}
+    if verified is not None and "verification_status" in EnrolmentChanged.model_fields:
+        extra["verification_status"] = "verified" if verified else "ineligible"
+    ev = EnrolmentChanged(nik=person["nik"], no_kk=person["no_kk"], village_code=person["village_code"],
+                          birth_date=person["birth_date"], programme_identifier=program, enrolment_status=status,
+                          status_change_date=effective, reported_by=program, **extra)
+    return envelope(ev, "registry").model_dump_json().encode()
+
+
+async def publish_enrolments(js, settings, persons, program, **kw) -> None:
+    subj = settings.names.event("registry.enrolment_changed")
+    for i in range(0, len(persons), 500):
+        futs = [js.publish(subj, enrolment_event(p, program, **kw)) for p in persons[i:i + 500]]
+        import asyncio
+        await asyncio.gather(*futs)
+
+
+KAMALIA = {
+    "name": "Kamalia Merekah", "amount": {"kind": "poverty_line", "regency": "3317"},
+    "require_verified": True, "min_age": 60, "funding_mode": "order",
+    "funding": [{"source": "csr"}, {"source": "donation"}], "exclusivity_class": "cash_elderly", "channel": "pos",
+}
