@@ -1,0 +1,123 @@
+"""`sinergi cycle ...` for program managers and `sinergi audit ...` for auditors."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _token(token: str | None, user: str) -> str:
+    if token:
+        return token
+    # on the regency's server the operator holds the signing secret: mint a short-lived
+    # program_manager token for the named user (the API still checks it like any other)
+    import datetime as dt
+
+    from services.kit.auth import Principal, Role, issue_token
+    from services.kit.settings import Settings
+    return issue_token(Principal(user, Role.program_manager, ""), Settings().auth_secret, dt.timedelta(minutes=30))
+
+
+def register(app: typer.Typer) -> None:
+    cycle = typer.Typer(help="Payment cycles (program managers).", no_args_is_help=True)
+    audit = typer.Typer(help="The audit stream (auditors).", no_args_is_help=True)
+    app.add_typer(cycle, name="cycle")
+    app.add_typer(audit, name="audit")
+
+    @cycle.command("run")
+    def cycle_run(program: str = typer.Argument(..., help="program code, e.g. kamalia_merekah"),
+                  period: str = typer.Argument(..., help="YYYY-MM"),
+                  dry_run: bool = typer.Option(False, "--dry-run", help="preview totals per source; write nothing"),
+                  url: Optional[str] = typer.Option(None, envvar="SINERGI_DISBURSEMENT_URL",
+                                                    help="the disbursement service (default http://127.0.0.1:<port>)"),
+                  token: Optional[str] = typer.Option(None, envvar="SINERGI_TOKEN", help="bearer token"),
+                  user: str = typer.Option(os.environ.get("USER", "operator"), help="who runs it (no token given)"),
+                  ) -> None:
+        """Preview or commit a cycle through the service's HTTP API (idempotent: run it again safely)."""
+        from services.kit.settings import Settings
+        base = url or f"http://127.0.0.1:{Settings().port('disbursement')}"
+        path = f"/cycles/{program}/{period}" + ("/preview" if dry_run else "")
+        r = httpx.post(base + path, headers={"Authorization": f"Bearer {_token(token, user)}"}, timeout=None)
+        if r.status_code != 200:
+            console.print(f"[red]{r.status_code}: {r.json().get('detail', r.text) if r.headers.get('content-type', '').startswith('application/json') else r.text}")
+            raise typer.Exit(1)
+        body = r.json()
+        t = Table(title=f"{program} {period} {'(dry run)' if dry_run else ''}")
+        t.add_column("what")
+        t.add_column("value", justify="right")
+        for k, v in body.items():
+            if not isinstance(v, (list, dict)):
+                t.add_row(k, f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
+        out.print(t)
+        for k in ("per_source", "created_per_source"):
+            if body.get(k):
+                out.print_json(json.dumps(body[k]))
+
+    @audit.command("verify")
+    def audit_verify(public_key: Optional[Path] = typer.Option(None, help="the regency's Ed25519 public key (PEM)"),
+                     checkpoint: Optional[Path] = typer.Option(None, help="a checkpoint saved earlier (JSON): "
+                                                               "detects a rewrite of what it covers"),
+                     save_checkpoint: Optional[Path] = typer.Option(None, help="write the verified head here"),
+                     as_json: bool = typer.Option(False, "--json", help="machine-readable report")) -> None:
+        """Read `disbursement.>` (read-only credentials from SINERGI_NATS_*), check the chain and the
+        signed checkpoints, recompute totals per source and program. Exit 1 if any check fails."""
+        rep = asyncio.run(_verify(public_key, checkpoint))
+        if save_checkpoint and rep.ok:
+            save_checkpoint.write_text(json.dumps({"head_seq": rep.head_seq, "head_hash": rep.head_hash}))
+        if as_json:
+            out.print_json(json.dumps({"ok": rep.ok, "events": rep.events, "head_seq": rep.head_seq,
+                                       "head_hash": rep.head_hash, "checkpoints": rep.checkpoints,
+                                       "failures": rep.failures, "notes": rep.notes, "totals": rep.totals}))
+        else:
+            t = Table(title="Totals per source and program, recomputed from the stream")
+            for c in ("source", "program", "year", "ceiling", "net reserved", "paid", "KUBE grants"):
+                t.add_column(c, justify="right" if c not in ("source", "program") else "left")
+            for a in rep.totals.get("allocations", []):
+                t.add_row(a["source"], a["programme_identifier"], str(a["fiscal_year"]), f"{a['ceiling']:,}",
+                          f"{a['net_reserved']:,}", f"{a['paid']:,}", f"{a['kube_granted']:,}")
+            out.print(t)
+            out.print(f"{rep.events} events, chain head {rep.head_seq} {rep.head_hash[:16]}..., "
+                      f"{rep.checkpoints} signed checkpoints")
+            for n in rep.notes:
+                out.print(f"[yellow]note: {n}")
+            for f in rep.failures:
+                out.print(f"[red]FAIL {f}")
+            out.print("[green]OK: chain intact, checkpoints valid, totals consistent" if rep.ok
+                      else f"[red]{len(rep.failures)} check(s) failed")
+        if not rep.ok:
+            raise typer.Exit(1)
+
+    @audit.command("public-key")
+    def audit_public_key() -> None:
+        """Print the regency's checkpoint public key (PEM) to hand to auditors."""
+        from services.disbursement.config import DisbursementSettings, public_pem
+        out.print(public_pem(DisbursementSettings().signing_key).decode(), end="")
+
+
+async def _verify(public_key: Path | None, checkpoint: Path | None):
+    from services.disbursement import audit
+    from services.disbursement.config import load_public_key
+    from services.kit.settings import Settings
+    from services.kit.streams import connect
+
+    settings = Settings()
+    names = settings.names
+    pub = load_public_key(str(public_key)) if public_key else None
+    known = json.loads(checkpoint.read_text()) if checkpoint else None
+    nc = await connect(settings, "sinergi-audit")
+    try:
+        stream = names.stream("DISBURSEMENT")
+        msgs = await audit.read_stream(nc.jetstream(), stream, names.subject("disbursement.>"))
+    finally:
+        await nc.close()
+    return audit.verify(msgs, stream, pub, known)
