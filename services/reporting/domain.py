@@ -1,16 +1,111 @@
-"""Reporting rules, no I/O: how an event changes the aggregates."""
+"""Reporting rules, no I/O: periods, how facts change the aggregates, and the recap's arithmetic."""
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections import Counter
+from decimal import ROUND_HALF_UP, Decimal
 
-from contracts.registry import EnrolmentChanged
+from contracts import wilayah
+from services.reporting.facts import EnrolmentFact
+
+_PERIOD = re.compile(r"(\d{4})-(\d{2})")
 
 
-def enrolment_deltas(events: list[EnrolmentChanged]) -> Counter:
+class BadPeriod(ValueError):
+    pass
+
+
+def parse_period(value: str | None) -> str:
+    """`YYYY-MM` with a real month, else BadPeriod saying what is wrong."""
+    if not value:
+        raise BadPeriod("period is required, as YYYY-MM (e.g. 2026-11)")
+    m = _PERIOD.fullmatch(value.strip())
+    if not m:
+        raise BadPeriod(f"period {value!r} is not in the form YYYY-MM (e.g. 2026-11)")
+    year, month = int(m.group(1)), int(m.group(2))
+    if not 1 <= month <= 12:
+        raise BadPeriod(f"period {value!r} has month {month:02d}; a month is 01-12")
+    if not 2000 <= year <= 2100:
+        raise BadPeriod(f"period {value!r} has year {year}; reports cover 2000-2100")
+    return f"{year:04d}-{month:02d}"
+
+
+def period_of(day: dt.date) -> str:
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+def period_end(period: str) -> dt.date:
+    """The last day of the month."""
+    y, m = int(period[:4]), int(period[5:7])
+    first_next = dt.date(y + (m == 12), m % 12 + 1, 1)
+    return first_next - dt.timedelta(days=1)
+
+
+def year_start(period: str) -> str:
+    return f"{period[:4]}-01"
+
+
+def enrolment_deltas(events: list[EnrolmentFact]) -> Counter:
     """+1 for the new status, -1 for the one it replaced, per (program, village, status)."""
     deltas: Counter = Counter()
     for e in events:
-        deltas[(e.programme_identifier, e.village_code, e.enrolment_status.value)] += 1
-        if e.previous_status is not None:
-            deltas[(e.programme_identifier, e.village_code, e.previous_status.value)] -= 1
+        deltas[(e.program, e.village_code, e.status)] += 1
+        if e.previous is not None:
+            deltas[(e.program, e.village_code, e.previous)] -= 1
     return deltas
+
+
+def enrolment_flow_deltas(events: list[EnrolmentFact]) -> Counter:
+    """The same, per month of the effective date: summing months <= P gives the state at P."""
+    deltas: Counter = Counter()
+    for e in events:
+        p = period_of(e.effective)
+        deltas[(e.program, e.village_code, p, e.status)] += 1
+        if e.previous is not None:
+            deltas[(e.program, e.village_code, p, e.previous)] -= 1
+    return deltas
+
+
+def percent(part: int, whole: int) -> float | None:
+    """Realisation percentage to two decimals, half up (as the village budget tables print it)."""
+    if not whole:
+        return None
+    return float((Decimal(part) * 100 / Decimal(whole)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+def median_from_histogram(hist: dict[int, int]) -> float | None:
+    """Median of values given as {value: count}: the middle one, or the mean of the two middle."""
+    n = sum(hist.values())
+    if n == 0:
+        return None
+    lo_rank, hi_rank = (n - 1) // 2, n // 2  # 0-based ranks of the middle value(s)
+    seen, lo = 0, None
+    for value in sorted(hist):
+        seen += hist[value]
+        if lo is None and seen > lo_rank:
+            lo = value
+        if seen > hi_rank:
+            return (lo + value) / 2
+    raise AssertionError("unreachable")
+
+
+def area_names(village_code: str) -> tuple[str, str | None, str, str | None]:
+    kec = wilayah.kecamatan_of(village_code)
+    return kec, wilayah.name_of(kec), village_code, wilayah.name_of(village_code)
+
+
+def month_bit(period: str) -> int:
+    """Bit of the month in a year's 12-bit mask (January = 1)."""
+    return 1 << (int(period[5:7]) - 1)
+
+
+def today() -> dt.date:
+    return dt.date.today()
+
+
+def periods_back(period: str, months: int) -> list[str]:
+    """The `months` periods ending at `period`, oldest first."""
+    y, m = int(period[:4]), int(period[5:7])
+    idx = y * 12 + m - 1
+    return [f"{i // 12:04d}-{i % 12 + 1:02d}" for i in range(idx - months + 1, idx + 1)]

@@ -1,34 +1,352 @@
-"""Reporting's read-model tables. No NIK or name is kept here: counts only."""
+"""Reporting's read-model tables and how facts update them, incrementally.
+
+No NIK or name is kept here: counts and sums per area and month, plus the few per-item rows
+(case, visit, KUBE group, a payee's pseudonym with a 12-bit mask of months paid) needed to
+count each thing once. Every aggregate is a sum over a handful of rows per month, so the
+monthly recap never scans events.
+"""
 from __future__ import annotations
+
+from collections import Counter, defaultdict
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from services.kit.outbox import inbox_table, outbox_table
+from services.reporting import domain
+from services.reporting.facts import (AllocationFact, ComplaintReceived, ComplaintReferred, ComplaintResolved,
+                                      EnrolmentFact, Fact, KubeFlow, KubeGroup, PaymentFact, VisitDone, VisitDue)
 
 metadata = sa.MetaData()
 outbox = outbox_table(metadata)
 inbox = inbox_table(metadata)
 
-# people per (program, village, status), kept incrementally from registry.enrolment_changed
+V = sa.String(10)  # village code, digits
+P = sa.String(7)   # period, YYYY-MM
+
+
+def _n(name: str) -> sa.Column:
+    return sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
+
+
+# people per (program, village, status) now, from registry.enrolment_changed
 enrolment_counts = sa.Table(
     "enrolment_counts", metadata,
     sa.Column("programme_identifier", sa.Text, primary_key=True),
-    sa.Column("village_code", sa.String(10), primary_key=True),
+    sa.Column("village_code", V, primary_key=True),
     sa.Column("enrolment_status", sa.Text, primary_key=True),
-    sa.Column("people", sa.BigInteger, nullable=False, server_default="0"),
+    _n("people"),
 )
+# the same as monthly changes by effective date: the sum over months <= P is the state at P
+enrolment_flow = sa.Table(
+    "enrolment_flow", metadata,
+    sa.Column("programme_identifier", sa.Text, primary_key=True),
+    sa.Column("village_code", V, primary_key=True),
+    sa.Column("period", P, primary_key=True),
+    sa.Column("enrolment_status", sa.Text, primary_key=True),
+    _n("people"),
+)
+payment_monthly = sa.Table(
+    "payment_monthly", metadata,
+    sa.Column("programme_identifier", sa.Text, primary_key=True),
+    sa.Column("village_code", V, primary_key=True),
+    sa.Column("funding_source", sa.Text, primary_key=True),
+    sa.Column("period", P, primary_key=True),
+    _n("amount"), _n("payments"),
+)
+# distinct people paid per program and month (a person paid twice in a month counts once)
+people_paid = sa.Table(
+    "people_paid", metadata,
+    sa.Column("programme_identifier", sa.Text, primary_key=True),
+    sa.Column("village_code", V, primary_key=True),
+    sa.Column("period", P, primary_key=True),
+    _n("people"),
+)
+# per payee pseudonym, program and year: bit m-1 set once month m was paid
+paid_months = sa.Table(
+    "paid_months", metadata,
+    sa.Column("programme_identifier", sa.Text, primary_key=True),
+    sa.Column("person_ref", sa.Text, primary_key=True),
+    sa.Column("year", sa.SmallInteger, primary_key=True),
+    sa.Column("months", sa.Integer, nullable=False, server_default="0"),
+)
+allocations = sa.Table(
+    "allocations", metadata,
+    sa.Column("funding_source", sa.Text, primary_key=True),
+    sa.Column("programme_identifier", sa.Text, primary_key=True),
+    sa.Column("fiscal_year", sa.SmallInteger, primary_key=True),
+    _n("amount"),
+)
+complaint_cases = sa.Table(
+    "complaint_cases", metadata,
+    sa.Column("case_id", sa.Text, primary_key=True),
+    sa.Column("village_code", V, nullable=False),
+    sa.Column("level", sa.Text, nullable=False, server_default="desa"),
+    sa.Column("received_on", sa.Date),
+    sa.Column("due_on", sa.Date),
+    sa.Column("resolved_on", sa.Date),
+    sa.Column("received_seen", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("days_counted", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("complaint_cases_open_due", "due_on", postgresql_where=sa.text("resolved_on is null")),
+)
+complaint_referrals = sa.Table(
+    "complaint_referrals", metadata,
+    sa.Column("case_id", sa.Text, primary_key=True),
+    sa.Column("level", sa.Text, primary_key=True),
+)
+# per level: `arrived` is new complaints at desa and referrals in at the levels above
+complaint_monthly = sa.Table(
+    "complaint_monthly", metadata,
+    sa.Column("period", P, primary_key=True),
+    sa.Column("village_code", V, primary_key=True),
+    sa.Column("level", sa.Text, primary_key=True),
+    _n("arrived"), _n("resolved"),
+)
+complaint_days = sa.Table(
+    "complaint_days", metadata,
+    sa.Column("period", P, primary_key=True),
+    sa.Column("days", sa.Integer, primary_key=True),
+    _n("cases"),
+)
+visits = sa.Table(
+    "visits", metadata,
+    sa.Column("visit_id", sa.Text, primary_key=True),
+    sa.Column("due_seen", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("done_seen", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+visit_monthly = sa.Table(
+    "visit_monthly", metadata,
+    sa.Column("period", P, primary_key=True),
+    sa.Column("companion", sa.Text, primary_key=True),
+    sa.Column("village_code", V, primary_key=True),
+    _n("due"), _n("done"),
+)
+visit_conditions = sa.Table(
+    "visit_conditions", metadata,
+    sa.Column("period", P, primary_key=True),
+    sa.Column("companion", sa.Text, primary_key=True),
+    sa.Column("aspect", sa.Text, primary_key=True),  # fisik (physical) or sosial (social)
+    sa.Column("condition", sa.Text, primary_key=True),
+    _n("visits"),
+)
+kube_groups = sa.Table(
+    "kube_groups", metadata,
+    sa.Column("group_id", sa.Text, primary_key=True),
+    sa.Column("village_code", V, nullable=False),
+    sa.Column("members", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("formed_period", P, nullable=False),
+)
+kube_monthly = sa.Table(
+    "kube_monthly", metadata,
+    sa.Column("group_id", sa.Text, primary_key=True),
+    sa.Column("period", P, primary_key=True),
+    _n("funded"), _n("disbursed"), _n("due"), _n("repaid"),
+)
+
+# every read-model table (what `rebuild` recreates and swaps); the inbox goes with them
+READ_MODELS = [t for t in metadata.sorted_tables if t.name != "outbox"]
+
+
+async def _add(session, table: sa.Table, keys: list[str], rows: list[dict], cols: list[str]) -> None:
+    """Upsert rows adding their `cols` to what is there."""
+    rows = [r for r in rows if any(r[c] for c in cols)]
+    if not rows:
+        return
+    stmt = insert(table)
+    await session.execute(stmt.on_conflict_do_update(
+        index_elements=keys, set_={c: table.c[c] + stmt.excluded[c] for c in cols}), rows)
+
+
+def _rows(counter: Counter | dict, keys: list[str], col: str) -> list[dict]:
+    return [dict(zip(keys, k)) | {col: v} for k, v in counter.items()]
 
 
 async def bump_counts(session, deltas: dict[tuple[str, str, str], int]) -> None:
-    rows = [{"programme_identifier": p, "village_code": v, "enrolment_status": st, "people": d}
-            for (p, v, st), d in deltas.items() if d]
-    if not rows:
-        return
-    stmt = insert(enrolment_counts)
-    await session.execute(stmt.on_conflict_do_update(
-        index_elements=["programme_identifier", "village_code", "enrolment_status"],
-        set_={"people": enrolment_counts.c.people + stmt.excluded.people}), rows)
+    keys = ["programme_identifier", "village_code", "enrolment_status"]
+    await _add(session, enrolment_counts, keys, _rows(deltas, keys, "people"), ["people"])
+
+
+async def apply(session, facts: list[Fact]) -> None:
+    """Fold a batch of facts into the read models, in the caller's transaction."""
+    by: dict[type, list] = defaultdict(list)
+    for f in facts:
+        by[type(f)].append(f)
+    if by[EnrolmentFact]:
+        await bump_counts(session, domain.enrolment_deltas(by[EnrolmentFact]))
+        keys = ["programme_identifier", "village_code", "period", "enrolment_status"]
+        await _add(session, enrolment_flow, keys, _rows(domain.enrolment_flow_deltas(by[EnrolmentFact]), keys,
+                                                        "people"), ["people"])
+    if by[PaymentFact]:
+        await _payments(session, by[PaymentFact])
+    if by[AllocationFact]:
+        c = Counter()
+        for a in by[AllocationFact]:
+            c[(a.funding_source, a.program, a.fiscal_year)] += a.amount
+        keys = ["funding_source", "programme_identifier", "fiscal_year"]
+        await _add(session, allocations, keys, _rows(c, keys, "amount"), ["amount"])
+    if by[ComplaintReceived] or by[ComplaintReferred] or by[ComplaintResolved]:
+        await _complaints(session, by[ComplaintReceived], by[ComplaintReferred], by[ComplaintResolved])
+    if by[VisitDue] or by[VisitDone]:
+        await _visits(session, by[VisitDue], by[VisitDone])
+    if by[KubeGroup] or by[KubeFlow]:
+        await _kube(session, by[KubeGroup], by[KubeFlow])
+
+
+async def _payments(session, pays: list[PaymentFact]) -> None:
+    money: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    for p in pays:
+        m = money[(p.program, p.village_code, p.funding_source, p.period)]
+        m[0] += p.amount
+        m[1] += 1
+    await _add(session, payment_monthly, ["programme_identifier", "village_code", "funding_source", "period"],
+               [{"programme_identifier": k[0], "village_code": k[1], "funding_source": k[2], "period": k[3],
+                 "amount": a, "payments": n} for k, (a, n) in money.items()], ["amount", "payments"])
+
+    # distinct people: insert missing masks, lock them (sorted: no deadlocks), then set bits;
+    # a concurrent batch waits on the lock and then sees the bits this one set
+    keys = sorted({(p.program, p.person_ref, int(p.period[:4])) for p in pays})
+    await session.execute(insert(paid_months).on_conflict_do_nothing(),
+                          [{"programme_identifier": k[0], "person_ref": k[1], "year": k[2]} for k in keys])
+    t = paid_months
+    rows = (await session.execute(
+        sa.select(t.c.programme_identifier, t.c.person_ref, t.c.year, t.c.months)
+        .where(sa.tuple_(t.c.programme_identifier, t.c.person_ref, t.c.year).in_(keys))
+        .order_by(t.c.programme_identifier, t.c.person_ref, t.c.year).with_for_update())).all()
+    masks = {(r[0], r[1], r[2]): r[3] for r in rows}
+    before = dict(masks)
+    newly: Counter = Counter()
+    for p in pays:
+        k, bit = (p.program, p.person_ref, int(p.period[:4])), domain.month_bit(p.period)
+        if not masks[k] & bit:
+            masks[k] |= bit
+            newly[(p.program, p.village_code, p.period)] += 1
+    changed = [{"p": k[0], "r": k[1], "y": k[2], "m": v} for k, v in masks.items() if v != before[k]]
+    if changed:
+        await session.execute(
+            sa.update(t).where(t.c.programme_identifier == sa.bindparam("p"), t.c.person_ref == sa.bindparam("r"),
+                               t.c.year == sa.bindparam("y")).values(months=sa.bindparam("m"))
+            .execution_options(synchronize_session=False), changed)
+    keys3 = ["programme_identifier", "village_code", "period"]
+    await _add(session, people_paid, keys3, _rows(newly, keys3, "people"), ["people"])
+
+
+async def _complaints(session, received: list[ComplaintReceived], referred: list[ComplaintReferred],
+                      resolved: list[ComplaintResolved]) -> None:
+    t = complaint_cases
+    monthly: Counter = Counter()  # (period, village, level, column) -> n
+    if received:
+        stmt = insert(t)
+        got = (await session.execute(stmt.on_conflict_do_update(
+            index_elements=["case_id"],
+            set_={"received_on": stmt.excluded.received_on, "due_on": stmt.excluded.due_on, "received_seen": True},
+            where=~t.c.received_seen).returning(t.c.village_code, t.c.received_on),
+            [{"case_id": r.case_id, "village_code": r.village_code, "received_on": r.received_on,
+              "due_on": r.due_on, "received_seen": True} for r in _last(received)])).all()
+        for village, day in got:
+            monthly[(domain.period_of(day), village, "desa", "arrived")] += 1
+    if referred:
+        await session.execute(insert(t).on_conflict_do_nothing(),
+                              [{"case_id": r.case_id, "village_code": r.village_code} for r in _last(referred)])
+        new = set((await session.execute(insert(complaint_referrals).on_conflict_do_nothing().returning(
+            complaint_referrals.c.case_id, complaint_referrals.c.level),
+            [{"case_id": r.case_id, "level": r.level} for r in {(r.case_id, r.level): r for r in referred}.values()]
+        )).all())
+        for r in referred:
+            if (r.case_id, r.level) in new:
+                new.discard((r.case_id, r.level))
+                monthly[(domain.period_of(r.referred_on), r.village_code, r.level, "arrived")] += 1
+                # the case now sits at the highest level it reached
+                await session.execute(sa.update(t).where(t.c.case_id == r.case_id).values(
+                    level=sa.case((_rank(t.c.level) < _RANK[r.level], r.level), else_=t.c.level)))
+    if resolved:
+        stmt = insert(t)
+        got = (await session.execute(stmt.on_conflict_do_update(
+            index_elements=["case_id"],
+            set_={"resolved_on": stmt.excluded.resolved_on,
+                  "received_on": sa.func.coalesce(t.c.received_on, stmt.excluded.received_on)},
+            where=t.c.resolved_on.is_(None)).returning(t.c.village_code, t.c.level, t.c.resolved_on),
+            [{"case_id": r.case_id, "village_code": r.village_code, "resolved_on": r.resolved_on,
+              "received_on": r.received_on} for r in _last(resolved)])).all()
+        for village, level, day in got:
+            monthly[(domain.period_of(day), village, level, "resolved")] += 1
+    # days to resolve, once per case, as soon as both dates are known (events may come in any order)
+    touched = sorted({f.case_id for f in (*received, *resolved)})
+    days: Counter = Counter()
+    if touched:
+        for rec, res in (await session.execute(
+                sa.update(t).where(t.c.case_id.in_(touched), t.c.received_on.is_not(None),
+                                   t.c.resolved_on.is_not(None), ~t.c.days_counted)
+                .values(days_counted=True).returning(t.c.received_on, t.c.resolved_on))).all():
+            days[(domain.period_of(res), max((res - rec).days, 0))] += 1
+    await _add(session, complaint_days, ["period", "days"], _rows(days, ["period", "days"], "cases"), ["cases"])
+    rows: dict[tuple, dict] = {}
+    for (period, village, level, col), n in monthly.items():
+        rows.setdefault((period, village, level), {"period": period, "village_code": village, "level": level,
+                                                   "arrived": 0, "resolved": 0})[col] += n
+    await _add(session, complaint_monthly, ["period", "village_code", "level"], list(rows.values()),
+               ["arrived", "resolved"])
+
+
+LEVELS = ("desa", "kecamatan", "kabupaten", "agency")
+_RANK = {lv: i for i, lv in enumerate(LEVELS)}
+
+
+def _rank(col):
+    return sa.case(*((col == lv, i) for lv, i in _RANK.items()), else_=0)
+
+
+def _last(items: list) -> list:
+    """One fact per case (the last): a batch may not upsert the same row twice."""
+    return list({f.case_id: f for f in items}.values())
+
+
+async def _visits(session, due: list[VisitDue], done: list[VisitDone]) -> None:
+    t = visits
+    monthly: Counter = Counter()
+    conditions: Counter = Counter()
+    for facts, flag, col in ((due, "due_seen", "due"), (done, "done_seen", "done")):
+        if not facts:
+            continue
+        uniq = {f.visit_id: f for f in facts}
+        stmt = insert(t)
+        new = set((await session.execute(stmt.on_conflict_do_update(
+            index_elements=["visit_id"], set_={flag: True}, where=~t.c[flag]).returning(t.c.visit_id),
+            [{"visit_id": v, flag: True} for v in uniq])).scalars())
+        for v in new:
+            f = uniq[v]
+            period = f.period if col == "due" else domain.period_of(f.visited_on)
+            monthly[(period, f.companion, f.village_code, col)] += 1
+            if col == "done":
+                conditions[(period, f.companion, "fisik", f.physical)] += 1
+                conditions[(period, f.companion, "sosial", f.social)] += 1
+    rows: dict[tuple, dict] = {}
+    for (period, comp, village, col), n in monthly.items():
+        rows.setdefault((period, comp, village), {"period": period, "companion": comp, "village_code": village,
+                                                  "due": 0, "done": 0})[col] += n
+    await _add(session, visit_monthly, ["period", "companion", "village_code"], list(rows.values()), ["due", "done"])
+    keys = ["period", "companion", "aspect", "condition"]
+    await _add(session, visit_conditions, keys, _rows(conditions, keys, "visits"), ["visits"])
+
+
+async def _kube(session, groups: list[KubeGroup], flows: list[KubeFlow]) -> None:
+    if groups:
+        stmt = insert(kube_groups)
+        await session.execute(stmt.on_conflict_do_update(index_elements=["group_id"], set_={
+            "village_code": stmt.excluded.village_code, "members": stmt.excluded.members,
+            "formed_period": sa.func.least(kube_groups.c.formed_period, stmt.excluded.formed_period)}),
+            list({g.group_id: {"group_id": g.group_id, "village_code": g.village_code, "members": g.members,
+                               "formed_period": g.period} for g in groups}.values()))
+    cols = ("funded", "disbursed", "due", "repaid")
+    sums: dict[tuple, dict] = {}
+    for g in groups:
+        sums.setdefault((g.group_id, g.period), dict.fromkeys(cols, 0))["funded"] += g.fund_amount
+    for f in flows:
+        s = sums.setdefault((f.group_id, f.period), dict.fromkeys(cols, 0))
+        s["disbursed"] += f.disbursed
+        s["due"] += f.due
+        s["repaid"] += f.repaid
+    await _add(session, kube_monthly, ["group_id", "period"],
+               [{"group_id": k[0], "period": k[1]} | v for k, v in sums.items()], list(cols))
 
 
 async def counts(session, program: str | None = None) -> list[dict]:

@@ -1,0 +1,118 @@
+"""Facts: the small, personal-data-free records the read models are built from.
+
+Every event reporting uses is turned into facts by `adapters.py`; the store only knows
+facts. So a changed event contract touches one adapter, never the SQL.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolmentFact:
+    """A person's status in a program changed (-1 for `previous`, +1 for `status`)."""
+
+    program: str
+    village_code: str
+    status: str
+    previous: str | None
+    effective: dt.date
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentFact:
+    """Money reached a person (pembayaran): `person_ref` is a pseudonym, never a NIK."""
+
+    program: str
+    person_ref: str
+    village_code: str
+    funding_source: str
+    amount: int
+    period: str  # YYYY-MM the payment belongs to
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationFact:
+    """A funding source's ceiling (pagu) for a program and fiscal year grew by `amount`."""
+
+    funding_source: str
+    program: str
+    fiscal_year: int
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class ComplaintReceived:
+    """A complaint or request (pengaduan) reached the Puskesos front office."""
+
+    case_id: str
+    village_code: str
+    received_on: dt.date
+    due_on: dt.date | None
+
+
+@dataclass(frozen=True, slots=True)
+class ComplaintReferred:
+    """The case went up the SLRT chain to `level` (kecamatan, kabupaten, agency)."""
+
+    case_id: str
+    village_code: str
+    level: str
+    referred_on: dt.date
+
+
+@dataclass(frozen=True, slots=True)
+class ComplaintResolved:
+    case_id: str
+    village_code: str
+    resolved_on: dt.date
+    received_on: dt.date | None  # when the event carries it; else taken from the case
+
+
+@dataclass(frozen=True, slots=True)
+class VisitDue:
+    """A companion (pendamping) owes an assisted person a home visit in `period`."""
+
+    visit_id: str
+    companion: str
+    village_code: str
+    period: str
+
+
+@dataclass(frozen=True, slots=True)
+class VisitDone:
+    """A home visit report: physical and social condition categories only, no free text."""
+
+    visit_id: str
+    companion: str
+    village_code: str
+    visited_on: dt.date
+    physical: str
+    social: str
+
+
+@dataclass(frozen=True, slots=True)
+class KubeGroup:
+    """A KUBE (joint business group) got its revolving fund, or its membership changed."""
+
+    group_id: str
+    village_code: str
+    members: int
+    fund_amount: int  # added to the group's fund (0 for a membership change)
+    period: str
+
+
+@dataclass(frozen=True, slots=True)
+class KubeFlow:
+    """Money in a KUBE revolving fund: a loan out, an instalment falling due, a repayment."""
+
+    group_id: str
+    period: str
+    disbursed: int = 0
+    due: int = 0
+    repaid: int = 0
+
+
+Fact = (EnrolmentFact | PaymentFact | AllocationFact | ComplaintReceived | ComplaintReferred | ComplaintResolved
+        | VisitDue | VisitDone | KubeGroup | KubeFlow)
