@@ -103,6 +103,37 @@ def _wait_ready(ports: dict[str, int], procs: dict[str, subprocess.Popen], timeo
         raise RuntimeError(f"not ready after {timeout:.0f} s: {', '.join(pending)}")
 
 
+def _die_with_parent() -> None:
+    """Child processes get SIGTERM if `sinergi up` itself is killed (Linux), never orphans."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def _busy_ports(ports: list[int], host: str = "127.0.0.1") -> list[int]:
+    import socket
+
+    busy = []
+    for port in ports:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                busy.append(port)
+    return busy
+
+
+def _write_endpoints(path: Path, data: dict) -> None:
+    import json
+
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)  # atomic: a reader never sees half a file
+
+
 @app.command()
 def up(data_dir: Path = typer.Option(Path(".sinergi"), envvar="SINERGI_DATA_DIR", help="where embedded data lives"),
        nats_url: Optional[str] = typer.Option(None, envvar="SINERGI_NATS_URL",
@@ -112,34 +143,58 @@ def up(data_dir: Path = typer.Option(Path(".sinergi"), envvar="SINERGI_DATA_DIR"
        http_port_base: int = typer.Option(8001, envvar="SINERGI_HTTP_PORT_BASE",
                                           help="intake on this port, then registry, disbursement, reporting"),
        ) -> None:
-    """Start the whole system: NATS, PostgreSQL (embedded unless given) and the four services."""
+    """Start the whole system: NATS, PostgreSQL (embedded unless given) and the four services.
+
+    Prints where everything listens and writes it to DATA_DIR/endpoints.json. Ctrl-C stops the services, then the embedded servers."""
     from services.kit.embedded import EmbeddedNats, EmbeddedPostgres
 
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    endpoints = data_dir / "endpoints.json"
+    endpoints.unlink(missing_ok=True)
     servers: list = []
     procs: dict[str, subprocess.Popen] = {}
     stopping = False
 
-    def _stop(*_a) -> None:
+    def _stop() -> None:
         nonlocal stopping
         if stopping:
             return
         stopping = True
+        # a second Ctrl-C must not cut the orderly stop short (and leave servers running)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         console.print("[yellow]stopping...")
+        endpoints.unlink(missing_ok=True)
         for p in procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
+        deadline = time.time() + 20
         for p in procs.values():
             try:
-                p.wait(15)
+                p.wait(max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 p.kill()
-        for srv in reversed(servers):
-            srv.stop()
+                p.wait()
+        for srv in reversed(servers):  # services first, then PostgreSQL, then NATS
+            try:
+                srv.stop()
+            except Exception as exc:  # keep stopping the others
+                console.print(f"[red]could not stop {type(srv).__name__}: {exc}")
         console.print("[green]stopped")
 
-    signal.signal(signal.SIGTERM, lambda *_a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    ports = {svc: http_port_base + i for i, svc in enumerate(SERVICES)}
+    busy = _busy_ports(list(ports.values()))
+    if busy:
+        console.print(f"[red]HTTP port(s) {', '.join(map(str, busy))} already in use: "
+                      "choose another base with --http-port-base or SINERGI_HTTP_PORT_BASE")
+        raise typer.Exit(2)
+
+    def _interrupt(*_a) -> None:
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         if not nats_url:
             n = EmbeddedNats(data_dir, port=14222).start()
@@ -155,17 +210,27 @@ def up(data_dir: Path = typer.Option(Path(".sinergi"), envvar="SINERGI_DATA_DIR"
         settings = Settings()
         asyncio.run(_migrate(settings, list(SERVICES)))
         for svc in SERVICES:
-            procs[svc] = subprocess.Popen([sys.executable, "-m", "services.cli", "run", svc], env=env)
+            # own session: a terminal's Ctrl-C reaches only `up`, which stops them in order
+            procs[svc] = subprocess.Popen([sys.executable, "-m", "services.cli", "run", svc], env=env,
+                                          start_new_session=True, preexec_fn=_die_with_parent)
         _wait_ready({s: settings.port(s) for s in SERVICES}, procs)
+        _write_endpoints(endpoints, {
+            "nats": nats_url, "database": database_url, "data_dir": str(data_dir), "pid": os.getpid(),
+            "services": {svc: {"url": f"http://127.0.0.1:{settings.port(svc)}", "pid": procs[svc].pid}
+                         for svc in SERVICES},
+            "embedded": {type(srv).__name__: srv.pid for srv in servers},
+        })
         table = Table(title="Sinergi is up (Ctrl-C stops it)")
         table.add_column("what")
         table.add_column("where")
         table.add_row("NATS", nats_url)
         table.add_row("PostgreSQL", database_url)
         for svc in SERVICES:
-            table.add_row(svc, f"http://127.0.0.1:{settings.port(svc)}  (docs: /docs)")
+            table.add_row(svc, f"http://127.0.0.1:{settings.port(svc)}  (docs: /docs, health: /healthz /readyz)")
         table.add_row("data", str(data_dir))
-        console.print(table)
+        table.add_row("endpoints", str(endpoints))
+        Console().print(table)  # stdout: what the user asked for; logs go elsewhere
+        sys.stdout.flush()
         while all(p.poll() is None for p in procs.values()):
             time.sleep(0.5)
         dead = [s for s, p in procs.items() if p.poll() is not None]
@@ -173,6 +238,9 @@ def up(data_dir: Path = typer.Option(Path(".sinergi"), envvar="SINERGI_DATA_DIR"
         raise typer.Exit(1)
     except KeyboardInterrupt:
         pass
+    except RuntimeError as exc:  # a server or service did not come up: say which, stop the rest
+        console.print(f"[red]{exc}")
+        raise typer.Exit(1) from None
     finally:
         _stop()
 

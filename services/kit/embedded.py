@@ -77,6 +77,10 @@ class EmbeddedNats:
             time.sleep(0.05)
         raise RuntimeError("nats-server did not start in 15 s")
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -97,8 +101,13 @@ class EmbeddedPostgres:
         os.environ.setdefault("XDG_RUNTIME_DIR", str(self.dir.parent / "run"))
         Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.server = pgserver.get_server(self.dir, cleanup_mode=None)
+        # "stop": cleanup() stops the server (cleanup_mode=None would leave it running forever)
+        self.server = pgserver.get_server(self.dir, cleanup_mode="stop")
         return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.server.get_pid() if self.server is not None else None
 
     @property
     def url(self) -> str:
@@ -107,5 +116,19 @@ class EmbeddedPostgres:
         return uri.replace("postgresql://", "postgresql+asyncpg://", 1)
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.cleanup()
+        if self.server is None:
+            return
+        self.server.cleanup()
+        # pgserver only stops the server when this process is the last registered handle; a
+        # handle left by a crashed earlier run would keep it up. We own the data dir: stop it.
+        self._pg_ctl_stop()
+        self.server = None
+
+    def _pg_ctl_stop(self) -> None:
+        from pgserver._commands import pg_ctl
+
+        if (self.dir / "postmaster.pid").exists():
+            try:
+                pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.dir, user=self.server.system_user, timeout=30)
+            except Exception:  # already stopped between the check and the call
+                pass
