@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -132,3 +133,11 @@ def test_the_cli_rejects_a_broken_reference(exported, asyncapi_cli, tmp_path):
     res = subprocess.run([str(asyncapi_cli), "validate", str(doc)], capture_output=True, text=True, timeout=120,
                          env=_asyncapi_env(tmp_path))
     assert res.returncode != 0 and "missing.json" in res.stdout + res.stderr
+
+
+def test_the_sinergi_command_writes_the_same_files(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "services.cli", "contracts", "export", str(tmp_path / "out")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "out" / "asyncapi.yaml").exists()
+    assert len(list((tmp_path / "out" / "schemas" / "events").glob("*.json"))) == len(EVENTS)
