@@ -115,8 +115,8 @@ PROOF_SQL = {
         with acc as (
           select debit_account a, amount d, 0::bigint c from ledger
           union all select credit_account, 0, amount from ledger)
-        select coalesce(sum(d),0) debits, coalesce(sum(c),0) credits, count(distinct a) accounts,
-               coalesce(sum(d) - sum(c), 0) net from acc""",
+        select coalesce(sum(d),0)::bigint debits, coalesce(sum(c),0)::bigint credits, count(distinct a) accounts,
+               coalesce(sum(d) - sum(c), 0)::bigint net from acc""",
     # each allocation's counters equal what its ledger accounts say
     "allocations": """
         with bal as (
