@@ -1,141 +1,118 @@
 """Events in, facts out: the one place that knows the other services' event shapes.
 
-`ADAPTERS` maps an `event_type` to (the model to validate `data` with, a function giving
-facts). Event types not listed are acknowledged and skipped. Where a domain had not yet
-published its event class in `contracts/`, a `Pending*` model below states the shape
-reporting expects; wiring the real class is one line in `ADAPTERS` (and its field names
-in the adapter function).
+`ADAPTERS` maps an `event_type` to (its contract class, a function of the decoded envelope
+giving facts). Event types not listed are acknowledged and skipped. Dates that an event
+does not carry are the day it happened (`occurred_at`) in the regency's time zone.
 """
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
+from contracts.disbursement import (AllocationSet, KubeGrantMade, KubeGroupRegistered, KubeInstalmentPaid,
+                                    KubeLoanIssued, SettlementRecorded, SettlementStatus)
+from contracts.envelope import Envelope
+from contracts.intake import (CaseEscalated, CaseReferred, CaseRegistered, CaseResolved, CompanionAssigned,
+                              VisitReportFiled)
 from contracts.registry import EnrolmentChanged
-from contracts.values import Period, ProgramCode, Rupiah, VillageCode
 from services.reporting import domain
-from services.reporting.facts import (AllocationFact, ComplaintReceived, ComplaintReferred, ComplaintResolved,
-                                      EnrolmentFact, Fact, KubeFlow, KubeGroup, PaymentFact, VisitDone, VisitDue)
+from services.reporting.facts import (AllocationFact, Assignment, ComplaintReceived, ComplaintReferred,
+                                      ComplaintResolved, EnrolmentFact, Fact, KubeFlow, KubeGroup, PaymentFact,
+                                      VisitDone)
 
 
-class _Pending(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+def _day(env: Envelope) -> dt.date:
+    return domain.local_date(env.occurred_at)
 
 
-class PendingPaymentSettled(_Pending):
-    """disbursement.payment_settled: the channel confirmed the money reached the person."""
-
-    payment_id: uuid.UUID
-    programme_identifier: ProgramCode
-    person_ref: str = Field(min_length=8, description="keyed pseudonym of the person, never the NIK")
-    village_code: VillageCode
-    funding_source: str = Field(min_length=1)
-    amount: Rupiah
-    period: Period
-
-
-class PendingBudgetAllocated(_Pending):
-    """disbursement.budget_allocated: a source's ceiling (pagu) for a program and year."""
-
-    funding_source: str = Field(min_length=1)
-    programme_identifier: ProgramCode
-    fiscal_year: int = Field(ge=2000, le=2100)
-    amount: Rupiah
-
-
-class PendingComplaintReceived(_Pending):
-    case_id: uuid.UUID
-    village_code: VillageCode
-    received_on: dt.date
-    due_on: dt.date | None = None
-
-
-class PendingComplaintReferred(_Pending):
-    case_id: uuid.UUID
-    village_code: VillageCode
-    level: str = Field(pattern=r"^(kecamatan|kabupaten|agency)$")
-    referred_on: dt.date
-
-
-class PendingComplaintResolved(_Pending):
-    case_id: uuid.UUID
-    village_code: VillageCode
-    resolved_on: dt.date
-    received_on: dt.date | None = None
-
-
-class PendingVisitScheduled(_Pending):
-    visit_id: uuid.UUID
-    companion_id: str = Field(min_length=1, max_length=64)
-    village_code: VillageCode
-    period: Period
-
-
-class PendingVisitRecorded(_Pending):
-    visit_id: uuid.UUID
-    companion_id: str = Field(min_length=1, max_length=64)
-    village_code: VillageCode
-    visited_on: dt.date
-    physical_condition: str = Field(min_length=1, max_length=32)
-    social_condition: str = Field(min_length=1, max_length=32)
-
-
-class PendingKubeFunded(_Pending):
-    group_id: uuid.UUID
-    village_code: VillageCode
-    members: int = Field(ge=0)
-    fund_amount: Rupiah
-    funded_on: dt.date
-
-
-class PendingKubeLoan(_Pending):
-    """A loan out of the group fund, an instalment falling due, or an instalment paid."""
-
-    group_id: uuid.UUID
-    amount: Rupiah
-    on: dt.date
-
-
-def _enrolment(e: EnrolmentChanged) -> list[Fact]:
+def _enrolment(env: Envelope[EnrolmentChanged]) -> list[Fact]:
+    e = env.data
     return [EnrolmentFact(e.programme_identifier, e.village_code, e.enrolment_status.value,
                           e.previous_status.value if e.previous_status else None, e.status_change_date)]
 
 
-def _payment(e: PendingPaymentSettled) -> list[Fact]:
-    return [PaymentFact(e.programme_identifier, e.person_ref, e.village_code, e.funding_source, e.amount, e.period)]
+def _settlement(env: Envelope[SettlementRecorded]) -> list[Fact]:
+    """A paid settlement: one payment per funding line (a payment may draw on several sources).
+    The event has no village yet; such payments count under an unknown area ("")."""
+    e = env.data
+    if e.status != SettlementStatus.paid:
+        return []
+    village = getattr(e, "village_code", None) or ""
+    return [PaymentFact(e.programme_identifier, e.pseudonym, village, line.source.value, line.amount, e.period,
+                        payments=int(i == 0)) for i, line in enumerate(e.funding)]
 
 
-def _allocation(e: PendingBudgetAllocated) -> list[Fact]:
-    return [AllocationFact(e.funding_source, e.programme_identifier, e.fiscal_year, e.amount)]
+def _allocation(env: Envelope[AllocationSet]) -> list[Fact]:
+    """The ceiling is absolute: its change since the previous ceiling is what is added."""
+    e = env.data
+    return [AllocationFact(e.source.value, e.programme_identifier, e.fiscal_year,
+                           e.ceiling - (e.previous_ceiling or 0))]
 
 
-def _kube_flow(kind: str) -> Callable[[PendingKubeLoan], list[Fact]]:
-    def f(e: PendingKubeLoan) -> list[Fact]:
-        return [KubeFlow(str(e.group_id), domain.period_of(e.on), **{kind: e.amount})]
-    return f
+def _case_registered(env: Envelope[CaseRegistered]) -> list[Fact]:
+    e = env.data
+    return [ComplaintReceived(str(e.case_id), e.village_code, _day(env), domain.local_date(e.due_at), e.level.value)]
+
+
+def _case_referred(env: Envelope[CaseReferred] | Envelope[CaseEscalated]) -> list[Fact]:
+    e = env.data
+    return [ComplaintReferred(str(e.case_id), e.village_code, e.level.value, _day(env), domain.local_date(e.due_at))]
+
+
+def _case_resolved(env: Envelope[CaseResolved]) -> list[Fact]:
+    e = env.data
+    return [ComplaintResolved(str(e.case_id), e.village_code, _day(env), None)]
+
+
+def _assigned(env: Envelope[CompanionAssigned]) -> list[Fact]:
+    e = env.data  # the NIK stays here: only the assignment id goes on
+    return [Assignment(str(e.assignment_id), e.companion, e.village_code, e.active, domain.period_of(_day(env)))]
+
+
+def _visit(env: Envelope[VisitReportFiled]) -> list[Fact]:
+    e = env.data
+    return [VisitDone(str(e.visit_id), e.companion, e.village_code, e.period, e.physical_condition.value,
+                      e.social_condition.value)]
+
+
+def _kube_group(env: Envelope[KubeGroupRegistered]) -> list[Fact]:
+    e = env.data
+    return [KubeGroup(str(e.group_id), e.village_code.replace(".", ""), len(e.members), domain.period_of(_day(env)))]
+
+
+def _kube_grant(env: Envelope[KubeGrantMade]) -> list[Fact]:
+    return [KubeFlow(str(env.data.group_id), domain.period_of(_day(env)), funded=env.data.funding.amount)]
+
+
+def _kube_loan(env: Envelope[KubeLoanIssued]) -> list[Fact]:
+    """The principal goes out now; instalments fall due monthly from `first_due` until it is repaid."""
+    e = env.data
+    out: list[Fact] = [KubeFlow(str(e.group_id), domain.period_of(_day(env)), disbursed=e.principal)]
+    for period, amount in domain.instalment_schedule(e.principal, e.instalment, e.term_months, e.first_due):
+        out.append(KubeFlow(str(e.group_id), period, due=amount))
+    return out
+
+
+def _kube_paid(env: Envelope[KubeInstalmentPaid]) -> list[Fact]:
+    return [KubeFlow(str(env.data.group_id), domain.period_of(env.data.paid_on), repaid=env.data.amount)]
 
 
 ADAPTERS: dict[str, tuple[type[BaseModel], Callable[[Any], list[Fact]]]] = {
-    "registry.enrolment_changed": (EnrolmentChanged, _enrolment),
-    "disbursement.payment_settled": (PendingPaymentSettled, _payment),
-    "disbursement.budget_allocated": (PendingBudgetAllocated, _allocation),
-    "intake.complaint_received": (PendingComplaintReceived, lambda e: [
-        ComplaintReceived(str(e.case_id), e.village_code, e.received_on, e.due_on)]),
-    "intake.complaint_referred": (PendingComplaintReferred, lambda e: [
-        ComplaintReferred(str(e.case_id), e.village_code, e.level, e.referred_on)]),
-    "intake.complaint_resolved": (PendingComplaintResolved, lambda e: [
-        ComplaintResolved(str(e.case_id), e.village_code, e.resolved_on, e.received_on)]),
-    "intake.visit_scheduled": (PendingVisitScheduled, lambda e: [
-        VisitDue(str(e.visit_id), e.companion_id, e.village_code, e.period)]),
-    "intake.visit_recorded": (PendingVisitRecorded, lambda e: [
-        VisitDone(str(e.visit_id), e.companion_id, e.village_code, e.visited_on,
-                  e.physical_condition.lower(), e.social_condition.lower())]),
-    "disbursement.kube_funded": (PendingKubeFunded, lambda e: [
-        KubeGroup(str(e.group_id), e.village_code, e.members, e.fund_amount, domain.period_of(e.funded_on))]),
-    "disbursement.kube_loan_disbursed": (PendingKubeLoan, _kube_flow("disbursed")),
-    "disbursement.kube_instalment_due": (PendingKubeLoan, _kube_flow("due")),
-    "disbursement.kube_instalment_paid": (PendingKubeLoan, _kube_flow("repaid")),
+    cls.event_type: (cls, fn) for cls, fn in (
+        (EnrolmentChanged, _enrolment),
+        (SettlementRecorded, _settlement),
+        (AllocationSet, _allocation),
+        (CaseRegistered, _case_registered),
+        (CaseReferred, _case_referred),
+        (CaseEscalated, _case_referred),
+        (CaseResolved, _case_resolved),
+        (CompanionAssigned, _assigned),
+        (VisitReportFiled, _visit),
+        (KubeGroupRegistered, _kube_group),
+        (KubeGrantMade, _kube_grant),
+        (KubeLoanIssued, _kube_loan),
+        (KubeInstalmentPaid, _kube_paid),
+    )
 }

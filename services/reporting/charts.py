@@ -70,7 +70,7 @@ def columns(months: list[str], series: list[tuple[str, list[int], str]], label: 
 
 def dashboard(r: dict, trend: list[dict]) -> dict[str, Markup]:
     return {
-        "realisation": hbars([(s["funding_source"], s["realisation_pct"]) for s in r["funding_sources"]],
+        "realisation": hbars([(s["label"], s["realisation_pct"]) for s in r["funding_sources"]],
                              "Realisasi anggaran per sumber dana"),
         "complaints": columns([t["period"] for t in trend],
                               [("Diterima", [t["received"] for t in trend], COLOURS["secondary"]),

@@ -109,3 +109,42 @@ def periods_back(period: str, months: int) -> list[str]:
     y, m = int(period[:4]), int(period[5:7])
     idx = y * 12 + m - 1
     return [f"{i // 12:04d}-{i % 12 + 1:02d}" for i in range(idx - months + 1, idx + 1)]
+
+
+# Rembang and the rest of Java keep WIB (UTC+7, no daylight saving): a case registered at
+# 06:00 WIB on the 1st belongs to that day and month, not to the previous one in UTC
+WIB = dt.timezone(dt.timedelta(hours=7), "WIB")
+
+
+def local_date(moment: dt.datetime) -> dt.date:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(WIB).date()
+
+
+def add_months(day: dt.date, months: int) -> str:
+    """The period `months` after the month of `day`."""
+    idx = day.year * 12 + day.month - 1 + months
+    return f"{idx // 12:04d}-{idx % 12 + 1:02d}"
+
+
+def instalment_schedule(principal: int, instalment: int, term_months: int, first_due: dt.date
+                        ) -> list[tuple[str, int]]:
+    """(period, amount) of each instalment: `instalment` a month until the principal is covered,
+    the last one the remainder, at most `term_months` (any remainder falls in the last month)."""
+    out: list[tuple[str, int]] = []
+    left = principal
+    for k in range(max(term_months, 1)):
+        if left <= 0:
+            break
+        amount = left if k == term_months - 1 else min(instalment, left)
+        out.append((add_months(first_due, k), amount))
+        left -= amount
+    return out
+
+
+SOURCE_LABELS = {"apbn": "APBN", "apbd_provinsi": "APBD Provinsi", "apbd_kabupaten": "APBD Kabupaten",
+                 "apbdes": "APBDes", "baznas": "Baznas", "csr": "CSR", "donation": "Donasi", "other": "Lainnya"}
+CONDITION_LABELS = {"good": "baik", "fair": "cukup", "poor": "kurang", "critical": "buruk"}
+LEVEL_LABELS = {"village": "Desa (Puskesos)", "kecamatan": "Kecamatan (SLRT)", "kabupaten": "Kabupaten (SLRT)",
+                "agency": "Instansi program"}

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from openpyxl import Workbook
 from openpyxl.styles import Font
 
+from services.reporting.domain import CONDITION_LABELS, LEVEL_LABELS
+
 
 @dataclass
 class Sheet:
@@ -18,7 +20,8 @@ class Sheet:
 
 
 def _cond(c: dict) -> str:
-    return "; ".join(f"{aspect} {k}: {n}" for aspect, d in sorted(c.items()) for k, n in sorted(d.items()))
+    return "; ".join(f"{aspect} {CONDITION_LABELS.get(k, k)}: {n}" for aspect, d in sorted(c.items())
+                     for k, n in sorted(d.items()))
 
 
 def sheets(r: dict) -> list[Sheet]:
@@ -26,7 +29,8 @@ def sheets(r: dict) -> list[Sheet]:
     areas_rows = []
     for k in r["areas"]:
         for v in k["villages"]:
-            areas_rows.append([k["kecamatan_code"], k["kecamatan_name"], v["village_code"], v["village_name"],
+            areas_rows.append([k["kecamatan_code"], k["kecamatan_name"], v["village_code"],
+                               v["village_name"] or "(wilayah tidak tercatat)",
                                v["enrolled"], v["people_paid"], v["amount_paid"], v["complaints_received"],
                                v["complaints_resolved"], v["visits_due"], v["visits_done"], v["kube_groups"]])
         t = k["totals"]
@@ -40,13 +44,15 @@ def sheets(r: dict) -> list[Sheet]:
                for p in r["programs"]]),
         Sheet("sumber_dana", "Realisasi per sumber dana (tahun berjalan)",
               ["Sumber dana", "Anggaran (Rp)", "Realisasi (Rp)", "Dibayar bulan ini (Rp)", "Realisasi (%)"],
-              [[s["funding_source"], s["allocation"], s["realised"], s["paid_in_period"], s["realisation_pct"]]
+              [[s["label"], s["allocation"], s["realised"], s["paid_in_period"], s["realisation_pct"]]
                for s in r["funding_sources"]]),
         Sheet("pengaduan", "Pengaduan",
-              ["Tingkat", "Masuk / dirujuk", "Selesai"],
-              [[lv["level"], lv["arrived"], lv["resolved"]] for lv in c["by_level"]]
-              + [["Jumlah diterima", c["received"], c["resolved"]], ["Lewat batas waktu", c["overdue"], ""],
-                 ["Median hari penyelesaian", c["median_days_to_resolve"], ""]]),
+              ["Tingkat", "Diterima", "Dirujuk masuk", "Selesai"],
+              [[LEVEL_LABELS.get(lv["level"], lv["level"]), lv["registered"], lv["referred_in"], lv["resolved"]]
+               for lv in c["by_level"]]
+              + [["Jumlah", c["received"], sum(c["referred"].values()), c["resolved"]],
+                 ["Lewat batas waktu (akhir bulan)", c["overdue"], "", ""],
+                 ["Median hari penyelesaian", c["median_days_to_resolve"], "", ""]]),
         Sheet("kunjungan", "Kunjungan rumah per pendamping",
               ["Pendamping", "Wajib", "Dilakukan", "Cakupan (%)", "Ringkasan kondisi"],
               [[v["companion"], v["due"], v["done"], v["coverage_pct"], _cond(v["conditions"])]

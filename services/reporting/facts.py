@@ -30,6 +30,7 @@ class PaymentFact:
     funding_source: str
     amount: int
     period: str  # YYYY-MM the payment belongs to
+    payments: int = 1  # 0 for the second and later funding lines of one payment
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,22 +45,24 @@ class AllocationFact:
 
 @dataclass(frozen=True, slots=True)
 class ComplaintReceived:
-    """A complaint or request (pengaduan) reached the Puskesos front office."""
+    """A complaint or request (pengaduan / permohonan) was registered at `level`."""
 
     case_id: str
     village_code: str
     received_on: dt.date
     due_on: dt.date | None
+    level: str = "village"
 
 
 @dataclass(frozen=True, slots=True)
 class ComplaintReferred:
-    """The case went up the SLRT chain to `level` (kecamatan, kabupaten, agency)."""
+    """The case went up the SLRT chain to `level` (by staff, or escalated when overdue)."""
 
     case_id: str
     village_code: str
     level: str
     referred_on: dt.date
+    due_on: dt.date | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,48 +74,51 @@ class ComplaintResolved:
 
 
 @dataclass(frozen=True, slots=True)
-class VisitDue:
-    """A companion (pendamping) owes an assisted person a home visit in `period`."""
+class Assignment:
+    """A companion (pendamping) took on, or stopped, an assisted person's monthly home visit.
+    Each active assignment is one visit due per month."""
+
+    assignment_id: str
+    companion: str
+    village_code: str
+    active: bool
+    period: str  # from this month on
+
+
+@dataclass(frozen=True, slots=True)
+class VisitDone:
+    """A home visit report: physical and social condition ratings only, no free text."""
 
     visit_id: str
     companion: str
     village_code: str
     period: str
-
-
-@dataclass(frozen=True, slots=True)
-class VisitDone:
-    """A home visit report: physical and social condition categories only, no free text."""
-
-    visit_id: str
-    companion: str
-    village_code: str
-    visited_on: dt.date
     physical: str
     social: str
 
 
 @dataclass(frozen=True, slots=True)
 class KubeGroup:
-    """A KUBE (joint business group) got its revolving fund, or its membership changed."""
+    """A KUBE (joint business group) was registered, or its membership changed."""
 
     group_id: str
     village_code: str
     members: int
-    fund_amount: int  # added to the group's fund (0 for a membership change)
     period: str
 
 
 @dataclass(frozen=True, slots=True)
 class KubeFlow:
-    """Money in a KUBE revolving fund: a loan out, an instalment falling due, a repayment."""
+    """Money in a KUBE revolving fund in a month: a grant in, a loan out, an instalment
+    falling due, a repayment."""
 
     group_id: str
     period: str
+    funded: int = 0
     disbursed: int = 0
     due: int = 0
     repaid: int = 0
 
 
 Fact = (EnrolmentFact | PaymentFact | AllocationFact | ComplaintReceived | ComplaintReferred | ComplaintResolved
-        | VisitDue | VisitDone | KubeGroup | KubeFlow)
+        | Assignment | VisitDone | KubeGroup | KubeFlow)

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
 
-from faststream import AckPolicy, Context
-from faststream.nats import JStream, PullSub
 from nats.aio.msg import Msg
 
 from contracts.envelope import Envelope
 from contracts.subjects import Names
 from services.kit import logging as klog
+from services.kit.consumer import batch_subscriber
 from services.kit.outbox import add, claim, deadletter_row
 from services.kit.runtime import ServiceRuntime
 from services.reporting import store
@@ -55,7 +53,7 @@ def decode(names: Names, msgs: list[Msg]) -> Decoded:
                 continue
             model, to_facts = adapter
             env = Envelope[model].model_validate(raw)  # type: ignore[valid-type]
-            out.facts[str(env.event_id)] = to_facts(env.data)
+            out.facts[str(env.event_id)] = to_facts(env)
         except ValueError as exc:  # JSON and pydantic errors are ValueErrors
             out.bad.append(deadletter_row(names, SERVICE, m.subject, m.data, "rjct.event.invalid",
                                           str(exc)[:2000], msg_id))
@@ -76,12 +74,6 @@ async def consume(rt: ServiceRuntime, consumer: str, msgs: list[Msg]) -> None:
 def register(rt: ServiceRuntime) -> None:
     names = rt.names
     for stream, subject, durable in SOURCES:
-        _subscribe(rt, names.stream(stream), names.subject(subject), durable)
-
-
-def _subscribe(rt: ServiceRuntime, stream: str, subject: str, durable: str) -> None:
-    @rt.broker.subscriber(subject, stream=JStream(stream, declare=False), durable=durable,
-                          pull_sub=PullSub(batch_size=500, timeout=0.1, batch=True),
-                          ack_policy=AckPolicy.NACK_ON_ERROR)
-    async def on_events(body: list[Any], msg: Any = Context("message")) -> None:
-        await consume(rt, durable, msg.raw_message)
+        # kit's batch subscriber: ack after commit, retry with delay, split a poison batch
+        batch_subscriber(rt, names.subject(subject), names.stream(stream), durable,
+                         lambda rt_, msgs, durable=durable: consume(rt_, durable, msgs))

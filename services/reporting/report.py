@@ -39,15 +39,18 @@ async def monthly(session, period: str) -> dict:
         select funding_source, programme_identifier, sum(amount)::bigint from allocations
         where fiscal_year = :y group by 1, 2""", y=year)
     complaints = await _q(session, """
-        select village_code, level, sum(arrived)::bigint, sum(resolved)::bigint from complaint_monthly
-        where period = :p group by 1, 2""", p=period)
+        select village_code, level, sum(registered)::bigint, sum(referred_in)::bigint, sum(resolved)::bigint
+        from complaint_monthly where period = :p group by 1, 2""", p=period)
     days = await _q(session, "select days, cases from complaint_days where period = :p", p=period)
     overdue = (await _q(session, """
         select count(*) from complaint_cases where due_on < :end and received_on <= :end
         and (resolved_on is null or resolved_on > :end)""", end=end))[0][0]
     visit_rows = await _q(session, """
-        select companion, village_code, sum(due)::bigint, sum(done)::bigint from visit_monthly
-        where period = :p group by 1, 2""", p=period)
+        select companion, village_code, sum(due)::bigint, sum(done)::bigint from (
+            select companion, village_code, assigned as due, 0 as done from assignment_flow where period <= :p
+            union all
+            select companion, village_code, 0, done from visit_monthly where period = :p) v
+        group by 1, 2""", p=period)
     conditions = await _q(session, """
         select companion, aspect, condition, visits from visit_conditions where period = :p""", p=period)
     kube = await _q(session, """
@@ -84,13 +87,13 @@ async def monthly(session, period: str) -> dict:
         sources[source]["allocation"] += amount
         sources[source]["programs"][prog]["allocation"] += amount
 
-    by_level = {lv: {"level": lv, "arrived": 0, "resolved": 0} for lv in LEVELS}
-    for village, level, arrived, resolved in complaints:
-        by_level.setdefault(level, {"level": level, "arrived": 0, "resolved": 0})
-        by_level[level]["arrived"] += arrived
-        by_level[level]["resolved"] += resolved
-        if level == "desa":
-            areas[village]["complaints_received"] += arrived
+    by_level = {lv: {"level": lv, "registered": 0, "referred_in": 0, "resolved": 0} for lv in LEVELS}
+    for village, level, registered, referred_in, resolved in complaints:
+        lv = by_level.setdefault(level, {"level": level, "registered": 0, "referred_in": 0, "resolved": 0})
+        lv["registered"] += registered
+        lv["referred_in"] += referred_in
+        lv["resolved"] += resolved
+        areas[village]["complaints_received"] += registered
         areas[village]["complaints_resolved"] += resolved
 
     companions: dict[str, dict] = defaultdict(lambda: {"due": 0, "done": 0, "conditions": {"fisik": {}, "sosial": {}}})
@@ -116,22 +119,21 @@ async def monthly(session, period: str) -> dict:
         k["arrears"] += max(due - repaid, 0)
         areas[village]["kube_groups"] += 1
 
-    received = by_level["desa"]["arrived"]
     return {
         "period": period,
         "generated_at": utcnow().isoformat(),
         "programs": [{"programme_identifier": p} | v for p, v in sorted(programs.items())],
         "funding_sources": [
-            {"funding_source": s, "allocation": v["allocation"], "realised": v["realised"],
+            {"funding_source": s, "label": domain.SOURCE_LABELS.get(s, s), "allocation": v["allocation"], "realised": v["realised"],
              "paid_in_period": v["paid_in_period"], "realisation_pct": domain.percent(v["realised"], v["allocation"]),
              "programs": [{"programme_identifier": p, **pv, "realisation_pct": domain.percent(pv["realised"],
                                                                                               pv["allocation"])}
                           for p, pv in sorted(v["programs"].items())]}
             for s, v in sorted(sources.items())],
         "complaints": {
-            "received": received,
+            "received": sum(lv["registered"] for lv in by_level.values()),
             "resolved": sum(lv["resolved"] for lv in by_level.values()),
-            "referred": {lv: by_level[lv]["arrived"] for lv in by_level if lv != "desa"},
+            "referred": {lv: by_level[lv]["referred_in"] for lv in by_level if lv != "village"},
             "overdue": overdue,
             "median_days_to_resolve": domain.median_from_histogram({d: n for d, n in days}),
             "by_level": list(by_level.values()),
@@ -159,6 +161,8 @@ def _areas(villages: dict[str, dict]) -> list[dict]:
     """Kecamatan with their villages, each with its name from the region list, and subtotals."""
     kec: dict[str, dict] = {}
     for code, v in sorted(villages.items()):
+        if not any(v.values()):
+            continue
         k = wilayah.kecamatan_of(code)
         entry = kec.setdefault(k, {"kecamatan_code": k, "kecamatan_name": wilayah.name_of(k),
                                    "totals": dict.fromkeys(v, 0), "villages": []})
@@ -172,7 +176,7 @@ async def complaint_trend(session, period: str, months: int = 12) -> list[dict]:
     """Complaints received (at desa) and resolved per month, for the `months` ending at `period`."""
     periods = domain.periods_back(period, months)
     rows = {p: (a, r) for p, a, r in await _q(session, """
-        select period, (sum(arrived) filter (where level = 'desa'))::bigint, sum(resolved)::bigint
+        select period, sum(registered)::bigint, sum(resolved)::bigint
         from complaint_monthly where period between :a and :b group by period""", a=periods[0], b=period)}
     return [{"period": p, "received": (rows.get(p) or (0, 0))[0] or 0, "resolved": (rows.get(p) or (0, 0))[1] or 0}
             for p in periods]

@@ -14,8 +14,9 @@ from sqlalchemy.dialects.postgresql import insert
 
 from services.kit.outbox import inbox_table, outbox_table
 from services.reporting import domain
-from services.reporting.facts import (AllocationFact, ComplaintReceived, ComplaintReferred, ComplaintResolved,
-                                      EnrolmentFact, Fact, KubeFlow, KubeGroup, PaymentFact, VisitDone, VisitDue)
+from services.reporting.facts import (AllocationFact, Assignment, ComplaintReceived, ComplaintReferred,
+                                      ComplaintResolved, EnrolmentFact, Fact, KubeFlow, KubeGroup, PaymentFact,
+                                      VisitDone)
 
 metadata = sa.MetaData()
 outbox = outbox_table(metadata)
@@ -81,7 +82,7 @@ complaint_cases = sa.Table(
     "complaint_cases", metadata,
     sa.Column("case_id", sa.Text, primary_key=True),
     sa.Column("village_code", V, nullable=False),
-    sa.Column("level", sa.Text, nullable=False, server_default="desa"),
+    sa.Column("level", sa.Text, nullable=False, server_default="village"),
     sa.Column("received_on", sa.Date),
     sa.Column("due_on", sa.Date),
     sa.Column("resolved_on", sa.Date),
@@ -94,13 +95,14 @@ complaint_referrals = sa.Table(
     sa.Column("case_id", sa.Text, primary_key=True),
     sa.Column("level", sa.Text, primary_key=True),
 )
-# per level: `arrived` is new complaints at desa and referrals in at the levels above
+# per level (village, kecamatan, kabupaten, agency): cases registered there, referred or
+# escalated to it, and resolved while there
 complaint_monthly = sa.Table(
     "complaint_monthly", metadata,
     sa.Column("period", P, primary_key=True),
     sa.Column("village_code", V, primary_key=True),
     sa.Column("level", sa.Text, primary_key=True),
-    _n("arrived"), _n("resolved"),
+    _n("registered"), _n("referred_in"), _n("resolved"),
 )
 complaint_days = sa.Table(
     "complaint_days", metadata,
@@ -108,18 +110,32 @@ complaint_days = sa.Table(
     sa.Column("days", sa.Integer, primary_key=True),
     _n("cases"),
 )
+# companion assignments (no NIK): each active one is a visit due every month
+assignments = sa.Table(
+    "assignments", metadata,
+    sa.Column("assignment_id", sa.Text, primary_key=True),
+    sa.Column("companion", sa.Text, nullable=False),
+    sa.Column("village_code", V, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+# changes in active assignments by month: the sum over months <= P is the visits due in P
+assignment_flow = sa.Table(
+    "assignment_flow", metadata,
+    sa.Column("companion", sa.Text, primary_key=True),
+    sa.Column("village_code", V, primary_key=True),
+    sa.Column("period", P, primary_key=True),
+    _n("assigned"),
+)
 visits = sa.Table(
     "visits", metadata,
     sa.Column("visit_id", sa.Text, primary_key=True),
-    sa.Column("due_seen", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("done_seen", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 visit_monthly = sa.Table(
     "visit_monthly", metadata,
     sa.Column("period", P, primary_key=True),
     sa.Column("companion", sa.Text, primary_key=True),
     sa.Column("village_code", V, primary_key=True),
-    _n("due"), _n("done"),
+    _n("done"),
 )
 visit_conditions = sa.Table(
     "visit_conditions", metadata,
@@ -186,8 +202,10 @@ async def apply(session, facts: list[Fact]) -> None:
         await _add(session, allocations, keys, _rows(c, keys, "amount"), ["amount"])
     if by[ComplaintReceived] or by[ComplaintReferred] or by[ComplaintResolved]:
         await _complaints(session, by[ComplaintReceived], by[ComplaintReferred], by[ComplaintResolved])
-    if by[VisitDue] or by[VisitDone]:
-        await _visits(session, by[VisitDue], by[VisitDone])
+    if by[Assignment]:
+        await _assignments(session, by[Assignment])
+    if by[VisitDone]:
+        await _visits(session, by[VisitDone])
     if by[KubeGroup] or by[KubeFlow]:
         await _kube(session, by[KubeGroup], by[KubeFlow])
 
@@ -197,7 +215,7 @@ async def _payments(session, pays: list[PaymentFact]) -> None:
     for p in pays:
         m = money[(p.program, p.village_code, p.funding_source, p.period)]
         m[0] += p.amount
-        m[1] += 1
+        m[1] += p.payments
     await _add(session, payment_monthly, ["programme_identifier", "village_code", "funding_source", "period"],
                [{"programme_identifier": k[0], "village_code": k[1], "funding_source": k[2], "period": k[3],
                  "amount": a, "payments": n} for k, (a, n) in money.items()], ["amount", "payments"])
@@ -239,25 +257,24 @@ async def _complaints(session, received: list[ComplaintReceived], referred: list
         got = (await session.execute(stmt.on_conflict_do_update(
             index_elements=["case_id"],
             set_={"received_on": stmt.excluded.received_on, "due_on": stmt.excluded.due_on, "received_seen": True},
-            where=~t.c.received_seen).returning(t.c.village_code, t.c.received_on),
+            where=~t.c.received_seen).returning(t.c.village_code, t.c.received_on, t.c.level),
             [{"case_id": r.case_id, "village_code": r.village_code, "received_on": r.received_on,
-              "due_on": r.due_on, "received_seen": True} for r in _last(received)])).all()
-        for village, day in got:
-            monthly[(domain.period_of(day), village, "desa", "arrived")] += 1
-    if referred:
+              "due_on": r.due_on, "level": r.level, "received_seen": True} for r in _last(received)])).all()
+        for village, day, level in got:
+            monthly[(domain.period_of(day), village, level, "registered")] += 1
+    for r in sorted(referred, key=lambda r: (r.referred_on, _RANK.get(r.level, 0))):
         await session.execute(insert(t).on_conflict_do_nothing(),
-                              [{"case_id": r.case_id, "village_code": r.village_code} for r in _last(referred)])
-        new = set((await session.execute(insert(complaint_referrals).on_conflict_do_nothing().returning(
-            complaint_referrals.c.case_id, complaint_referrals.c.level),
-            [{"case_id": r.case_id, "level": r.level} for r in {(r.case_id, r.level): r for r in referred}.values()]
-        )).all())
-        for r in referred:
-            if (r.case_id, r.level) in new:
-                new.discard((r.case_id, r.level))
-                monthly[(domain.period_of(r.referred_on), r.village_code, r.level, "arrived")] += 1
-                # the case now sits at the highest level it reached
-                await session.execute(sa.update(t).where(t.c.case_id == r.case_id).values(
-                    level=sa.case((_rank(t.c.level) < _RANK[r.level], r.level), else_=t.c.level)))
+                              [{"case_id": r.case_id, "village_code": r.village_code}])
+        new = (await session.execute(insert(complaint_referrals).on_conflict_do_nothing().returning(
+            complaint_referrals.c.case_id), [{"case_id": r.case_id, "level": r.level}])).first()
+        if new is None:
+            continue  # this case already reached this level
+        monthly[(domain.period_of(r.referred_on), r.village_code, r.level, "referred_in")] += 1
+        # the case now sits at the highest level it reached, with that level's deadline
+        higher = _rank(t.c.level) <= _RANK.get(r.level, 0)
+        await session.execute(sa.update(t).where(t.c.case_id == r.case_id).values(
+            level=sa.case((higher, r.level), else_=t.c.level),
+            due_on=sa.case((higher, sa.literal(r.due_on, sa.Date)), else_=t.c.due_on) if r.due_on else t.c.due_on))
     if resolved:
         stmt = insert(t)
         got = (await session.execute(stmt.on_conflict_do_update(
@@ -279,15 +296,15 @@ async def _complaints(session, received: list[ComplaintReceived], referred: list
                 .values(days_counted=True).returning(t.c.received_on, t.c.resolved_on))).all():
             days[(domain.period_of(res), max((res - rec).days, 0))] += 1
     await _add(session, complaint_days, ["period", "days"], _rows(days, ["period", "days"], "cases"), ["cases"])
+    cols = ("registered", "referred_in", "resolved")
     rows: dict[tuple, dict] = {}
     for (period, village, level, col), n in monthly.items():
-        rows.setdefault((period, village, level), {"period": period, "village_code": village, "level": level,
-                                                   "arrived": 0, "resolved": 0})[col] += n
-    await _add(session, complaint_monthly, ["period", "village_code", "level"], list(rows.values()),
-               ["arrived", "resolved"])
+        rows.setdefault((period, village, level), {"period": period, "village_code": village, "level": level}
+                        | dict.fromkeys(cols, 0))[col] += n
+    await _add(session, complaint_monthly, ["period", "village_code", "level"], list(rows.values()), list(cols))
 
 
-LEVELS = ("desa", "kecamatan", "kabupaten", "agency")
+LEVELS = ("village", "kecamatan", "kabupaten", "agency")
 _RANK = {lv: i for i, lv in enumerate(LEVELS)}
 
 
@@ -300,30 +317,48 @@ def _last(items: list) -> list:
     return list({f.case_id: f for f in items}.values())
 
 
-async def _visits(session, due: list[VisitDue], done: list[VisitDone]) -> None:
-    t = visits
+async def _assignments(session, facts: list[Assignment]) -> None:
+    """+1 due visit a month from when an assignment becomes active, -1 from when it ends."""
+    t = assignments
+    ids = sorted({f.assignment_id for f in facts})
+    await session.execute(insert(t).on_conflict_do_nothing(),
+                          [{"assignment_id": f.assignment_id, "companion": f.companion,
+                            "village_code": f.village_code} for f in {f.assignment_id: f for f in facts}.values()])
+    state = {r[0]: (r[1], r[2], r[3]) for r in (await session.execute(
+        sa.select(t.c.assignment_id, t.c.companion, t.c.village_code, t.c.active)
+        .where(t.c.assignment_id.in_(ids)).order_by(t.c.assignment_id).with_for_update())).all()}
+    before = dict(state)
+    flow: Counter = Counter()
+    for f in facts:
+        companion, village, active = state[f.assignment_id]
+        if active:
+            flow[(companion, village, f.period)] -= 1
+        if f.active:
+            flow[(f.companion, f.village_code, f.period)] += 1
+        state[f.assignment_id] = (f.companion, f.village_code, f.active)
+    changed = [{"i": k, "c": v[0], "v": v[1], "a": v[2]} for k, v in state.items() if v != before[k]]
+    if changed:
+        await session.execute(sa.update(t).where(t.c.assignment_id == sa.bindparam("i")).values(
+            companion=sa.bindparam("c"), village_code=sa.bindparam("v"), active=sa.bindparam("a"))
+            .execution_options(synchronize_session=False), changed)
+    keys = ["companion", "village_code", "period"]
+    await _add(session, assignment_flow, keys, _rows(flow, keys, "assigned"),
+               ["assigned"])
+
+
+async def _visits(session, done: list[VisitDone]) -> None:
+    uniq = {f.visit_id: f for f in done}
+    new = set((await session.execute(insert(visits).on_conflict_do_nothing().returning(visits.c.visit_id),
+                                     [{"visit_id": v} for v in uniq])).scalars())
     monthly: Counter = Counter()
     conditions: Counter = Counter()
-    for facts, flag, col in ((due, "due_seen", "due"), (done, "done_seen", "done")):
-        if not facts:
-            continue
-        uniq = {f.visit_id: f for f in facts}
-        stmt = insert(t)
-        new = set((await session.execute(stmt.on_conflict_do_update(
-            index_elements=["visit_id"], set_={flag: True}, where=~t.c[flag]).returning(t.c.visit_id),
-            [{"visit_id": v, flag: True} for v in uniq])).scalars())
-        for v in new:
-            f = uniq[v]
-            period = f.period if col == "due" else domain.period_of(f.visited_on)
-            monthly[(period, f.companion, f.village_code, col)] += 1
-            if col == "done":
-                conditions[(period, f.companion, "fisik", f.physical)] += 1
-                conditions[(period, f.companion, "sosial", f.social)] += 1
-    rows: dict[tuple, dict] = {}
-    for (period, comp, village, col), n in monthly.items():
-        rows.setdefault((period, comp, village), {"period": period, "companion": comp, "village_code": village,
-                                                  "due": 0, "done": 0})[col] += n
-    await _add(session, visit_monthly, ["period", "companion", "village_code"], list(rows.values()), ["due", "done"])
+    for v in new:
+        f = uniq[v]
+        monthly[(f.period, f.companion, f.village_code)] += 1
+        conditions[(f.period, f.companion, "fisik", f.physical)] += 1
+        conditions[(f.period, f.companion, "sosial", f.social)] += 1
+    keys = ["period", "companion", "village_code"]
+    await _add(session, visit_monthly, keys, _rows(monthly, keys, "done"), ["done"])
     keys = ["period", "companion", "aspect", "condition"]
     await _add(session, visit_conditions, keys, _rows(conditions, keys, "visits"), ["visits"])
 
@@ -338,13 +373,10 @@ async def _kube(session, groups: list[KubeGroup], flows: list[KubeFlow]) -> None
                                "formed_period": g.period} for g in groups}.values()))
     cols = ("funded", "disbursed", "due", "repaid")
     sums: dict[tuple, dict] = {}
-    for g in groups:
-        sums.setdefault((g.group_id, g.period), dict.fromkeys(cols, 0))["funded"] += g.fund_amount
     for f in flows:
         s = sums.setdefault((f.group_id, f.period), dict.fromkeys(cols, 0))
-        s["disbursed"] += f.disbursed
-        s["due"] += f.due
-        s["repaid"] += f.repaid
+        for c in cols:
+            s[c] += getattr(f, c)
     await _add(session, kube_monthly, ["group_id", "period"],
                [{"group_id": k[0], "period": k[1]} | v for k, v in sums.items()], list(cols))
 

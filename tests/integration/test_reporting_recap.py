@@ -9,7 +9,10 @@ import uuid
 import pytest
 from nats.js.errors import NotFoundError
 
-from contracts.envelope import envelope, utcnow
+from contracts.disbursement import (AllocationSet, FundingLine, KubeGrantMade, KubeGroupRegistered,
+                                    KubeInstalmentPaid, KubeLoanIssued, SettlementRecorded)
+from contracts.envelope import envelope
+from contracts.intake import CaseEscalated, CaseReferred, CaseRegistered, CaseResolved, CompanionAssigned, VisitReportFiled
 from contracts.registry import EnrolmentChanged
 from tests import factories
 from tests.conftest import eventually
@@ -20,39 +23,60 @@ A, B, C = "3317012001", "3317012002", "3317022003"  # Ronggo Mulyo, Logede (kec.
 PERIOD = "2026-03"
 
 
-async def publish(js, names, event_type: str, data, *, event_id: uuid.UUID | None = None, msg_id: bool = True):
+WIB = dt.timezone(dt.timedelta(hours=7))
+_chain = iter(range(1, 10**6))
+ZERO = "0" * 64
+
+
+def at(day: str, hour: int = 9) -> dt.datetime:
+    """A moment in Rembang's time (WIB)."""
+    return dt.datetime.fromisoformat(day).replace(hour=hour, tzinfo=WIB)
+
+
+async def publish(js, names, event, *, event_id: uuid.UUID | None = None, msg_id: bool = True,
+                  occurred_at: dt.datetime | None = None) -> bytes:
     """One event in its envelope on its real subject, as the producing service's outbox would."""
-    if isinstance(data, EnrolmentChanged):
-        body = envelope(data, "registry", event_id=event_id).model_dump_json().encode()
-        eid = json.loads(body)["event_id"]
-    else:
-        eid = str(event_id or uuid.uuid4())
-        body = json.dumps({"event_id": eid, "event_type": event_type, "schema_version": 1,
-                           "occurred_at": utcnow().isoformat(), "producer": event_type.split(".")[0],
-                           "data": data}, default=str).encode()
-    await js.publish(names.event(event_type), body, headers={"Nats-Msg-Id": eid} if msg_id else None)
+    body = envelope(event, event.domain, event_id=event_id, occurred_at=occurred_at).model_dump_json().encode()
+    eid = json.loads(body)["event_id"]
+    await js.publish(names.event(event.event_type), body, headers={"Nats-Msg-Id": eid} if msg_id else None)
     return body
 
 
 def _enrolment(n: int, program: str, village: str, status: str, day: str, previous: str | None = None):
     birth = dt.date(1950, 1, n)
-    return EnrolmentChanged(nik=factories.nik(village, birth, "M", serial=n), no_kk=factories.kk(village, serial=n),
+    return EnrolmentChanged(nik=_nik(village, n), no_kk=factories.kk(village, serial=n),
                             village_code=village, birth_date=birth, programme_identifier=program,
                             enrolment_status=status, previous_status=previous,
                             status_change_date=dt.date.fromisoformat(day), reported_by=program)
 
 
-def _pay(ref: str, program: str, village: str, source: str, amount: int, period: str) -> dict:
-    return {"payment_id": str(uuid.uuid4()), "programme_identifier": program, "person_ref": f"pseudo-{ref}",
-            "village_code": village, "funding_source": source, "amount": amount, "period": period}
+def _nik(village: str, n: int) -> str:
+    return factories.nik(village, dt.date(1950, 1, n), "M", serial=n)
+
+
+def _audit() -> dict:
+    return {"chain_seq": next(_chain), "prev_hash": ZERO}
+
+
+def _paid(ref: str, program: str, period: str, *lines: tuple[str, int], status: str = "paid"):
+    return SettlementRecorded(**_audit(), instruction_id=uuid.uuid4(), pseudonym=f"pseudo-{ref}",
+                              programme_identifier=program, period=period, status=status,
+                              amount=sum(a for _s, a in lines), reason=None if status == "paid" else "rekening tutup",
+                              funding=[FundingLine(source=src, allocation_id=uuid.uuid4(), amount=a) for src, a in lines],
+                              settled_at=at(f"{period}-25"))
+
+
+def _allocation(source: str, program: str, year: int, ceiling: int, previous: int | None = None):
+    return AllocationSet(**_audit(), allocation_id=uuid.uuid4(), source=source, programme_identifier=program,
+                         fiscal_year=year, ceiling=ceiling, previous_ceiling=previous, reason="APBD", set_by="pm-1")
 
 
 async def publish_known_dataset(js, names) -> int:
     """Publishes the data set; returns how many events reporting must fold in."""
-    ev = []
+    ev: list[tuple] = []  # (event, occurred_at)
     # enrolments. End of March: pkh p1 (A), p3 (B) active, p2 suspended 15 Mar, p4 starts in April;
     # kamalia p5, p6 (C) active, p7 (B) exited in February.
-    ev += [("registry.enrolment_changed", e) for e in (
+    ev += [(e, None) for e in (
         _enrolment(1, "pkh", A, "active", "2026-01-10"),
         _enrolment(2, "pkh", A, "active", "2026-02-05"),
         _enrolment(3, "pkh", B, "active", "2026-03-01"),
@@ -62,81 +86,114 @@ async def publish_known_dataset(js, names) -> int:
         _enrolment(6, "kamalia_merekah", C, "active", "2026-03-31"),
         _enrolment(7, "kamalia_merekah", B, "active", "2026-02-01"),
         _enrolment(7, "kamalia_merekah", B, "exited", "2026-02-20", "active"))]
-    # payments. March: pkh r1 twice (1 person, 2 payments), r3; kamalia r5 (CSR), r6 (Baznas);
-    # rtlh r8 199,988,000 (APBDes). Earlier: pkh r1 Feb (in year to date), Dec 2025 (not); rtlh r8 Jan.
-    ev += [("disbursement.payment_settled", p) for p in (
-        _pay("r1", "pkh", A, "APBN", 600_000, "2026-03"),
-        _pay("r1", "pkh", A, "APBN", 600_000, "2026-03"),
-        _pay("r3", "pkh", B, "APBN", 600_000, "2026-03"),
-        _pay("r5", "kamalia_merekah", C, "CSR", 450_000, "2026-03"),
-        _pay("r6", "kamalia_merekah", C, "Baznas", 450_000, "2026-03"),
-        _pay("r1", "pkh", A, "APBN", 600_000, "2026-02"),
-        _pay("r1", "pkh", A, "APBN", 600_000, "2025-12"),
-        _pay("r8", "rtlh", A, "APBDes", 199_988_000, "2026-01"),
-        _pay("r8", "rtlh", A, "APBDes", 199_988_000, "2026-03"))]
-    ev += [("disbursement.budget_allocated", {"funding_source": s, "programme_identifier": p, "fiscal_year": y,
-                                              "amount": a}) for s, p, y, a in (
-        ("APBDes", "rtlh", 2026, 859_588_000), ("APBN", "pkh", 2026, 6_000_000), ("APBN", "pkh", 2026, 4_000_000),
-        ("CSR", "kamalia_merekah", 2026, 1_000_000), ("APBN", "pkh", 2025, 5_000_000))]
-    # complaints
-    case = {k: str(uuid.uuid4()) for k in ("c1", "c2", "c3", "c4", "c5", "c6", "c7")}
+    # settlements. March: pkh r1 twice (1 person, 2 payments), r3 split APBN 400k + APBD Kab 200k;
+    # kamalia r5 (CSR), r6 (Baznas; a second, failed one does not count); rtlh r8 199,988,000 (APBDes).
+    # Earlier: pkh r1 Feb (in the year to date), Dec 2025 (not); rtlh r8 January.
+    ev += [(e, None) for e in (
+        _paid("r1", "pkh", "2026-03", ("apbn", 600_000)),
+        _paid("r1", "pkh", "2026-03", ("apbn", 600_000)),
+        _paid("r3", "pkh", "2026-03", ("apbn", 400_000), ("apbd_kabupaten", 200_000)),
+        _paid("r5", "kamalia_merekah", "2026-03", ("csr", 450_000)),
+        _paid("r6", "kamalia_merekah", "2026-03", ("baznas", 450_000)),
+        _paid("r6", "kamalia_merekah", "2026-03", ("baznas", 450_000), status="failed"),
+        _paid("r1", "pkh", "2026-02", ("apbn", 600_000)),
+        _paid("r1", "pkh", "2025-12", ("apbn", 600_000)),
+        _paid("r8", "rtlh", "2026-01", ("apbdes", 199_988_000)),
+        _paid("r8", "rtlh", "2026-03", ("apbdes", 199_988_000)),
+        _allocation("apbdes", "rtlh", 2026, 859_588_000),
+        _allocation("apbn", "pkh", 2026, 6_000_000), _allocation("apbn", "pkh", 2026, 10_000_000, 6_000_000),
+        _allocation("apbd_kabupaten", "pkh", 2026, 1_000_000),
+        _allocation("csr", "kamalia_merekah", 2026, 1_000_000), _allocation("apbn", "pkh", 2025, 5_000_000))]
 
-    def rec(c, v, on, due):
-        return ("intake.complaint_received", {"case_id": case[c], "village_code": v, "received_on": on, "due_on": due})
+    # complaints (Puskesos cases) and the SLRT chain
+    case = {k: uuid.uuid4() for k in ("c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8")}
+    common = {"category": "not_receiving_aid", "actor": "staff-1"}
 
-    def res(c, v, on):
-        return ("intake.complaint_resolved", {"case_id": case[c], "village_code": v, "resolved_on": on})
+    def reg(c, v, on, due, hour=9):
+        return (CaseRegistered(case_id=case[c], ticket=f"PSK-{c}", kind="complaint", channel="walk_in",
+                               village_code=v, level="village", status="open", person_status="found",
+                               due_at=at(due, 16), **common), at(on, hour))
 
-    def ref(c, v, level, on):
-        return ("intake.complaint_referred", {"case_id": case[c], "village_code": v, "level": level,
-                                              "referred_on": on})
+    def ref(c, v, level, frm, on, due, escalated=False):
+        kw = dict(case_id=case[c], village_code=v, from_level=frm, level=level, status="open", due_at=at(due, 16),
+                  **common)
+        if escalated:
+            kw.pop("actor")
+            return (CaseEscalated(overdue_since=at(on, 0), **kw), at(on, 1))
+        return (CaseReferred(**kw), at(on))
+
+    def res(c, v, on, level="village"):
+        return (CaseResolved(case_id=case[c], village_code=v, level=level, outcome="resolved", **common), at(on))
     ev += [
-        rec("c1", A, "2026-03-02", "2026-03-16"), res("c1", A, "2026-03-05"),                       # 3 days
-        rec("c2", A, "2026-03-03", "2026-03-17"), ref("c2", A, "kecamatan", "2026-03-04"),
-        res("c2", A, "2026-03-13"),                                                                 # 10 days
-        rec("c3", B, "2026-03-10", "2026-03-24"), ref("c3", B, "kecamatan", "2026-03-11"),
-        ref("c3", B, "kabupaten", "2026-03-12"),                                                    # open, overdue
-        rec("c4", C, "2026-03-25", "2026-04-08"),                                                   # open, not yet due
-        res("c5", C, "2026-03-20"), rec("c5", C, "2026-02-10", "2026-02-24"),                       # 38 days, out of order
-        rec("c6", B, "2026-02-01", "2026-02-15"), res("c6", B, "2026-02-10"),                       # February only
-        rec("c7", A, "2026-01-05", "2026-01-19"),                                                   # open since Jan: overdue
+        reg("c1", A, "2026-03-02", "2026-03-16"), res("c1", A, "2026-03-05"),                       # 3 days
+        reg("c2", A, "2026-03-03", "2026-03-17"), ref("c2", A, "kecamatan", "village", "2026-03-04", "2026-03-18"),
+        res("c2", A, "2026-03-13", "kecamatan"),                                                    # 10 days
+        reg("c3", B, "2026-03-10", "2026-03-24"), ref("c3", B, "kecamatan", "village", "2026-03-11", "2026-03-20"),
+        # c4: 01:00 WIB on 1 March is still 28 February in UTC; it belongs to March
+        reg("c4", C, "2026-03-01", "2026-04-08", hour=1),
+        res("c5", C, "2026-03-20"), reg("c5", C, "2026-02-10", "2026-02-24"),                       # 38 days, out of order
+        reg("c6", B, "2026-02-01", "2026-02-15"), res("c6", B, "2026-02-10"),                       # February only
+        reg("c7", A, "2026-01-05", "2026-01-19"),                                                   # open since Jan: overdue
+        reg("c8", B, "2026-03-01", "2026-03-08"),
+        ref("c8", B, "kecamatan", "village", "2026-03-09", "2026-03-23", escalated=True),
+        ref("c8", B, "kabupaten", "kecamatan", "2026-03-24", "2026-04-07", escalated=True),       # open, not yet due
     ]
-    # home visits: ani owes 3 in March, did 2; budi owes 1, did 1 (reported twice); v5 is February's
-    vid = {k: str(uuid.uuid4()) for k in ("v1", "v2", "v3", "v4", "v5")}
+    # home visits: ani has 3 active assignments in March (a4 ended in February), did 2 visits;
+    # budi has 1 (since November), did 1 (filed twice); v5 counts for February
+    asg = {k: uuid.uuid4() for k in ("a1", "a2", "a3", "a4", "a5")}
 
-    def due(v, comp, village, period):
-        return ("intake.visit_scheduled", {"visit_id": vid[v], "companion_id": comp, "village_code": village,
-                                           "period": period})
+    def assign(a, comp, v, n, on, active=True):
+        return (CompanionAssigned(assignment_id=asg[a], companion=comp, nik=_nik(v, n), village_code=v,
+                                  active=active, actor="coord-1"), at(on))
 
-    def done(v, comp, village, on, phys, soc):
-        return ("intake.visit_recorded", {"visit_id": vid[v], "companion_id": comp, "village_code": village,
-                                          "visited_on": on, "physical_condition": phys, "social_condition": soc})
-    ev += [due("v1", "pdp-ani", A, PERIOD), due("v2", "pdp-ani", A, PERIOD), due("v3", "pdp-ani", B, PERIOD),
-           due("v4", "pdp-budi", C, PERIOD), due("v5", "pdp-budi", C, "2026-02"),
-           done("v1", "pdp-ani", A, "2026-03-05", "baik", "baik"), done("v2", "pdp-ani", A, "2026-03-20", "Sedang", "baik"),
-           done("v4", "pdp-budi", C, "2026-03-07", "buruk", "sedang"),
-           done("v4", "pdp-budi", C, "2026-03-07", "buruk", "sedang"),
-           done("v5", "pdp-budi", C, "2026-02-25", "baik", "baik")]
-    # KUBE: g1 (A) and g2 (B) in kec. Sumber; g3 (C) is funded in April
-    g = {k: str(uuid.uuid4()) for k in ("g1", "g2", "g3")}
+    def visit(vid, comp, v, n, period, phys, soc):
+        return (VisitReportFiled(visit_id=vid, companion=comp, nik=_nik(v, n), village_code=v,
+                                 visit_date=dt.date.fromisoformat(f"{period}-10"), period=period,
+                                 physical_condition=phys, social_condition=soc, aid_use="as_intended"), None)
+    v4 = uuid.uuid4()
+    ev += [assign("a1", "pdp-ani", A, 11, "2026-01-05"), assign("a2", "pdp-ani", A, 12, "2026-02-05"),
+           assign("a3", "pdp-ani", B, 13, "2026-03-05"), assign("a4", "pdp-ani", B, 14, "2026-01-05"),
+           assign("a4", "pdp-ani", B, 14, "2026-02-20", active=False),
+           assign("a1", "pdp-ani", A, 11, "2026-03-01"),  # the same state again changes nothing
+           assign("a5", "pdp-budi", C, 15, "2025-11-03"),
+           visit(uuid.uuid4(), "pdp-ani", A, 11, "2026-03", "good", "good"),
+           visit(uuid.uuid4(), "pdp-ani", A, 12, "2026-03", "fair", "good"),
+           visit(v4, "pdp-budi", C, 15, "2026-03", "critical", "fair"),
+           visit(v4, "pdp-budi", C, 15, "2026-03", "critical", "fair"),
+           visit(uuid.uuid4(), "pdp-budi", C, 15, "2026-02", "good", "good")]
+    # KUBE: g1 (A) and g2 (B) in kec. Sumber; g3 (C) is registered and funded in April
+    g = {k: uuid.uuid4() for k in ("g1", "g2", "g3")}
+    loan = {k: uuid.uuid4() for k in ("g1", "g2")}
 
-    def kube(kind, grp, amount, on):
-        return (f"disbursement.kube_{kind}", {"group_id": g[grp], "amount": amount, "on": on})
+    def group(k, v, members, on):
+        return (KubeGroupRegistered(**_audit(), group_id=g[k], name=f"KUBE {k}", village_code=v,
+                                    members=[f"m-{k}-{i}" for i in range(members)]), at(on))
+
+    def grant(k, amount, on):
+        return (KubeGrantMade(**_audit(), grant_id=uuid.uuid4(), group_id=g[k], fiscal_year=int(on[:4]),
+                              funding=FundingLine(source="apbd_kabupaten", allocation_id=uuid.uuid4(), amount=amount)),
+                at(on))
+
+    def lend(k, principal, instalment, on, first_due):
+        return (KubeLoanIssued(**_audit(), loan_id=loan[k], group_id=g[k], member=f"m-{k}-0", principal=principal,
+                               instalment=instalment, term_months=10,
+                               first_due=dt.date.fromisoformat(first_due)), at(on))
+
+    def repay(k, amount, on):
+        return (KubeInstalmentPaid(**_audit(), payment_id=uuid.uuid4(), loan_id=loan[k], group_id=g[k],
+                                   member=f"m-{k}-0", amount=amount, outstanding=0,
+                                   paid_on=dt.date.fromisoformat(on)), None)
     ev += [
-        ("disbursement.kube_funded", {"group_id": g["g1"], "village_code": A, "members": 10,
-                                      "fund_amount": 25_000_000, "funded_on": "2026-01-15"}),
-        kube("loan_disbursed", "g1", 20_000_000, "2026-01-20"),
-        kube("instalment_due", "g1", 2_000_000, "2026-02-28"), kube("instalment_due", "g1", 2_000_000, "2026-03-31"),
-        kube("instalment_paid", "g1", 2_000_000, "2026-02-27"), kube("instalment_paid", "g1", 1_000_000, "2026-03-30"),
-        ("disbursement.kube_funded", {"group_id": g["g2"], "village_code": B, "members": 8,
-                                      "fund_amount": 15_000_000, "funded_on": "2025-06-01"}),
-        kube("loan_disbursed", "g2", 10_000_000, "2025-07-01"),
-        kube("instalment_due", "g2", 1_000_000, "2026-03-31"), kube("instalment_paid", "g2", 1_500_000, "2026-03-15"),
-        ("disbursement.kube_funded", {"group_id": g["g3"], "village_code": C, "members": 5,
-                                      "fund_amount": 9_000_000, "funded_on": "2026-04-01"}),
+        group("g1", A, 10, "2026-01-10"), grant("g1", 25_000_000, "2026-01-15"),
+        lend("g1", 20_000_000, 2_000_000, "2026-01-20", "2026-02-28"),    # due Feb 2M, Mar 2M
+        repay("g1", 2_000_000, "2026-02-27"), repay("g1", 1_000_000, "2026-03-30"),
+        group("g2", B, 8, "2025-06-01"), grant("g2", 15_000_000, "2025-06-01"),
+        lend("g2", 10_000_000, 1_000_000, "2025-07-01", "2026-03-31"),    # due Mar 1M
+        repay("g2", 1_500_000, "2026-03-15"),
+        group("g3", C, 5, "2026-04-01"), grant("g3", 9_000_000, "2026-04-01"),
     ]
-    for event_type, data in ev:
-        await publish(js, names, event_type, data)
+    for event, when in ev:
+        await publish(js, names, event, occurred_at=when)
     return len(ev)
 
 
@@ -151,46 +208,54 @@ def check_known_recap(r: dict) -> None:
     assert r["period"] == PERIOD
     assert r["programs"] == EXPECTED_PROGRAMS
     src = {s["funding_source"]: s for s in r["funding_sources"]}
+    assert set(src) == {"apbdes", "apbn", "apbd_kabupaten", "csr", "baznas"}
+
+    def fig(s):
+        return (src[s]["allocation"], src[s]["realised"], src[s]["paid_in_period"], src[s]["realisation_pct"])
     # APBDes: 2 x 199,988,000 = 399,976,000 of 859,588,000 = 46.53 % (the village budget example)
-    assert {k: src["APBDes"][k] for k in ("allocation", "realised", "paid_in_period", "realisation_pct")} == {
-        "allocation": 859_588_000, "realised": 399_976_000, "paid_in_period": 199_988_000, "realisation_pct": 46.53}
-    # APBN: 2026 allocation 6M + 4M (2025's 5M excluded); realised Feb 600k + Mar 1.8M = 2.4M: 24 %
-    assert (src["APBN"]["allocation"], src["APBN"]["realised"], src["APBN"]["realisation_pct"]) == (
-        10_000_000, 2_400_000, 24.0)
-    assert (src["CSR"]["allocation"], src["CSR"]["realised"], src["CSR"]["realisation_pct"]) == (1_000_000, 450_000, 45.0)
-    assert (src["Baznas"]["allocation"], src["Baznas"]["realised"], src["Baznas"]["realisation_pct"]) == (0, 450_000, None)
+    assert fig("apbdes") == (859_588_000, 399_976_000, 199_988_000, 46.53) and src["apbdes"]["label"] == "APBDes"
+    # APBN: 2026 ceiling set to 6M then amended to 10M (2025's 5M excluded);
+    # realised Feb 600k + Mar 600k + 600k + 400k = 2.2M = 22 %
+    assert fig("apbn") == (10_000_000, 2_200_000, 1_600_000, 22.0)
+    assert fig("apbd_kabupaten") == (1_000_000, 200_000, 200_000, 20.0)
+    assert fig("csr") == (1_000_000, 450_000, 450_000, 45.0)
+    assert fig("baznas") == (0, 450_000, 450_000, None)
     c = r["complaints"]
-    assert (c["received"], c["resolved"], c["overdue"], c["median_days_to_resolve"]) == (4, 3, 2, 10)
-    assert c["referred"] == {"kecamatan": 2, "kabupaten": 1, "agency": 0}
-    assert c["by_level"] == [{"level": "desa", "arrived": 4, "resolved": 2},
-                             {"level": "kecamatan", "arrived": 2, "resolved": 1},
-                             {"level": "kabupaten", "arrived": 1, "resolved": 0},
-                             {"level": "agency", "arrived": 0, "resolved": 0}]
+    # registered in March c1 c2 c3 c4 c8; resolved c1 (3 d), c2 (10 d), c5 (38 d); overdue c3, c7
+    assert (c["received"], c["resolved"], c["overdue"], c["median_days_to_resolve"]) == (5, 3, 2, 10)
+    assert c["referred"] == {"kecamatan": 3, "kabupaten": 1, "agency": 0}
+    assert c["by_level"] == [{"level": "village", "registered": 5, "referred_in": 0, "resolved": 2},
+                             {"level": "kecamatan", "registered": 0, "referred_in": 3, "resolved": 1},
+                             {"level": "kabupaten", "registered": 0, "referred_in": 1, "resolved": 0},
+                             {"level": "agency", "registered": 0, "referred_in": 0, "resolved": 0}]
     v = r["visits"]
     assert (v["due"], v["done"], v["coverage_pct"]) == (4, 3, 75.0)
     assert v["companions"] == [
         {"companion": "pdp-ani", "due": 3, "done": 2, "coverage_pct": 66.67,
-         "conditions": {"fisik": {"baik": 1, "sedang": 1}, "sosial": {"baik": 2}}},
+         "conditions": {"fisik": {"good": 1, "fair": 1}, "sosial": {"good": 2}}},
         {"companion": "pdp-budi", "due": 1, "done": 1, "coverage_pct": 100.0,
-         "conditions": {"fisik": {"buruk": 1}, "sosial": {"sedang": 1}}}]
+         "conditions": {"fisik": {"critical": 1}, "sosial": {"fair": 1}}}]
     # Sumber: g1 + g2. fund 25M + 15M; members 10 + 8; outstanding (20M - 3M) + (10M - 1.5M);
     # arrears g1 4M due - 3M paid = 1M; repayment (3M + min(1.5M, 1M)) / (4M + 1M) = 80 %
     assert r["kube"] == [{"kecamatan_code": "331701", "kecamatan_name": "Sumber", "groups": 2,
                           "fund_amount": 40_000_000, "members": 18, "loans_outstanding": 25_500_000,
                           "arrears": 1_000_000, "repayment_rate_pct": 80.0}]
     areas = {k["kecamatan_code"]: k for k in r["areas"]}
-    assert set(areas) == {"331701", "331702"} and areas["331702"]["kecamatan_name"] == "Bulu"
+    assert set(areas) == {"", "331701", "331702"} and areas["331702"]["kecamatan_name"] == "Bulu"
     villages = {v["village_code"]: v for k in r["areas"] for v in k["villages"]}
-    assert villages[A] == {"village_code": A, "village_name": "Ronggo Mulyo", "enrolled": 1, "people_paid": 2,
-                           "amount_paid": 201_188_000, "complaints_received": 2, "complaints_resolved": 2,
+    zero_pay = {"people_paid": 0, "amount_paid": 0}
+    assert villages[A] == {"village_code": A, "village_name": "Ronggo Mulyo", "enrolled": 1, **zero_pay,
+                           "complaints_received": 2, "complaints_resolved": 2,
                            "visits_due": 2, "visits_done": 2, "kube_groups": 1}
-    assert villages[B] == {"village_code": B, "village_name": "Logede", "enrolled": 1, "people_paid": 1,
-                           "amount_paid": 600_000, "complaints_received": 1, "complaints_resolved": 0,
+    assert villages[B] == {"village_code": B, "village_name": "Logede", "enrolled": 1, **zero_pay,
+                           "complaints_received": 2, "complaints_resolved": 0,
                            "visits_due": 1, "visits_done": 0, "kube_groups": 1}
-    assert villages[C] == {"village_code": C, "village_name": "Pondokrejo", "enrolled": 2, "people_paid": 2,
-                           "amount_paid": 900_000, "complaints_received": 1, "complaints_resolved": 1,
+    assert villages[C] == {"village_code": C, "village_name": "Pondokrejo", "enrolled": 2, **zero_pay,
+                           "complaints_received": 1, "complaints_resolved": 1,
                            "visits_due": 1, "visits_done": 1, "kube_groups": 0}
-    assert areas["331701"]["totals"]["amount_paid"] == 201_788_000
+    # settlements carry no village yet: their money is shown under an unrecorded area
+    assert villages[""]["people_paid"] == 5 and villages[""]["amount_paid"] == 202_688_000
+    assert areas["331701"]["totals"]["visits_due"] == 3 and areas["331701"]["totals"]["complaints_received"] == 4
 
 
 async def folded(svc, n: int) -> bool:
@@ -212,21 +277,28 @@ async def test_monthly_recap_matches_hand_computed_figures(settings, nc, start):
 async def test_redelivered_and_repeated_events_count_once_bad_ones_are_dead_lettered(settings, nc, start):
     js = nc.jetstream()
     names = settings.names
-    pay = _pay("r9", "pkh", A, "APBN", 600_000, "2026-03")
+    pay = _paid("r9", "pkh", "2026-03", ("apbn", 600_000))
+    subject = names.event(pay.event_type)
+
+    def raw(event_type: str, data: dict) -> bytes:
+        return json.dumps({"event_id": str(uuid.uuid4()), "event_type": event_type, "schema_version": 1,
+                           "occurred_at": "2026-03-25T09:00:00+07:00", "producer": "disbursement",
+                           "data": data}).encode()
     async with start("reporting", settings) as rep:
         eid = uuid.uuid4()
         # the same event twice without Nats-Msg-Id: the stream keeps both, the inbox drops one
-        await publish(js, names, "disbursement.payment_settled", pay, event_id=eid, msg_id=False)
-        await publish(js, names, "disbursement.payment_settled", pay, event_id=eid, msg_id=False)
-        await js.publish(names.event("disbursement.payment_settled"), b"{not json", headers={"Nats-Msg-Id": "junk-1"})
-        await publish(js, names, "disbursement.payment_settled", pay | {"amount": -5}, event_id=uuid.uuid4())
-        await publish(js, names, "disbursement.something_reporting_ignores", {"x": 1})
-        await publish(js, names, "registry.person_registered", {"anything": "skipped"})
+        await publish(js, names, pay, event_id=eid, msg_id=False)
+        await publish(js, names, pay, event_id=eid, msg_id=False)
+        await js.publish(subject, b"{not json", headers={"Nats-Msg-Id": "junk-1"})
+        await js.publish(subject, raw(pay.event_type, pay.model_dump(mode="json") | {"amount": -5}),
+                         headers={"Nats-Msg-Id": "negative-1"})
+        await js.publish(subject, raw("disbursement.something_reporting_ignores", {"x": 1}))
+        await js.publish(names.event("registry.person_registered"), raw("registry.person_registered", {"a": 1}))
 
         async def paid():
             r = (await rep.http.get("/reports/monthly", params={"period": "2026-03"})).json()
             return r["programs"]
-        progs = await eventually(paid)
+        await eventually(paid)
         sub = await js.pull_subscribe(names.deadletter("reporting"), stream=names.stream("DEADLETTER"))
         letters = []
 
@@ -237,9 +309,9 @@ async def test_redelivered_and_repeated_events_count_once_bad_ones_are_dead_lett
                 pass
             return len(letters) >= 2
         await eventually(two_letters)
-        reasons = [json.loads(m.data) for m in letters]
-        assert {x["msg_id"] for x in reasons} >= {"junk-1"}
-        assert any("amount" in x["reason"] for x in reasons)
+        reasons = {x["msg_id"]: x for x in (json.loads(m.data) for m in letters)}
+        assert set(reasons) == {"junk-1", "negative-1"}  # the skipped types are not dead letters
+        assert "amount" in reasons["negative-1"]["reason"] and reasons["junk-1"]["reason_code"] == "rjct.event.invalid"
         r = (await rep.http.get("/reports/monthly", params={"period": "2026-03"})).json()
         assert r["programs"] == [{"programme_identifier": "pkh", "enrolled": 0, "people_paid": 1,
                                   "amount_paid": 600_000, "payments": 1}]
@@ -270,7 +342,7 @@ async def test_csv_xlsx_and_printable_page_carry_the_same_figures(settings, nc, 
         rows = list(csv.reader(io.StringIO(resp.text)))
         assert ["APBDes", "859588000", "399976000", "199988000", "46.53"] in rows
         assert ["pkh", "2", "2", "1800000", "3"] in rows
-        assert ["331701", "Sumber", "3317012001", "Ronggo Mulyo", "1", "2", "201188000", "2", "2", "2", "2", "1"] in rows
+        assert ["331701", "Sumber", "3317012001", "Ronggo Mulyo", "1", "0", "0", "2", "2", "2", "2", "1"] in rows
 
         resp = await rep.http.get("/reports/monthly.xlsx", params={"period": PERIOD})
         assert resp.status_code == 200
@@ -284,4 +356,5 @@ async def test_csv_xlsx_and_printable_page_carry_the_same_figures(settings, nc, 
         resp = await rep.http.get("/reports/monthly.html", params={"period": PERIOD})
         assert resp.status_code == 200 and "text/html" in resp.headers["content-type"]
         assert "Rekap bulanan" in resp.text and "859.588.000" in resp.text and "46,53 %" in resp.text
-        assert "Ronggo Mulyo" in resp.text and "http" not in resp.text.split("<body>")[0].replace("http-equiv", "")
+        assert "Ronggo Mulyo" in resp.text and "Kecamatan (SLRT)" in resp.text and "kritis" not in resp.text
+        assert "http" not in resp.text.split("<body>")[0]  # nothing fetched from elsewhere

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import pytest
 
+from contracts.disbursement import AllocationSet, FundingLine, KubeLoanIssued, SettlementRecorded
+from contracts.envelope import envelope
+from contracts.intake import CaseRegistered, CompanionAssigned
 from services.reporting import domain
 from services.reporting.adapters import ADAPTERS
-from services.reporting.facts import EnrolmentFact, KubeFlow, PaymentFact
+from services.reporting.facts import AllocationFact, Assignment, EnrolmentFact, KubeFlow, PaymentFact
 
 
 @pytest.mark.parametrize("value,expected", [("2026-03", "2026-03"), (" 2026-12 ", "2026-12")])
@@ -53,14 +57,51 @@ def test_enrolment_deltas_move_people_between_statuses_in_the_month_of_the_chang
                                                    ("pkh", "3317012001", "2026-03", "active"): -1}
 
 
-def test_adapters_turn_events_into_facts_without_personal_data():
-    model, to_facts = ADAPTERS["disbursement.payment_settled"]
-    e = model.model_validate({"payment_id": "6f1c2b9e-8d2a-4c1e-9a55-0c3f5c1f2a10", "programme_identifier": "pkh",
-                              "person_ref": "pseudo-abcdef", "village_code": "33.17.01.2001",
-                              "funding_source": "APBN", "amount": 600000, "period": "2026-03"})
-    assert to_facts(e) == [PaymentFact("pkh", "pseudo-abcdef", "3317012001", "APBN", 600000, "2026-03")]
-    model, to_facts = ADAPTERS["disbursement.kube_instalment_paid"]
-    e = model.model_validate({"group_id": "6f1c2b9e-8d2a-4c1e-9a55-0c3f5c1f2a10", "amount": 5, "on": "2026-03-31"})
-    assert to_facts(e) == [KubeFlow("6f1c2b9e-8d2a-4c1e-9a55-0c3f5c1f2a10", "2026-03", repaid=5)]
-    with pytest.raises(ValueError):
-        ADAPTERS["disbursement.payment_settled"][0].model_validate({"amount": -1})
+def _env(event, day="2026-03-31T20:00:00+00:00"):
+    return envelope(event, event.domain, occurred_at=dt.datetime.fromisoformat(day))
+
+
+def test_settlements_become_one_payment_per_funding_line_and_failed_ones_nothing():
+    lines = [FundingLine(source="apbn", allocation_id=uuid.uuid4(), amount=400_000),
+             FundingLine(source="apbd_kabupaten", allocation_id=uuid.uuid4(), amount=200_000)]
+    paid = SettlementRecorded(chain_seq=1, prev_hash="0" * 64, instruction_id=uuid.uuid4(), pseudonym="ab" * 32,
+                              programme_identifier="pkh", period="2026-03", status="paid", amount=600_000,
+                              funding=lines, settled_at=dt.datetime(2026, 3, 25, tzinfo=dt.timezone.utc))
+    _model, to_facts = ADAPTERS[paid.event_type]
+    assert to_facts(_env(paid)) == [PaymentFact("pkh", "ab" * 32, "", "apbn", 400_000, "2026-03", 1),
+                                    PaymentFact("pkh", "ab" * 32, "", "apbd_kabupaten", 200_000, "2026-03", 0)]
+    failed = paid.model_copy(update={"status": "failed"})
+    assert to_facts(_env(failed)) == []
+
+
+def test_case_dates_are_days_in_wib_and_assignments_drop_the_nik():
+    reg = CaseRegistered(case_id=uuid.uuid4(), ticket="PSK-1", kind="complaint", category="other", channel="phone",
+                         village_code="3317012001", level="village", status="open", person_status="found",
+                         due_at=dt.datetime(2026, 4, 14, 10, tzinfo=dt.timezone.utc), actor="s")
+    (fact,) = ADAPTERS[reg.event_type][1](_env(reg))  # 20:00 UTC on 31 March is 03:00 WIB on 1 April
+    assert (fact.received_on, fact.due_on, fact.level) == (dt.date(2026, 4, 1), dt.date(2026, 4, 14), "village")
+    a = CompanionAssigned(assignment_id=uuid.uuid4(), companion="pdp-1", nik="3317014107600001",
+                          village_code="3317012001", actor="c")
+    (fact,) = ADAPTERS[a.event_type][1](_env(a))
+    assert fact == Assignment(str(a.assignment_id), "pdp-1", "3317012001", True, "2026-04")
+    assert "3317014107600001" not in repr(fact)
+
+
+def test_kube_loans_fall_due_monthly_until_the_principal_is_covered():
+    assert domain.instalment_schedule(5_000, 2_000, 10, dt.date(2026, 11, 30)) == [
+        ("2026-11", 2_000), ("2026-12", 2_000), ("2027-01", 1_000)]
+    assert domain.instalment_schedule(10_000, 1_000, 3, dt.date(2026, 1, 5)) == [
+        ("2026-01", 1_000), ("2026-02", 1_000), ("2026-03", 8_000)]
+    loan = KubeLoanIssued(chain_seq=1, prev_hash="0" * 64, loan_id=uuid.uuid4(), group_id=uuid.uuid4(), member="m",
+                          principal=3_000, instalment=1_500, term_months=2, first_due=dt.date(2026, 5, 1))
+    facts = ADAPTERS[loan.event_type][1](_env(loan, "2026-04-10T03:00:00+00:00"))
+    g = str(loan.group_id)
+    assert facts == [KubeFlow(g, "2026-04", disbursed=3_000), KubeFlow(g, "2026-05", due=1_500),
+                     KubeFlow(g, "2026-06", due=1_500)]
+
+
+def test_allocation_amendments_add_their_difference():
+    a = AllocationSet(chain_seq=1, prev_hash="0" * 64, allocation_id=uuid.uuid4(), source="apbn",
+                      programme_identifier="pkh", fiscal_year=2026, ceiling=10_000, previous_ceiling=6_000,
+                      reason="perubahan", set_by="pm")
+    assert ADAPTERS[a.event_type][1](_env(a)) == [AllocationFact("apbn", "pkh", 2026, 4_000)]
