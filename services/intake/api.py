@@ -1,0 +1,158 @@
+"""Intake's JSON API. Staff authenticate with a bearer token (kit.auth); their role and area
+decide what they see and may do. Lists are paged with limit/offset and return `total`."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.intake import CaseLevel, CaseStatus
+from contracts.values import Period
+from services.intake import cases, visits
+from services.intake.config import IntakeSettings
+from services.intake.domain import RuleError, today_wib
+from services.kit.auth import Principal, Role, current_principal, require
+from services.kit.runtime import ServiceRuntime
+
+Limit = Query(50, ge=1, le=500, description="page size")
+Offset = Query(0, ge=0, description="rows to skip")
+
+
+class NoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    note: str = Field(default="", max_length=2000)
+
+
+class AnswerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    answer: str = Field(min_length=1, max_length=5000, description="what the citizen was told")
+
+
+class ReferIn(NoteIn):
+    programme_identifier: str | None = Field(default=None, max_length=32,
+                                             description="required when referring to the agency")
+
+
+class ResolveIn(NoteIn):
+    outcome: Literal["resolved", "not_eligible", "withdrawn", "referred_out"] = "resolved"
+
+
+def install_errors(app: FastAPI) -> None:
+    @app.exception_handler(RuleError)
+    async def _rule(_req: Request, exc: RuleError) -> JSONResponse:
+        return JSONResponse({"detail": {"error": exc.message}}, status_code=exc.status)
+
+    @app.exception_handler(cases.RegistryUnavailable)
+    async def _registry(_req: Request, exc: cases.RegistryUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": {"error": f"{exc}; the case was not registered, try again"}},
+                            status_code=503)
+
+
+def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
+    r = APIRouter()
+    staff = require(Role.village_office, Role.kecamatan, Role.kabupaten, Role.program_manager, Role.auditor)
+
+    @r.post("/cases", status_code=201, tags=["cases"],
+            summary="front office: register a complaint or request; returns the ticket number")
+    async def register(body: cases.CaseIn, p: Principal = Depends(require(Role.village_office))) -> dict:
+        return await cases.register(rt, cfg, p, body)
+
+    @r.get("/cases", tags=["cases"], summary="cases in your area (filter by status, level)")
+    async def list_cases(status: CaseStatus | None = None, level: CaseLevel | None = None, limit: int = Limit,
+                         offset: int = Offset, p: Principal = Depends(staff)) -> dict:
+        return await cases.list_cases(rt, p, status=status, level=level, limit=limit, offset=offset)
+
+    @r.get("/cases/queue", tags=["cases"], summary="back office: open cases at your level in your area")
+    async def queue(limit: int = Limit, offset: int = Offset, p: Principal = Depends(staff)) -> dict:
+        return await cases.list_cases(rt, p, queue=True, limit=limit, offset=offset)
+
+    @r.get("/cases/overdue", tags=["cases"], summary="open cases past their deadline in your area")
+    async def overdue(now: dt.datetime | None = Query(None, description="evaluate at this time (default now)"),
+                      limit: int = Limit, offset: int = Offset, p: Principal = Depends(staff)) -> dict:
+        return await cases.list_cases(rt, p, overdue_at=_aware(now), limit=limit, offset=offset)
+
+    @r.post("/cases/escalate", tags=["cases"],
+            summary="escalate every overdue case now (the background task does this periodically)")
+    async def escalate(now: dt.datetime | None = Query(None, description="evaluate at this time (default now)"),
+                       p: Principal = Depends(require(Role.kabupaten))) -> dict:
+        done = await cases.escalate_overdue(rt, cfg, _aware(now))
+        return {"escalated": len(done), "cases": done}
+
+    @r.get("/cases/{ref}", tags=["cases"], summary="one case by id or ticket number, with the complaint text")
+    async def get_case(ref: str = Path(description="case id or ticket, e.g. PSK-3317012001-2026-000001"),
+                       p: Principal = Depends(staff)) -> dict:
+        c = await cases.get_case(rt, p, ref)
+        if c is None:
+            raise HTTPException(404, detail={"error": f"no case {ref} in your area"})
+        return c
+
+    @r.get("/cases/{ref}/history", tags=["cases"], summary="every step of a case: who, what, when")
+    async def case_history(ref: str, p: Principal = Depends(staff)) -> dict:
+        steps = await cases.history(rt, p, ref)
+        if steps is None:
+            raise HTTPException(404, detail={"error": f"no case {ref} in your area"})
+        return {"case": ref, "steps": steps}
+
+    @r.post("/cases/{ref}/handle", tags=["cases"], summary="back office: start handling the case")
+    async def handle(ref: str, body: NoteIn, p: Principal = Depends(staff)) -> dict:
+        return await cases.act(rt, cfg, p, ref, "handle", note=body.note)
+
+    @r.post("/cases/{ref}/answer", tags=["cases"], summary="back office: record the answer given to the citizen")
+    async def answer(ref: str, body: AnswerIn, p: Principal = Depends(staff)) -> dict:
+        return await cases.act(rt, cfg, p, ref, "answer", answer=body.answer)
+
+    @r.post("/cases/{ref}/refer", tags=["cases"], summary="refer the case to the next level of the SLRT chain")
+    async def refer(ref: str, body: ReferIn, p: Principal = Depends(staff)) -> dict:
+        return await cases.act(rt, cfg, p, ref, "refer", note=body.note, programme=body.programme_identifier)
+
+    @r.post("/cases/{ref}/resolve", tags=["cases"], summary="close the case with an outcome")
+    async def resolve(ref: str, body: ResolveIn, p: Principal = Depends(staff)) -> dict:
+        return await cases.act(rt, cfg, p, ref, "resolve", note=body.note, outcome=body.outcome)
+
+    @r.post("/assignments", status_code=201, tags=["home visits"],
+            summary="coordinator: assign a beneficiary to a companion (ends any previous assignment)")
+    async def assign(body: visits.AssignmentIn, p: Principal = Depends(require(Role.coordinator))) -> dict:
+        return await visits.assign(rt, p, body)
+
+    @r.get("/companions/{companion}/caseload", tags=["home visits"],
+           summary="a companion's beneficiaries and whether each was visited in the period")
+    async def caseload(companion: str, period: Period | None = None,
+                       p: Principal = Depends(require(Role.companion, Role.coordinator))) -> dict:
+        period = period or _this_month()
+        return {"companion": companion, "period": period, "items": await visits.caseload(rt, p, companion, period)}
+
+    @r.post("/visits", status_code=201, tags=["home visits"], summary="companion: file a home-visit report")
+    async def file_visit(body: visits.VisitIn, p: Principal = Depends(require(Role.companion))) -> dict:
+        return await visits.file_visit(rt, p, body)
+
+    @r.get("/visits", tags=["home visits"], summary="visit reports (a companion sees their own)")
+    async def list_visits(companion: str | None = None, period: Period | None = None, limit: int = Limit,
+                          offset: int = Offset,
+                          p: Principal = Depends(require(Role.companion, Role.coordinator))) -> dict:
+        return await visits.list_visits(rt, p, companion=companion, period=period, limit=limit, offset=offset)
+
+    @r.get("/visits/summary", tags=["home visits"],
+           summary="coordinator: per companion, visits done and due, and who is not visited in the period")
+    async def visit_summary(period: Period | None = None, limit: int = Limit, offset: int = Offset,
+                            p: Principal = Depends(require(Role.coordinator))) -> dict:
+        return await visits.summary(rt, p, period or _this_month(), limit, offset)
+
+    @r.get("/me", tags=["auth"], summary="who the token says you are")
+    async def me(p: Principal = Depends(current_principal)) -> dict:
+        return {"user": p.user, "role": p.role.value, "area": p.area, "programs": list(p.programs)}
+
+    return r
+
+
+def _aware(now: dt.datetime | None) -> dt.datetime | None:
+    if now is not None and now.tzinfo is None:
+        raise HTTPException(422, detail={"error": "now must carry a timezone, e.g. 2026-11-30T09:00:00+07:00"})
+    return now
+
+
+def _this_month() -> str:
+    d = today_wib(dt.datetime.now(dt.timezone.utc))
+    return f"{d.year:04d}-{d.month:02d}"

@@ -1,0 +1,105 @@
+"""Intake rules with no I/O: tickets, working-day deadlines, who may act at which level,
+and the monthly home-visit rule. Everything here is unit-tested without servers."""
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from contracts import wilayah
+from contracts.intake import CaseLevel, CaseStatus
+from services.kit.auth import Principal, Role
+
+# deadlines count working days in the regency's own time (WIB), not UTC
+WIB = ZoneInfo("Asia/Jakarta")
+
+# the office that handles a case at each level of the SLRT chain
+LEVEL_ROLES: dict[CaseLevel, tuple[Role, ...]] = {
+    CaseLevel.village: (Role.village_office,),
+    CaseLevel.kecamatan: (Role.kecamatan,),
+    CaseLevel.kabupaten: (Role.kabupaten,),
+    CaseLevel.agency: (Role.kabupaten, Role.program_manager),
+}
+# roles that may read cases (within their area)
+CASE_READERS = (Role.village_office, Role.kecamatan, Role.kabupaten, Role.program_manager, Role.auditor)
+
+# what each action may do from which status
+OPEN_STATUSES = (CaseStatus.open, CaseStatus.in_progress, CaseStatus.answered)
+
+
+class RuleError(Exception):
+    """A request that breaks a rule; `status` is the HTTP status it maps to."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+def ticket(village_code: str, year: int, seq: int) -> str:
+    """The number a citizen quotes: PSK-<village>-<year>-<serial per village and year>."""
+    return f"PSK-{wilayah.digits(village_code)}-{year}-{seq:06d}"
+
+
+def add_working_days(start: dt.datetime, days: int, holidays: frozenset[dt.date] = frozenset()) -> dt.datetime:
+    """`start` plus `days` working days (Monday-Friday, not a holiday), same time of day.
+
+    A case registered on Friday at 10:00 with 3 days is due Wednesday 10:00; one registered
+    on Saturday is due Wednesday too (the weekend does not count).
+    """
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware")
+    local = start.astimezone(WIB)
+    left = days
+    while left > 0:
+        local += dt.timedelta(days=1)
+        if local.weekday() < 5 and local.date() not in holidays:
+            left -= 1
+    return local.astimezone(dt.timezone.utc)
+
+
+def handler_roles(level: CaseLevel) -> tuple[Role, ...]:
+    return LEVEL_ROLES[level]
+
+
+def can_read(p: Principal, village_code: str) -> bool:
+    return p.role in CASE_READERS and p.covers(village_code)
+
+
+def check_can_act(p: Principal, level: CaseLevel, village_code: str, programme: str | None = None) -> None:
+    """The caller must be the office for the case's current level and cover its village."""
+    if p.role not in LEVEL_ROLES[level]:
+        raise RuleError(f"the case is at {level.value} level; role {p.role.value} cannot act on it "
+                        f"(needs {', '.join(r.value for r in LEVEL_ROLES[level])})", 403)
+    if not p.covers(village_code):
+        raise RuleError(f"village {village_code} is outside your area {p.area or '-'}", 403)
+    if p.role is Role.program_manager and programme not in p.programs:
+        raise RuleError(f"the case is referred to program {programme or '-'}, not one of yours", 403)
+
+
+def check_open(status: CaseStatus) -> None:
+    if status not in OPEN_STATUSES:
+        raise RuleError(f"the case is {status.value}; it cannot change any more")
+
+
+def refer_target(level: CaseLevel, programme: str | None) -> CaseLevel:
+    nxt = level.next()
+    if nxt is None:
+        raise RuleError("the case is already with the program's agency, the end of the SLRT chain")
+    if nxt is CaseLevel.agency and not programme:
+        raise RuleError("referring to the agency needs programme_identifier (which program's agency)", 422)
+    return nxt
+
+
+def period_of(day: dt.date) -> str:
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+def check_visit_date(visit_date: dt.date, today: dt.date) -> None:
+    if visit_date > today:
+        raise RuleError(f"visit date {visit_date.isoformat()} is in the future", 422)
+    if (today - visit_date).days > 62:
+        raise RuleError(f"visit date {visit_date.isoformat()} is more than two months ago; "
+                        "the coordinator must correct old reports", 422)
+
+
+def today_wib(now: dt.datetime) -> dt.date:
+    return now.astimezone(WIB).date()

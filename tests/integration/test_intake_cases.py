@@ -1,0 +1,262 @@
+"""Intake's Puskesos flow against real NATS and PostgreSQL: registration with the registry
+lookup, the proposal round trip, the SLRT referral chain, escalation, scope, validation."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+
+import pytest
+
+from contracts import wilayah
+from contracts.envelope import envelope
+from contracts.registry import ProposalDecided, ProposalDecision
+from services.kit.auth import Role
+from tests.conftest import eventually
+from tests.factories import kk, nik
+from tests.integration.intake_support import fake_registry, intake_events, person, publish_event, token
+
+pytestmark = pytest.mark.integration
+
+KEC_A = "331701"
+VILLAGE_A, VILLAGE_B = wilayah.villages_in(KEC_A)[:2]
+VILLAGE_C = wilayah.villages_in("331702")[0]  # another kecamatan
+
+
+def case_body(village: str, **reporter) -> dict:
+    return {"reporter": reporter or {"nik": nik(village, dt.date(1958, 3, 4), "F")}, "village_code": village,
+            "category": "not_receiving_aid", "channel": "walk_in", "kind": "complaint",
+            "text": "Sudah tiga bulan tidak menerima bantuan PKH, rahasia: rumah bocor"}
+
+
+async def test_found_person_goes_to_back_office_with_programs(settings, nc, start):
+    known = nik(VILLAGE_A, dt.date(1960, 7, 1), "F")
+    front = token(settings, Role.village_office, VILLAGE_A, "fo-ani")
+    async with fake_registry(nc, settings, {known: person(known, VILLAGE_A, ["pkh", "bpnt"])}) as asked, \
+            start("intake", settings) as svc:
+        r = await svc.http.post("/cases", json=case_body(VILLAGE_A, nik=known), headers=front)
+        assert r.status_code == 201, r.text
+        case = r.json()
+        year = dt.datetime.now(dt.timezone(dt.timedelta(hours=7))).year
+        assert case["ticket"] == f"PSK-{VILLAGE_A}-{year}-000001"
+        assert case["person_status"] == "found"
+        assert [p["programme_identifier"] for p in case["programs"]] == ["pkh", "bpnt"]
+        assert len(asked) == 1 and asked[0].nik == known  # one round trip
+        r2 = await svc.http.post("/cases", json=case_body(VILLAGE_A, nik=known), headers=front)
+        assert r2.json()["ticket"].endswith("-000002")
+
+        # the back office finds it by ticket, with the text; its queue lists it
+        got = (await svc.http.get(f"/cases/{case['ticket']}", headers=front)).json()
+        assert got["text"].startswith("Sudah tiga bulan") and got["reporter"]["nik"] == known
+        queue = (await svc.http.get("/cases/queue", headers=front)).json()
+        assert queue["total"] == 2 and {c["ticket"] for c in queue["items"]} >= {case["ticket"]}
+        assert "text" not in queue["items"][0]  # lists never carry the complaint
+
+        evs = await eventually(lambda: _n(intake_events(nc, settings, "intake.case_registered"), 2))
+        data = evs[0]["data"]
+        assert data["case_id"] == case["case_id"] and data["village_code"] == VILLAGE_A
+        assert data["category"] == "not_receiving_aid" and data["level"] == "village" and data["status"] == "open"
+        for e in evs:  # confidentiality: no text, no identity on the stream
+            assert "tiga bulan" not in e["raw"] and known not in e["raw"] and "Siti" not in e["raw"]
+            assert e["headers"]["Nats-Msg-Id"] == e["event_id"]
+
+
+async def _n(coro, n):
+    evs = await coro
+    return evs if len(evs) >= n else None
+
+
+async def test_not_in_registry_is_proposed_and_follows_the_decision(settings, nc, start):
+    new = nik(VILLAGE_A, dt.date(1990, 5, 17), "M")
+    no_kk = kk(VILLAGE_A)
+    front = token(settings, Role.village_office, VILLAGE_A, "fo-budi")
+    async with fake_registry(nc, settings, {}), start("intake", settings) as svc:
+        r = await svc.http.post("/cases", json=case_body(VILLAGE_A, nik=new, no_kk=no_kk, name="Budi Santoso",
+                                                         address="RT 02 RW 01"), headers=front)
+        assert r.status_code == 201, r.text
+        case = r.json()
+        assert case["person_status"] == "proposed" and case["proposal_id"]
+
+        props = await eventually(lambda: _n(intake_events(nc, settings, "intake.proposal_submitted"), 1))
+        prop = props[0]["data"]
+        assert prop["proposal_id"] == case["proposal_id"] and prop["case_id"] == case["case_id"]
+        assert prop["nik"] == new and prop["no_kk"] == no_kk and prop["sex"] == "M"
+        assert prop["birth_date"] == "1990-05-17" and prop["submitted_by"] == "fo-budi"
+
+        decided = ProposalDecided(proposal_id=uuid.UUID(case["proposal_id"]), nik=new, village_code=VILLAGE_A,
+                                  decision=ProposalDecision.accepted, decided_by="verifier-dinsos",
+                                  case_id=uuid.UUID(case["case_id"]))
+        eid = uuid.uuid4()
+        await publish_event(nc, settings, decided, event_id=eid)
+
+        async def accepted():
+            c = (await svc.http.get(f"/cases/{case['case_id']}", headers=front)).json()
+            return c if c["person_status"] == "accepted" else None
+        await eventually(accepted)
+        # the same event re-published outside the de-duplication window (another Nats-Msg-Id)
+        # changes nothing: intake's inbox has seen its event_id
+        again = envelope(decided, "registry", event_id=eid)
+        await nc.jetstream().publish(settings.names.event(decided.event_type), again.model_dump_json().encode(),
+                                     headers={"Nats-Msg-Id": f"copy-{eid}"})
+
+        async def consumed_both():
+            info = await nc.jetstream().consumer_info(settings.names.stream("REGISTRY"), "intake-registry-v1")
+            return info.delivered.stream_seq == 2 and info.num_ack_pending == 0 and info.num_pending == 0
+        await eventually(consumed_both)
+        steps = (await svc.http.get(f"/cases/{case['case_id']}/history", headers=front)).json()["steps"]
+        assert [s["action"] for s in steps] == ["register", "proposal_accepted"]
+        assert steps[1]["actor"] == "verifier-dinsos"
+        changed = await eventually(lambda: _n(intake_events(nc, settings, "intake.case_status_changed"), 1))
+        assert len(changed) == 1 and changed[0]["data"]["person_status"] == "accepted"
+
+
+async def test_unknown_without_nik_is_recorded_not_proposed(settings, nc, start):
+    front = token(settings, Role.village_office, VILLAGE_A)
+    async with fake_registry(nc, settings, {}) as asked, start("intake", settings) as svc:
+        r = await svc.http.post("/cases", json=case_body(VILLAGE_A, name="Mbah Karto"), headers=front)
+        assert r.status_code == 201, r.text
+        assert r.json()["person_status"] == "not_found" and r.json()["proposal_id"] is None
+        assert asked[0].name == "Mbah Karto" and asked[0].village_code == VILLAGE_A
+
+
+async def test_referral_chain_with_who_and_when(settings, nc, start):
+    village = token(settings, Role.village_office, VILLAGE_A, "bo-citra")
+    kec = token(settings, Role.kecamatan, KEC_A, "slrt-kec")
+    kab = token(settings, Role.kabupaten, "3317", "slrt-kab")
+    async with fake_registry(nc, settings, {}), start("intake", settings) as svc:
+        case = (await svc.http.post("/cases", json=case_body(VILLAGE_A, name="Warsini"), headers=village)).json()
+        ref = case["ticket"]
+        assert (await svc.http.post(f"/cases/{ref}/handle", json={"note": "cek data"}, headers=village)).status_code == 200
+        r = await svc.http.post(f"/cases/{ref}/answer", json={"answer": "Data sedang diperiksa"}, headers=village)
+        assert r.json()["status"] == "answered"
+        r = await svc.http.post(f"/cases/{ref}/refer", json={"note": "perlu kecamatan"}, headers=village)
+        assert r.json() == {"case_id": case["case_id"], "level": "kecamatan", "status": "open"}
+        # the village office still follows it but can no longer act on it
+        assert (await svc.http.get(f"/cases/{ref}", headers=village)).json()["level"] == "kecamatan"
+        r = await svc.http.post(f"/cases/{ref}/resolve", json={}, headers=village)
+        assert r.status_code == 403 and "kecamatan level" in r.json()["detail"]["error"]
+        assert (await svc.http.get("/cases/queue", headers=kec)).json()["total"] == 1
+        assert (await svc.http.post(f"/cases/{ref}/refer", json={}, headers=kec)).json()["level"] == "kabupaten"
+        r = await svc.http.post(f"/cases/{ref}/refer", json={}, headers=kab)
+        assert r.status_code == 422 and "programme_identifier" in r.json()["detail"]["error"]
+        r = await svc.http.post(f"/cases/{ref}/refer", json={"programme_identifier": "pkh"}, headers=kab)
+        assert r.json()["level"] == "agency"
+        pm = token(settings, Role.program_manager, "", "pm-pkh", programs=("pkh",))
+        other_pm = token(settings, Role.program_manager, "", "pm-kip", programs=("kip",))
+        assert (await svc.http.get(f"/cases/{ref}", headers=other_pm)).status_code == 404
+        r = await svc.http.post(f"/cases/{ref}/resolve", json={"outcome": "resolved", "note": "didaftarkan"},
+                                headers=pm)
+        assert r.json()["status"] == "resolved"
+        r = await svc.http.post(f"/cases/{ref}/answer", json={"answer": "lagi"}, headers=kab)
+        assert r.status_code == 409 and "resolved" in r.json()["detail"]["error"]
+
+        steps = (await svc.http.get(f"/cases/{ref}/history", headers=kab)).json()["steps"]
+        assert [(s["action"], s["actor"], s["level"]) for s in steps] == [
+            ("register", "bo-citra", "village"), ("handle", "bo-citra", "village"),
+            ("answer", "bo-citra", "village"), ("refer", "bo-citra", "kecamatan"),
+            ("refer", "slrt-kec", "kabupaten"), ("refer", "slrt-kab", "agency"), ("resolve", "pm-pkh", "agency")]
+        assert all(s["at"] and s["event_id"] for s in steps)
+        referred = await eventually(lambda: _n(intake_events(nc, settings, "intake.case_referred"), 3))
+        assert [(e["data"]["from_level"], e["data"]["level"]) for e in referred] == [
+            ("village", "kecamatan"), ("kecamatan", "kabupaten"), ("kabupaten", "agency")]
+        assert referred[0]["data"]["actor"] == "bo-citra"
+        resolved = await eventually(lambda: _n(intake_events(nc, settings, "intake.case_resolved"), 1))
+        assert resolved[0]["data"]["actor"] == "pm-pkh" and "didaftarkan" not in resolved[0]["raw"]
+
+
+async def test_overdue_cases_escalate_one_level_at_a_time(settings, nc, start):
+    village = token(settings, Role.village_office, VILLAGE_A)
+    kab = token(settings, Role.kabupaten, "3317")
+    async with fake_registry(nc, settings, {}), start("intake", settings) as svc:
+        case = (await svc.http.post("/cases", json=case_body(VILLAGE_A, name="Sarmi"), headers=village)).json()
+        due = dt.datetime.fromisoformat(case["due_at"])
+        now = dt.datetime.now(dt.timezone.utc)
+        assert dt.timedelta(days=3, minutes=-1) <= due - now <= dt.timedelta(days=5, minutes=1)  # 3 working days
+        before = (await svc.http.get("/cases/overdue", params={"now": (due - dt.timedelta(minutes=1)).isoformat()},
+                                     headers=village)).json()
+        assert before["total"] == 0
+        later = due + dt.timedelta(minutes=1)
+        overdue = (await svc.http.get("/cases/overdue", params={"now": later.isoformat()}, headers=village)).json()
+        assert [c["ticket"] for c in overdue["items"]] == [case["ticket"]]
+
+        assert (await svc.http.post("/cases/escalate", params={"now": later.isoformat()},
+                                    headers=village)).status_code == 403
+        r = (await svc.http.post("/cases/escalate", params={"now": later.isoformat()}, headers=kab)).json()
+        assert r["escalated"] == 1 and r["cases"][0]["level"] == "kecamatan"
+        # a second run at the same moment finds nothing more to do
+        assert (await svc.http.post("/cases/escalate", params={"now": later.isoformat()},
+                                    headers=kab)).json()["escalated"] == 0
+        got = (await svc.http.get(f"/cases/{case['ticket']}", headers=kab)).json()
+        assert got["level"] == "kecamatan" and dt.datetime.fromisoformat(got["due_at"]) > later
+        much_later = later + dt.timedelta(days=30)
+        r = (await svc.http.post("/cases/escalate", params={"now": much_later.isoformat()}, headers=kab)).json()
+        assert r["cases"][0]["level"] == "kabupaten"
+        # the agency needs a person naming the program: the kabupaten keeps it, listed as overdue
+        far = much_later + dt.timedelta(days=60)
+        assert (await svc.http.post("/cases/escalate", params={"now": far.isoformat()},
+                                    headers=kab)).json()["escalated"] == 0
+        assert (await svc.http.get("/cases/overdue", params={"now": far.isoformat()}, headers=kab)).json()["total"] == 1
+        steps = (await svc.http.get(f"/cases/{case['ticket']}/history", headers=kab)).json()["steps"]
+        assert [(s["action"], s["actor"]) for s in steps][1:] == [("escalate", "system"), ("escalate", "system")]
+        evs = await eventually(lambda: _n(intake_events(nc, settings, "intake.case_escalated"), 2))
+        assert [(e["data"]["from_level"], e["data"]["level"]) for e in evs] == [
+            ("village", "kecamatan"), ("kecamatan", "kabupaten")]
+        r = await svc.http.get("/cases/overdue", params={"now": "2026-11-30T09:00:00"}, headers=kab)
+        assert r.status_code == 422 and "timezone" in r.json()["detail"]["error"]
+
+
+async def test_staff_see_only_their_own_area(settings, nc, start):
+    a = token(settings, Role.village_office, VILLAGE_A)
+    b = token(settings, Role.village_office, VILLAGE_B)
+    c = token(settings, Role.village_office, VILLAGE_C)
+    kec_a = token(settings, Role.kecamatan, KEC_A)
+    kec_other = token(settings, Role.kecamatan, VILLAGE_C[:6])
+    kab = token(settings, Role.kabupaten, "3317")
+    async with fake_registry(nc, settings, {}), start("intake", settings) as svc:
+        case_a = (await svc.http.post("/cases", json=case_body(VILLAGE_A, name="A"), headers=a)).json()
+        (await svc.http.post("/cases", json=case_body(VILLAGE_B, name="B"), headers=b)).json()
+        (await svc.http.post("/cases", json=case_body(VILLAGE_C, name="C"), headers=c)).json()
+        # a village office registers only for its own village
+        r = await svc.http.post("/cases", json=case_body(VILLAGE_B, name="X"), headers=a)
+        assert r.status_code == 403 and "outside your area" in r.json()["detail"]["error"]
+        for ref in (case_a["ticket"], case_a["case_id"]):
+            assert (await svc.http.get(f"/cases/{ref}", headers=b)).status_code == 404
+            assert (await svc.http.get(f"/cases/{ref}/history", headers=b)).status_code == 404
+            assert (await svc.http.get(f"/cases/{ref}", headers=kec_other)).status_code == 404
+            assert (await svc.http.get(f"/cases/{ref}", headers=kec_a)).status_code == 200
+        r = await svc.http.post(f"/cases/{case_a['ticket']}/handle", json={}, headers=b)
+        assert r.status_code == 404
+        assert (await svc.http.get("/cases", headers=a)).json()["total"] == 1
+        assert (await svc.http.get("/cases", headers=kec_a)).json()["total"] == 2
+        assert (await svc.http.get("/cases", headers=kab)).json()["total"] == 3
+        companion = token(settings, Role.companion, VILLAGE_A)
+        assert (await svc.http.get("/cases", headers=companion)).status_code == 403
+        assert (await svc.http.get("/cases")).status_code == 401
+        # pagination: total stays, pages split
+        page = (await svc.http.get("/cases", params={"limit": 2, "offset": 2}, headers=kab)).json()
+        assert page["total"] == 3 and len(page["items"]) == 1 and page["limit"] == 2
+
+
+async def test_bad_input_says_what_is_wrong(settings, nc, start):
+    front = token(settings, Role.village_office, VILLAGE_A)
+    async with start("intake", settings) as svc:
+        # no registry answering: a clear 503, nothing registered
+        r = await svc.http.post("/cases", json=case_body(VILLAGE_A, name="Tanpa Registry"), headers=front)
+        assert r.status_code == 503 and "registry did not answer" in r.json()["detail"]["error"]
+        assert (await svc.http.get("/cases", headers=front)).json()["total"] == 0
+        async with fake_registry(nc, settings, {}):
+            body = case_body(VILLAGE_A, nik="3317019999990000")
+            body["category"] = "aliens"
+            del body["channel"]
+            r = await svc.http.post("/cases", json=body, headers=front)
+            assert r.status_code == 422
+            fields = {d["field"]: d["problem"] for d in r.json()["details"]}
+            assert "reporter.nik" in fields and "category" in fields and "channel" in fields
+            r = await svc.http.post("/cases", json=case_body(VILLAGE_A, contact="0812"), headers=front)
+            assert r.status_code == 422 and "NIK, or their name" in r.text
+            r = await svc.http.get("/cases", params={"limit": 0}, headers=front)
+            assert r.status_code == 422 and r.json()["details"][0]["field"] == "query.limit"
+            r = await svc.http.get("/cases", params={"status": "lost"}, headers=front)
+            assert r.status_code == 422
+            assert (await svc.http.get("/cases/PSK-NOPE", headers=front)).status_code == 404
+            assert re.fullmatch(r"\d{10}", VILLAGE_A)
