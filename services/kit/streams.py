@@ -30,6 +30,8 @@ def connect_options(settings: Settings, name: str) -> dict:
         opts["user_credentials"] = settings.nats_creds
     elif settings.nats_user:
         opts["user"], opts["password"] = settings.nats_user, settings.nats_password
+        # each NATS identity may only read replies on its own inboxes (kit.natsperm)
+        opts["inbox_prefix"] = f"_INBOX.{settings.nats_user}"
     return opts
 
 
@@ -39,7 +41,8 @@ def broker_auth(settings: Settings) -> dict:
         return {"user_credentials": settings.nats_creds}
     if settings.nats_user:
         from faststream.security import SASLPlaintext
-        return {"security": SASLPlaintext(username=settings.nats_user, password=settings.nats_password or "")}
+        return {"security": SASLPlaintext(username=settings.nats_user, password=settings.nats_password or ""),
+                "inbox_prefix": f"_INBOX.{settings.nats_user}"}
     return {}
 
 

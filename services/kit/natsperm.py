@@ -1,0 +1,147 @@
+"""Who may do what on NATS: one identity per service, program agency, payment channel and
+auditor, and an operator identity for `sinergi migrate` and backups.
+
+Permissions are subject allow-lists checked by nats-server. Reading a JetStream stream is
+itself a set of publishes to the JetStream API ($JS.API.CONSUMER.CREATE / INFO / MSG.NEXT)
+and acks ($JS.ACK), so an outside party gets those only for one fixed consumer name with its
+own filter subject: the server refuses a create request whose filter differs from the subject
+it was sent on, so an agency cannot make a consumer that reads another program's receipts.
+
+Replies come back on inboxes. Every identity gets its own inbox prefix `_INBOX.<user>` (the
+client must connect with that `inbox_prefix`; kit.streams does it for the services), so no
+one can read another party's replies, e.g. a `registry.lookup` answer full of NIKs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from contracts.subjects import REGISTRY_LOOKUP, STREAMS
+
+JS = "$JS.API"
+SERVICES = ("intake", "registry", "disbursement", "reporting")
+
+# What each service publishes and which streams it reads. Change here when a service starts
+# consuming a new stream; the integration test then shows the matrix still holds.
+SERVICE_PUBLISH: dict[str, list[str]] = {
+    "intake": ["intake.events.>", REGISTRY_LOOKUP],
+    "registry": ["registry.events.>", "agency.*.receipts"],
+    "disbursement": ["disbursement.>", "channel.*.instructions", REGISTRY_LOOKUP],
+    "reporting": [],
+}
+SERVICE_READS: dict[str, list[str]] = {
+    "intake": ["REGISTRY"],
+    "registry": ["AGENCY_ENROLMENTS", "INTAKE"],
+    "disbursement": ["REGISTRY", "CHANNEL"],
+    # not DEADLETTER: dead letters carry the raw message, personal data included
+    "reporting": ["REGISTRY", "INTAKE", "DISBURSEMENT"],
+}
+SERVICE_SUBSCRIBE: dict[str, list[str]] = {
+    "registry": [REGISTRY_LOOKUP],  # core request-reply, answered with allow_responses
+}
+
+
+@dataclass
+class Identity:
+    user: str
+    kind: str  # service, agency, channel, auditor, ops
+    publish: list[str] = field(default_factory=list)
+    subscribe: list[str] = field(default_factory=list)
+    subscribe_deny: list[str] = field(default_factory=list)
+    allow_responses: bool = False
+    description: str = ""
+
+    @property
+    def inbox_prefix(self) -> str:
+        return f"_INBOX.{self.user}"
+
+    def permissions(self) -> dict:
+        perms: dict = {"publish": {"allow": self.publish}, "subscribe": {"allow": self.subscribe}}
+        if self.subscribe_deny:
+            perms["subscribe"]["deny"] = self.subscribe_deny
+        if self.allow_responses:
+            perms["allow_responses"] = {"max": 1, "expires": "1m"}
+        return perms
+
+
+def _one_consumer(stream: str, consumer: str, filter_subject: str) -> list[str]:
+    """JetStream API subjects to create, inspect, pull from and ack ONE named, filtered consumer."""
+    return [f"{JS}.CONSUMER.CREATE.{stream}.{consumer}.{filter_subject}",
+            f"{JS}.CONSUMER.INFO.{stream}.{consumer}",
+            f"{JS}.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+            f"$JS.ACK.{stream}.{consumer}.>"]
+
+
+def _any_consumer(stream: str) -> list[str]:
+    """A service owns its durables on `stream` (names chosen in its code)."""
+    return [f"{JS}.CONSUMER.CREATE.{stream}.>", f"{JS}.CONSUMER.DURABLE.CREATE.{stream}.>",
+            f"{JS}.CONSUMER.INFO.{stream}.>", f"{JS}.CONSUMER.MSG.NEXT.{stream}.>",
+            f"{JS}.STREAM.MSG.GET.{stream}", f"$JS.ACK.{stream}.>"]
+
+
+def service(name: str) -> Identity:
+    user = f"svc-{name}"
+    pub = [*SERVICE_PUBLISH[name], f"deadletter.{name}", f"{JS}.INFO",
+           # ServiceRuntime.start checks every stream exists (creating them is `sinergi migrate`'s job)
+           f"{JS}.STREAM.INFO.*"]
+    for stream in SERVICE_READS[name]:
+        pub += _any_consumer(stream)
+    # FastStream pull subscribers deliver to `_INBOX.<nuid>` (one token) whatever the
+    # connection's prefix: services may read those, outside parties never.
+    sub = [f"_INBOX.{user}.>", "_INBOX.*", *SERVICE_SUBSCRIBE.get(name, [])]
+    return Identity(user, "service", pub, sub, allow_responses=name == "registry",
+                    description=f"the {name} service")
+
+
+def agency(program: str, agency_name: str = "") -> Identity:
+    user = f"agency-{program}"
+    pub = [f"agency.{program}.enrolments",
+           *_one_consumer("AGENCY_RECEIPTS", f"receipts-{program}", f"agency.{program}.receipts")]
+    sub = [f"_INBOX.{user}.>", f"agency.{program}.receipts"]
+    return Identity(user, "agency", pub, sub, description=f"{agency_name or 'agency'} for program {program}")
+
+
+def channel(name: str) -> Identity:
+    user = f"channel-{name}"
+    pub = [f"channel.{name}.settlements",
+           *_one_consumer("CHANNEL", f"instructions-{name}", f"channel.{name}.instructions")]
+    sub = [f"_INBOX.{user}.>", f"channel.{name}.instructions"]
+    return Identity(user, "channel", pub, sub, description=f"payment channel {name}")
+
+
+def auditor(name: str) -> Identity:
+    """Read-only: durable consumers named `audit-<name>` on DISBURSEMENT (any filter inside it),
+    ephemeral ones, and single-message reads. The fixed durable name keeps it from pulling or
+    acking a service's messages."""
+    user = f"auditor-{name}"
+    consumer = f"audit-{name}"
+    pub = [f"{JS}.INFO", f"{JS}.STREAM.INFO.DISBURSEMENT", f"{JS}.STREAM.MSG.GET.DISBURSEMENT",
+           f"{JS}.CONSUMER.CREATE.DISBURSEMENT.{consumer}", f"{JS}.CONSUMER.CREATE.DISBURSEMENT.{consumer}.>",
+           # ephemeral ordered consumers (`sinergi audit verify`): no name, flow control, no acks
+           f"{JS}.CONSUMER.CREATE.DISBURSEMENT", "$JS.FC.DISBURSEMENT.>",
+           f"{JS}.CONSUMER.INFO.DISBURSEMENT.{consumer}", f"{JS}.CONSUMER.MSG.NEXT.DISBURSEMENT.{consumer}",
+           f"{JS}.CONSUMER.DELETE.DISBURSEMENT.{consumer}", f"$JS.ACK.DISBURSEMENT.{consumer}.>"]
+    return Identity(user, "auditor", pub, [f"_INBOX.{user}.>"], description=f"read-only auditor {name}")
+
+
+def ops() -> Identity:
+    """`sinergi migrate` (create and update streams) and backups (snapshot, restore). No data
+    subjects, and no stream deletes or purges at all: removing a stream is a deliberate
+    configuration change, never a routine credential's power."""
+    pub = [f"{JS}.INFO", f"{JS}.STREAM.NAMES", f"{JS}.STREAM.LIST", f"{JS}.CONSUMER.LIST.*", f"{JS}.CONSUMER.NAMES.*",
+           f"{JS}.CONSUMER.INFO.*.*"]
+    for stream in STREAMS:
+        pub += [f"{JS}.STREAM.{op}.{stream}" for op in ("CREATE", "UPDATE", "INFO", "SNAPSHOT", "RESTORE")]
+    pub += ["$JS.SNAPSHOT.>"]  # snapshot chunk acks and restore uploads
+    return Identity("ops", "ops", pub, ["_INBOX.ops.>"], description="operator: migrations and backups")
+
+
+def identities(programs: dict[str, str], channels: list[str], auditors: list[str]) -> list[Identity]:
+    ids = ([service(s) for s in SERVICES] + [agency(p, a) for p, a in programs.items()]
+           + [channel(c) for c in channels] + [auditor(a) for a in auditors] + [ops()])
+    # nats-server accepts a subscription to `_INBOX.>` from anyone allowed `_INBOX.*` (the
+    # wildcard token matches `*`), but enforces a deny at delivery: so a service never receives
+    # what is addressed to another identity's inboxes.
+    for ident in ids:
+        if ident.kind == "service":
+            ident.subscribe_deny = [f"{o.inbox_prefix}.>" for o in ids if o is not ident]
+    return ids
