@@ -13,6 +13,7 @@ from services.reporting import charts, domain, exports, report, store
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 templates.env.filters["rp"] = lambda v: "-" if v is None else f"{v:,}".replace(",", ".")
+templates.env.filters["days"] = lambda v: "-" if v is None else (f"{v:g}".replace(".", ",") + " hari")
 templates.env.filters["pct"] = lambda v: "-" if v is None else f"{v:.2f}".replace(".", ",") + " %"
 
 PERIOD = Query(None, description="the month, YYYY-MM", examples=["2026-11"])

@@ -45,6 +45,7 @@ def columns(months: list[str], series: list[tuple[str, list[int], str]], label: 
     h, top, bottom, left = 260, 30, 40, 40
     plot_w, plot_h = W - left - 10, h - top - bottom
     peak = max([1] + [v for _n, vals, _c in series for v in vals])
+    peak += peak % 2  # an even top keeps the middle grid line on a whole number
     body = []
     for frac in (0, 0.5, 1):
         y = top + plot_h * (1 - frac)
