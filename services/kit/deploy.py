@@ -57,6 +57,7 @@ class DeployConfig(BaseModel):
     auditors: list[str] = Field(default_factory=lambda: ["inspektorat"])
     tls: Optional[Tls] = None
     nats_host: str = "nats"  # the name parties use to reach the server (goes into their credentials)
+    cluster: bool = False  # three NATS nodes, streams with three replicas (compose profile `cluster`)
 
     @field_validator("regency")
     @classmethod
@@ -158,6 +159,11 @@ def server_conf(*, name: str, port: int, store_dir: str, conf_dir: str, tls: Tls
     return conf
 
 
+def node_host(n: int) -> str:
+    """Compose service name of cluster node n: node 1 is the `nats` service of the default profile."""
+    return "nats" if n == 1 else f"nats-{n}"
+
+
 def _write(path: Path, text: str, secret: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -189,7 +195,7 @@ def generate(cfg: DeployConfig, outdir: Path, *, port: int = 4222, store_dir: st
     for n in range(1, CLUSTER_NODES + 1):
         cluster = {"name": "sinergi", "listen": "0.0.0.0:6222",
                    "authorization": {"user": "route", "password": route_pw, "timeout": 2},
-                   "routes": [f"nats-route://route:{route_pw}@nats-{m}:6222"
+                   "routes": [f"nats-route://route:{route_pw}@{node_host(m)}:6222"
                               for m in range(1, CLUSTER_NODES + 1) if m != n]}
         node = server_conf(name=f"nats-{n}", port=port, store_dir=store_dir, conf_dir=conf_dir, tls=cfg.tls,
                            monitor_port=monitor_port, cluster=cluster)
@@ -211,6 +217,10 @@ def generate(cfg: DeployConfig, outdir: Path, *, port: int = 4222, store_dir: st
         f"SINERGI_AUTH_SECRET={secrets.token_urlsafe(48)}",
         f"POSTGRES_PASSWORD={secrets.token_urlsafe(32)}",
         f"SINERGI_NATS_SCHEME={scheme}",
+        # a private CA: the services trust it through OpenSSL's SSL_CERT_FILE
+        f"SINERGI_CA_FILE={'/etc/sinergi/tls/ca.pem' if cfg.tls and cfg.tls.ca else '/etc/ssl/certs/ca-certificates.crt'}",
+        *(["COMPOSE_PROFILES=cluster", "NATS_CONFIG=nats-1.conf", "SINERGI_STREAM_REPLICAS=3"] if cfg.cluster
+          else ["NATS_CONFIG=nats.conf", "SINERGI_STREAM_REPLICAS=1"]),
         f"NATS_OPS_PASSWORD={passwords['ops']}",
         *[f"NATS_{s.upper()}_PASSWORD={passwords['svc-' + s]}" for s in natsperm.SERVICES],
     ]
