@@ -77,6 +77,21 @@ def test_an_existing_deployment_is_not_overwritten_without_force(tmp_path):
     deploy.generate(cfg, tmp_path, force=True)
 
 
+def test_update_adds_and_removes_parties_keeping_existing_credentials(tmp_path):
+    first = deploy.generate(deploy.DeployConfig.model_validate(GOOD), tmp_path)
+    env1 = _env(tmp_path / ".env")
+    more = {**GOOD, "programs": [*GOOD["programs"], {"code": "kamalia", "agency": "Dinsos"}], "channels": []}
+    second = deploy.generate(deploy.DeployConfig.model_validate(more), tmp_path, update=True)
+    assert second["agency-pkh"] == first["agency-pkh"] and second["svc-registry"] == first["svc-registry"]
+    assert "agency-kamalia" in second and "channel-bri" not in second
+    assert not (tmp_path / "credentials" / "channel-bri.env").exists()
+    assert (tmp_path / "credentials" / "agency-kamalia.env").exists()
+    env2 = _env(tmp_path / ".env")
+    assert env2["SINERGI_AUTH_SECRET"] == env1["SINERGI_AUTH_SECRET"]
+    assert env2["POSTGRES_PASSWORD"] == env1["POSTGRES_PASSWORD"]
+    assert 'user: "channel-bri"' not in (tmp_path / "nats" / "auth.conf").read_text()
+
+
 def test_cluster_flag_sets_three_replicas_and_the_profile(tmp_path):
     deploy.generate(deploy.DeployConfig.model_validate({**GOOD, "cluster": True}), tmp_path)
     env = _env(tmp_path / ".env")
