@@ -232,7 +232,8 @@ def generate(cfg: DeployConfig, outdir: Path, *, port: int = 4222, store_dir: st
         *(["COMPOSE_PROFILES=cluster", "NATS_CONFIG=nats-1.conf", "SINERGI_STREAM_REPLICAS=3"] if cfg.cluster
           else ["NATS_CONFIG=nats.conf", "SINERGI_STREAM_REPLICAS=1"]),
         f"NATS_OPS_PASSWORD={passwords['ops']}",
-        f"NATS_ROUTE_PASSWORD={route_pw}",  # cluster routes (kept by --update)
+        "# cluster routes between the three NATS nodes",
+        f"NATS_ROUTE_PASSWORD={route_pw}",
         *[f"NATS_{s.upper()}_PASSWORD={passwords['svc-' + s]}" for s in natsperm.SERVICES],
     ]
     _write(outdir / ".env", "\n".join(env) + "\n", secret=True)
