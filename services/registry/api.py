@@ -1,11 +1,22 @@
-"""Registry HTTP routes for staff."""
+"""Registry HTTP routes for staff: people, households, history, lookups, data-quality queue."""
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Path
+import datetime as dt
 
-from contracts.values import nik_problems
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
+
+from contracts.lookup import LookupReply, LookupRequest
+from contracts.values import kk_problems, nik_problems
+from services.kit.auth import Principal, require, require_area
 from services.kit.runtime import ServiceRuntime
-from services.registry import store
+from services.registry import lookup, store
+
+staff = require()  # any signed-in staff role; area checks narrow it down
+
+
+def _check(problems, what: str) -> None:
+    if problems:
+        raise HTTPException(400, detail={"error": f"invalid {what}", "problems": [p.message for p in problems]})
 
 
 def router(rt: ServiceRuntime) -> APIRouter:
@@ -13,13 +24,68 @@ def router(rt: ServiceRuntime) -> APIRouter:
 
     @r.get("/people/{nik}", summary="one person with their enrolments in every program")
     async def get_person(nik: str = Path(description="NIK, 16 digits")) -> dict:
-        problems = nik_problems(nik)
-        if problems:
-            raise HTTPException(400, detail={"error": "invalid NIK", "problems": [p.message for p in problems]})
+        _check(nik_problems(nik), "NIK")
         async with rt.sessions() as s:
             person = await store.person_view(s, nik)
         if person is None:
             raise HTTPException(404, detail={"error": f"no person with NIK {nik} in the registry"})
         return person
+
+    @r.get("/people/{nik}/history", summary="every identity and enrolment report kept for a person; "
+                                            "with as_of, the state on that date")
+    async def get_history(nik: str = Path(description="NIK, 16 digits"),
+                          as_of: dt.date | None = Query(None, description="YYYY-MM-DD: show the state on that day"),
+                          p: Principal = Depends(staff)) -> dict:
+        _check(nik_problems(nik), "NIK")
+        async with rt.sessions() as s:
+            hist = await store.person_history_view(s, nik, as_of)
+        if hist is None:
+            raise HTTPException(404, detail={"error": f"no history for NIK {nik} in the registry"})
+        if hist["identity"]:
+            require_area(p, hist["identity"][-1]["village_code"])
+        return hist
+
+    @r.get("/households/{no_kk}", summary="a household (Kartu Keluarga): members, head, enrolments")
+    async def get_household(no_kk: str = Path(description="No. KK, 16 digits"),
+                            p: Principal = Depends(staff)) -> dict:
+        _check(kk_problems(no_kk), "No. KK")
+        async with rt.sessions() as s:
+            h = await store.household_view(s, no_kk)
+        if h is None:
+            raise HTTPException(404, detail={"error": f"no household with No. KK {no_kk} in the registry"})
+        require_area(p, h["village_code"])
+        return h
+
+    @r.get("/people", summary="look people up by NIK, by No. KK, or by name within a village (tolerant)",
+           response_model=LookupReply)
+    async def find_people(nik: str | None = Query(None), no_kk: str | None = Query(None),
+                          name: str | None = Query(None, description="any spelling; needs village_code"),
+                          village_code: str | None = Query(None, description="10-digit village code"),
+                          limit: int = Query(10, ge=1, le=50), p: Principal = Depends(staff)) -> LookupReply:
+        if not (nik or no_kk or name):
+            raise HTTPException(400, detail={"error": "give nik, no_kk, or name with village_code"})
+        req = LookupRequest.model_construct(nik=nik, no_kk=no_kk, name=name, village_code=village_code, limit=limit)
+        bad = lookup.problems(req)
+        if bad:
+            raise HTTPException(400, detail={"error": "invalid lookup", "problems": bad})
+        if village_code:
+            require_area(p, village_code)
+        return await lookup.answer(rt, req, area=p.area)
+
+    @r.get("/data-quality", tags=["data quality"],
+           summary="conflicts between programs waiting for a verifier, oldest first (paginated)")
+    async def data_quality(status: str | None = Query("open", description="open, resolved, or empty for all"),
+                           kind: str | None = Query(None, description="name_mismatch, birth_date_mismatch, "
+                                                                       "death_while_active"),
+                           limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
+                           p: Principal = Depends(staff)) -> dict:
+        async with rt.sessions() as s:
+            total, rows = await store.data_quality_page(s, status or None, kind, p.area, limit, offset)
+        return {"total": total, "limit": limit, "offset": offset, "items": [
+            {"id": str(q.id), "nik": q.nik, "kind": q.kind, "village_code": q.village_code,
+             "programme_identifiers": q.programme_identifiers, "details": q.details, "status": q.status,
+             "created_at": q.created_at.isoformat(),
+             "resolved_at": q.resolved_at.isoformat() if q.resolved_at else None,
+             "resolved_by": q.resolved_by, "resolution": q.resolution} for q in rows]}
 
     return r

@@ -5,12 +5,30 @@ from fastapi import FastAPI
 
 from services.kit.runtime import ServiceRuntime
 from services.kit.settings import Settings
-from services.registry import api, handlers, store
+from services.registry import api, handlers, lookup, store, verivali
+from services.registry.settings import RegistrySettings
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def runtime(settings: Settings | None = None, registry_settings: RegistrySettings | None = None) -> ServiceRuntime:
     rt = ServiceRuntime("registry", settings or Settings(), store.metadata)
+    rt.registry_settings = registry_settings or RegistrySettings()
+    rt.name_search_trgm = rt.registry_settings.name_search == "pg_trgm"
+
+    async def _detect_name_search() -> None:
+        if rt.registry_settings.name_search == "auto":
+            async with rt.sessions() as s:
+                rt.name_search_trgm = await store.has_pg_trgm(s)
+    # before the broker starts consuming (on_start hooks run after broker.start, so decide here too)
+    rt.on_start.insert(0, _detect_name_search)
     handlers.register(rt)
+    lookup.register(rt)
+    verivali.register(rt)
+    return rt
+
+
+def create_app(settings: Settings | None = None, registry_settings: RegistrySettings | None = None) -> FastAPI:
+    rt = runtime(settings, registry_settings)
     app = rt.http_app("Sinergi registry", "The unified beneficiary registry (Basis Data Terpadu).")
     app.include_router(api.router(rt))
+    app.include_router(verivali.router(rt))
     return app

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -9,6 +10,7 @@ from pydantic import ValidationError
 
 from contracts.agency import EnrolmentReport, EnrolmentStatus, Sex
 from contracts.values import Problem, kk_problems, nik_consistency, parse_nik, village_problems
+from services.registry import names
 
 _MISSING = {"missing": "is required", "string_type": "must be text", "bool_type": "must be true or false"}
 
@@ -146,3 +148,35 @@ def supersedes(new: CheckedReport, current_date: dt.date | None, current_msg: st
     if current_date is None:
         return True
     return new.order > (current_date, current_msg or "")
+
+
+# ---- cross-program conflicts (for the data-quality queue) ----
+
+def identity_conflicts(current_name: str, current_birth: dt.date, current_by: str,
+                       new: CheckedReport) -> list[str]:
+    """What another program's report disagrees on (ConflictKind values). A program correcting its
+    own earlier report is not a conflict; spelling variants of one name are not either."""
+    if not current_by or current_by == new.program:
+        return []
+    kinds = []
+    if names.normalise(current_name) != names.normalise(new.report.name):
+        kinds.append("name_mismatch")
+    if current_birth != new.birth_date:
+        kinds.append("birth_date_mismatch")
+    return kinds
+
+
+def fingerprint(kind: str, *parts: str) -> str:
+    """The same disagreement (same programs, same values) is flagged once, however often it is reported."""
+    return hashlib.sha256("|".join([kind, *sorted(parts)]).encode()).hexdigest()[:32]
+
+
+# ---- verivali ----
+
+def round_period(day: dt.date, cadence: str) -> str:
+    """The period a verification round opened on `day` covers: 2026-11 (monthly) or 2026-H2 (semiannual)."""
+    if cadence == "monthly":
+        return f"{day.year}-{day.month:02d}"
+    if cadence == "semiannual":
+        return f"{day.year}-H{1 if day.month <= 6 else 2}"
+    raise ValueError(f"unknown verification cadence {cadence!r}; use monthly or semiannual")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, insert
 
 from services.kit.outbox import inbox_table, outbox_table
 
@@ -21,8 +21,105 @@ people = sa.Table(
     sa.Column("birth_date", sa.Date, nullable=False),
     sa.Column("village_code", sa.String(10), nullable=False, index=True),
     sa.Column("address", sa.Text, nullable=False, server_default=""),
+    # names.normalise(name): what tolerant search compares (pg_trgm index, or name_trigrams)
+    sa.Column("name_key", sa.Text, nullable=False, server_default=""),
+    sa.Column("reported_by", sa.Text, nullable=False, server_default="", comment="who set the identity last"),
+    sa.Column("verification_status", sa.Text, comment="latest verivali result"),
+    sa.Column("verification_period", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+# every identity a person has had, with who reported it: past identity can be shown
+person_history = sa.Table(
+    "person_history", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("nik", sa.String(16), nullable=False),
+    sa.Column("no_kk", sa.String(16), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("sex", sa.String(1), nullable=False),
+    sa.Column("birth_date", sa.Date, nullable=False),
+    sa.Column("village_code", sa.String(10), nullable=False),
+    sa.Column("address", sa.Text, nullable=False, server_default=""),
+    sa.Column("reported_by", sa.Text, nullable=False),
+    sa.Column("message_id", sa.Text, nullable=False, server_default=""),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Index("person_history_nik", "nik", "id"),
+)
+
+# fallback for tolerant name search where pg_trgm is not installed (e.g. the embedded
+# PostgreSQL): the trigrams of each person's name_key, searched by index within a village
+name_trigrams = sa.Table(
+    "name_trigrams", metadata,
+    sa.Column("village_code", sa.String(10), primary_key=True),
+    sa.Column("trigram", sa.Text, primary_key=True),
+    sa.Column("nik", sa.String(16), primary_key=True),
+)
+
+# conflicts between programs, waiting for a verifier (antrian kualitas data)
+data_quality = sa.Table(
+    "data_quality", metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("nik", sa.String(16), nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("fingerprint", sa.Text, nullable=False, comment="what disagrees; the same conflict is flagged once"),
+    sa.Column("village_code", sa.String(10), nullable=False),
+    sa.Column("programme_identifiers", ARRAY(sa.Text), nullable=False),
+    sa.Column("details", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("status", sa.Text, nullable=False, server_default="open"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("resolved_at", sa.DateTime(timezone=True)),
+    sa.Column("resolved_by", sa.Text),
+    sa.Column("resolution", sa.Text),
+    sa.UniqueConstraint("nik", "kind", "fingerprint", name="data_quality_once"),
+    sa.Index("data_quality_queue", "status", "created_at"),
+)
+
+# proposals to add a person (usulan), from intake or staff, until a verifier decides
+proposals = sa.Table(
+    "proposals", metadata,
+    sa.Column("proposal_id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("source", sa.Text, nullable=False, comment="intake or http"),
+    sa.Column("nik", sa.String(16), nullable=False, index=True),
+    sa.Column("no_kk", sa.String(16), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("sex", sa.String(1), nullable=False),
+    sa.Column("birth_date", sa.Date, nullable=False),
+    sa.Column("village_code", sa.String(10), nullable=False),
+    sa.Column("address", sa.Text, nullable=False, server_default=""),
+    sa.Column("programme_identifier", sa.Text),
+    sa.Column("submitted_by", sa.Text, nullable=False),
+    sa.Column("case_id", UUID(as_uuid=True)),
+    sa.Column("status", sa.Text, nullable=False, server_default="proposed"),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("decided_by", sa.Text),
+    sa.Column("decided_at", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Index("proposals_queue", "status", "created_at"),
+)
+
+verification_rounds = sa.Table(
+    "verification_rounds", metadata,
+    sa.Column("round_id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("period", sa.Text, nullable=False),
+    sa.Column("cadence", sa.Text, nullable=False),
+    sa.Column("area", sa.Text, nullable=False, server_default=""),
+    sa.Column("status", sa.Text, nullable=False, server_default="open"),
+    sa.Column("opened_by", sa.Text, nullable=False),
+    sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("closed_by", sa.Text),
+    sa.Column("closed_at", sa.DateTime(timezone=True)),
+    sa.UniqueConstraint("period", "area", name="verification_round_once"),
+)
+
+verification_results = sa.Table(
+    "verification_results", metadata,
+    sa.Column("round_id", UUID(as_uuid=True), sa.ForeignKey("verification_rounds.round_id"), primary_key=True),
+    sa.Column("nik", sa.String(16), primary_key=True),
+    sa.Column("result", sa.Text, nullable=False),
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
+    sa.Column("recorded_by", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 
 households = sa.Table(
@@ -70,6 +167,49 @@ receipts = sa.Table(
 )
 
 
+# ---- bulk writes: one statement per table per batch (INSERT ... SELECT FROM unnest) ----
+
+_PG_TYPES = {sa.String: "text", sa.Text: "text", sa.Date: "date", sa.Boolean: "boolean", sa.BigInteger: "bigint",
+             UUID: "uuid", sa.LargeBinary: "bytea", JSONB: "jsonb"}
+
+
+def _pg_type(col: sa.Column) -> str:
+    for t, name in _PG_TYPES.items():
+        if isinstance(col.type, t):
+            return name
+    raise TypeError(f"no array type for {col}")
+
+
+async def bulk_insert(session, table: sa.Table, rows: list[dict], tail: str = "", returning: str = "") -> list:
+    """`insert into t (cols) select * from unnest($1::type[], ...) <tail>`: one round trip for
+    any number of rows (executemany costs one per row). Every row must have the same keys."""
+    if not rows:
+        return []
+    cols = list(rows[0])
+    arrays = ", ".join(f"cast(:c{i} as {_pg_type(table.c[c])}[])" for i, c in enumerate(cols))
+    sql = f"insert into {table.name} ({', '.join(cols)}) select * from unnest({arrays}) {tail}"
+    if returning:
+        sql += f" returning {returning}"
+    res = await session.execute(sa.text(sql), {f"c{i}": [r[c] for r in rows] for i, c in enumerate(cols)})
+    return res.all() if returning else []
+
+
+async def claim_bulk(session, consumer: str, message_ids: list[str]) -> set[str]:
+    """kit.outbox.claim in one statement: record ids in the inbox, return the ones not seen before."""
+    if not message_ids:
+        return set()
+    ids = list(dict.fromkeys(message_ids))
+    rows = await bulk_insert(session, inbox, [{"consumer": consumer, "message_id": m} for m in ids],
+                             "on conflict do nothing", returning="message_id")
+    return {r[0] for r in rows}
+
+
+async def add_outbox(session, rows: list[dict]) -> None:
+    """kit.outbox.add in one statement (rows: id, subject, payload; headers stay '{}')."""
+    await bulk_insert(session, outbox, [{"id": r["id"], "subject": r["subject"], "payload": r["payload"]}
+                                        for r in rows], "on conflict (id) do nothing")
+
+
 async def lock_people(session, niks: list[str]) -> None:
     """Serialise concurrent batches touching the same people (sorted: no deadlocks)."""
     if niks:
@@ -81,47 +221,95 @@ async def lock_people(session, niks: list[str]) -> None:
 async def fetch_people(session, niks: list[str]) -> dict[str, sa.Row]:
     if not niks:
         return {}
-    rows = (await session.execute(sa.select(people).where(people.c.nik.in_(set(niks))))).all()
+    rows = (await session.execute(sa.select(people).where(people.c.nik == sa.func.any(
+        sa.cast(sorted(set(niks)), ARRAY(sa.Text)))))).all()
     return {r.nik: r for r in rows}
 
 
-async def fetch_enrolments(session, keys: list[tuple[str, str]]) -> dict[tuple[str, str], sa.Row]:
-    if not keys:
+async def fetch_enrolments(session, niks: list[str]) -> dict[tuple[str, str], sa.Row]:
+    """Every enrolment of these people, in every program (conflict checks need all of them)."""
+    if not niks:
         return {}
-    niks = {k[0] for k in keys}
-    rows = (await session.execute(sa.select(enrolments).where(enrolments.c.nik.in_(niks)))).all()
+    rows = (await session.execute(sa.select(enrolments).where(enrolments.c.nik == sa.func.any(
+        sa.cast(sorted(set(niks)), ARRAY(sa.Text)))))).all()
     return {(r.nik, r.programme_identifier): r for r in rows}
 
 
+_PEOPLE_SET = ("no_kk", "name", "sex", "birth_date", "village_code", "address", "name_key", "reported_by")
+
+
 async def upsert_people(session, rows: list[dict]) -> None:
-    if not rows:
-        return
-    stmt = insert(people)
-    await session.execute(stmt.on_conflict_do_update(index_elements=["nik"], set_={
-        c: stmt.excluded[c] for c in ("no_kk", "name", "sex", "birth_date", "village_code", "address")
-    } | {"updated_at": sa.func.now()}), rows)
+    """Rows carry every column in _PEOPLE_SET plus nik."""
+    await bulk_insert(session, people, rows, "on conflict (nik) do update set "
+                      + ", ".join(f"{c} = excluded.{c}" for c in _PEOPLE_SET) + ", updated_at = now()")
 
 
 async def upsert_households(session, rows: list[dict]) -> None:
-    if not rows:
-        return
-    stmt = insert(households)
-    await session.execute(stmt.on_conflict_do_update(index_elements=["no_kk"], set_={
-        "head_nik": sa.func.coalesce(stmt.excluded.head_nik, households.c.head_nik),
-        "village_code": stmt.excluded.village_code, "updated_at": sa.func.now()}), rows)
+    await bulk_insert(session, households, rows,
+                      "on conflict (no_kk) do update set head_nik = coalesce(excluded.head_nik, households.head_nik), "
+                      "village_code = excluded.village_code, updated_at = now()")
 
 
 async def upsert_enrolments(session, rows: list[dict]) -> None:
+    # the later effective date wins, ties by message id: out-of-order reports cannot regress,
+    # even when two batches race (the row lock makes the second compare with the first's result)
+    await bulk_insert(session, enrolments, rows,
+                      "on conflict (nik, programme_identifier) do update set "
+                      "enrolment_status = excluded.enrolment_status, status_change_date = excluded.status_change_date, "
+                      "message_id = excluded.message_id, reference_id = excluded.reference_id, "
+                      "reported_by = excluded.reported_by, updated_at = now() "
+                      "where (excluded.status_change_date, excluded.message_id) > "
+                      "(enrolments.status_change_date, enrolments.message_id)")
+
+
+async def replace_name_trigrams(session, rows: list[tuple[str, str, set[str]]]) -> None:
+    """Fallback index: (nik, village_code, trigrams) for people whose name or village changed."""
     if not rows:
         return
-    stmt = insert(enrolments)
-    await session.execute(stmt.on_conflict_do_update(
-        index_elements=["nik", "programme_identifier"],
-        set_={c: stmt.excluded[c] for c in ("enrolment_status", "status_change_date", "message_id",
-                                            "reference_id", "reported_by")} | {"updated_at": sa.func.now()},
-        # the later effective date wins, ties by message id: out-of-order reports cannot regress
-        where=sa.tuple_(stmt.excluded.status_change_date, stmt.excluded.message_id)
-        > sa.tuple_(enrolments.c.status_change_date, enrolments.c.message_id)), rows)
+    await session.execute(sa.delete(name_trigrams).where(name_trigrams.c.nik == sa.func.any(
+        sa.cast([r[0] for r in rows], ARRAY(sa.Text)))))
+    await bulk_insert(session, name_trigrams, [{"village_code": v, "trigram": t, "nik": n}
+                                               for n, v, grams in rows for t in sorted(grams)],
+                      "on conflict do nothing")
+
+
+async def has_pg_trgm(session) -> bool:
+    return bool((await session.execute(sa.text(
+        "select exists (select 1 from pg_extension where extname = 'pg_trgm')"))).scalar())
+
+
+async def active_and_deceased(session, niks: list[str]) -> list[sa.Row]:
+    """People (among `niks`) reported deceased by one program while another still has them active."""
+    if not niks:
+        return []
+    return (await session.execute(sa.text("""
+        select nik, array_agg(programme_identifier order by programme_identifier)
+                      filter (where enrolment_status = 'deceased') as deceased_in,
+                    array_agg(programme_identifier order by programme_identifier)
+                      filter (where enrolment_status = 'active') as active_in
+        from enrolments where nik = any(cast(:niks as text[]))
+        group by nik
+        having bool_or(enrolment_status = 'deceased') and bool_or(enrolment_status = 'active')
+    """), {"niks": sorted(set(niks))})).all()
+
+
+async def flag(session, rows: list[dict]) -> list[dict]:
+    """Add conflicts to the data-quality queue; return only the new ones (each is flagged once).
+    Row by row: conflicts are rare, and each needs its own `returning`."""
+    new = []
+    for row in rows:
+        stmt = insert(data_quality).values(row).on_conflict_do_nothing(constraint="data_quality_once")
+        if (await session.execute(stmt.returning(data_quality.c.id))).first():
+            new.append(row)
+    return new
+
+
+# ---- reads ----
+
+def _enrolment_json(e) -> dict:
+    return {"programme_identifier": e.programme_identifier, "enrolment_status": e.enrolment_status,
+            "status_change_date": e.status_change_date.isoformat(), "reported_by": e.reported_by,
+            "reference_id": e.reference_id}
 
 
 async def person_view(session, nik: str) -> dict | None:
@@ -133,10 +321,53 @@ async def person_view(session, nik: str) -> dict | None:
     return {
         "nik": p.nik, "no_kk": p.no_kk, "name": p.name, "sex": p.sex, "birth_date": p.birth_date.isoformat(),
         "village_code": p.village_code, "address": p.address,
-        "enrolments": [{"programme_identifier": e.programme_identifier, "enrolment_status": e.enrolment_status,
-                        "status_change_date": e.status_change_date.isoformat(), "reported_by": e.reported_by,
-                        "reference_id": e.reference_id} for e in ens],
+        "enrolments": [_enrolment_json(e) for e in ens],
     }
+
+
+async def person_history_view(session, nik: str, as_of=None) -> dict | None:
+    """Every identity and enrolment report kept for a person; with `as_of`, the state on that date
+    (enrolments by effective date; identity as the registry knew it at the end of that day)."""
+    ids = (await session.execute(sa.select(person_history).where(person_history.c.nik == nik)
+                                 .order_by(person_history.c.id))).all()
+    eh = enrolment_history
+    hist = (await session.execute(sa.select(eh).where(eh.c.nik == nik).order_by(
+        eh.c.programme_identifier, eh.c.status_change_date, eh.c.message_id))).all()
+    if not ids and not hist:
+        return None
+    identity = [{"no_kk": r.no_kk, "name": r.name, "sex": r.sex, "birth_date": r.birth_date.isoformat(),
+                 "village_code": r.village_code, "address": r.address, "reported_by": r.reported_by,
+                 "received_at": r.received_at.isoformat()} for r in ids]
+    enrol = [{**_enrolment_json(r), "message_id": r.message_id, "received_at": r.received_at.isoformat()}
+             for r in hist]
+    out = {"nik": nik, "identity": identity, "enrolments": enrol}
+    if as_of is not None:
+        best: dict[str, dict] = {}
+        for r, j in zip(hist, enrol):  # ordered by date then message id: the last one wins
+            if r.status_change_date <= as_of:
+                best[r.programme_identifier] = j
+        known = [i for r, i in zip(ids, identity) if r.received_at.date() <= as_of]
+        out["as_of"] = {"date": as_of.isoformat(), "identity": known[-1] if known else None,
+                        "enrolments": list(best.values())}
+    return out
+
+
+async def household_view(session, no_kk: str) -> dict | None:
+    h = (await session.execute(sa.select(households).where(households.c.no_kk == no_kk))).first()
+    members = (await session.execute(sa.select(people).where(people.c.no_kk == no_kk)
+                                     .order_by(people.c.birth_date, people.c.nik))).all()
+    if h is None and not members:
+        return None
+    ens = await fetch_enrolments(session, [m.nik for m in members])
+    by_nik: dict[str, list] = {}
+    for (nik, _p), e in sorted(ens.items()):
+        by_nik.setdefault(nik, []).append(_enrolment_json(e))
+    head = h.head_nik if h else None
+    return {"no_kk": no_kk, "village_code": h.village_code if h else members[0].village_code,
+            "head_nik": head,
+            "members": [{"nik": m.nik, "name": m.name, "sex": m.sex, "birth_date": m.birth_date.isoformat(),
+                         "is_head": m.nik == head, "verification_status": m.verification_status,
+                         "enrolments": by_nik.get(m.nik, [])} for m in members]}
 
 
 async def stored_receipts(session, keys: list[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
@@ -147,3 +378,79 @@ async def stored_receipts(session, keys: list[tuple[str, str]]) -> dict[tuple[st
                                   .where(sa.tuple_(receipts.c.programme_identifier, receipts.c.message_id)
                                          .in_(list(set(keys)))))).all()
     return {(r[0], r[1]): json.dumps(r[2]).encode() for r in rows}
+
+
+# ---- lookups (HTTP and registry.lookup) ----
+
+async def summaries(session, rows: list, scores: dict[str, float] | None = None) -> list[dict]:
+    """People with their enrolments, in the shape of contracts.lookup.PersonSummary."""
+    ens = await fetch_enrolments(session, [r.nik for r in rows])
+    by_nik: dict[str, list] = {}
+    for (nik, _p), e in sorted(ens.items()):
+        by_nik.setdefault(nik, []).append({"programme_identifier": e.programme_identifier,
+                                           "enrolment_status": e.enrolment_status,
+                                           "status_change_date": e.status_change_date.isoformat()})
+    return [{"nik": r.nik, "no_kk": r.no_kk, "name": r.name, "sex": r.sex, "birth_date": r.birth_date.isoformat(),
+             "village_code": r.village_code, "verification_status": r.verification_status,
+             "enrolments": by_nik.get(r.nik, []),
+             "score": round(scores[r.nik], 3) if scores and r.nik in scores else None} for r in rows]
+
+
+async def people_by_nik(session, nik: str) -> list:
+    return (await session.execute(sa.select(people).where(people.c.nik == nik))).all()
+
+
+async def people_by_kk(session, no_kk: str, limit: int = 50) -> list:
+    return (await session.execute(sa.select(people).where(people.c.no_kk == no_kk)
+                                  .order_by(people.c.birth_date, people.c.nik).limit(limit))).all()
+
+
+async def search_names(session, village_code: str, key: str, limit: int, threshold: float, trgm: bool
+                       ) -> tuple[list, dict[str, float]]:
+    """Tolerant name search within one village, by index: pg_trgm's `%` / `<%` on people.name_key,
+    or (without pg_trgm) shared trigrams counted from name_trigrams. Same similarity either way."""
+    if not key:
+        return [], {}
+    if trgm:
+        await session.execute(sa.text("select set_config('pg_trgm.similarity_threshold', :t, true), "
+                                      "set_config('pg_trgm.word_similarity_threshold', :t, true)"),
+                              {"t": str(threshold)})
+        rows = (await session.execute(sa.text("""
+            select nik, greatest(similarity(name_key, :q), word_similarity(:q, name_key)) as score
+            from people where village_code = :v and (name_key % :q or :q <% name_key)
+            order by score desc, nik limit :limit"""), {"q": key, "v": village_code, "limit": limit})).all()
+    else:
+        from services.registry.names import trigrams
+        grams = sorted(trigrams(key))
+        rows = (await session.execute(sa.text("""
+            with hits as (
+                select n.nik, count(*) as shared from name_trigrams n
+                where n.village_code = :v and n.trigram = any(cast(:grams as text[])) group by n.nik),
+            sizes as (
+                select n.nik, count(*) as total from name_trigrams n
+                where n.village_code = :v and n.nik in (select nik from hits) group by n.nik),
+            scored as (
+                select nik, hits.shared::float8 / (sizes.total + :nq - hits.shared) as score
+                from hits join sizes using (nik))
+            select nik, score from scored where score >= :t order by score desc, nik limit :limit"""),
+            {"v": village_code, "grams": grams, "nq": len(grams), "t": threshold, "limit": limit})).all()
+    scores = {r.nik: float(r.score) for r in rows}
+    if not scores:
+        return [], {}
+    found = {p.nik: p for p in (await session.execute(sa.select(people).where(people.c.nik.in_(list(scores))))).all()}
+    return [found[n] for n in scores if n in found], scores
+
+
+async def data_quality_page(session, status: str | None, kind: str | None, area: str, limit: int, offset: int
+                            ) -> tuple[int, list]:
+    q = sa.select(data_quality)
+    if status:
+        q = q.where(data_quality.c.status == status)
+    if kind:
+        q = q.where(data_quality.c.kind == kind)
+    if area:
+        q = q.where(data_quality.c.village_code.startswith(area))
+    total = (await session.execute(sa.select(sa.func.count()).select_from(q.subquery()))).scalar()
+    rows = (await session.execute(q.order_by(data_quality.c.created_at, data_quality.c.id)
+                                  .limit(limit).offset(offset))).all()
+    return total, rows

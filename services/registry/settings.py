@@ -1,0 +1,20 @@
+"""Registry settings (environment prefix `SINERGI_REGISTRY_`)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RegistrySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SINERGI_REGISTRY_", env_file=".env", extra="ignore")
+
+    # The seeds describe verivali twice a year; since 2021 the rules ask for monthly updates
+    # (DTKS, now DTSEN). A round's period is named after the cadence: 2026-H2 or 2026-11.
+    verification_cadence: Literal["semiannual", "monthly"] = "monthly"
+    # auto: pg_trgm if the database has it, else the registry's own trigram table
+    name_search: Literal["auto", "pg_trgm", "trigram_table"] = "auto"
+    name_match_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
+    batch_size: int = Field(default=1000, ge=1, le=10000, description="enrolment reports per pull and transaction")
+    batch_timeout: float = Field(default=0.2, gt=0, description="seconds a partial batch waits")

@@ -1,0 +1,52 @@
+"""Helpers for the registry's integration tests: staff tokens, publishing reports, waiting for receipts."""
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+
+from services.kit.auth import Principal, Role, issue_token
+from tests.conftest import eventually
+
+
+def auth(settings, role: Role = Role.verifier, area: str = "", user: str = "dinsos-1") -> dict:
+    return {"Authorization": f"Bearer {issue_token(Principal(user, role, area), settings.auth_secret)}"}
+
+
+async def send(nc, settings, reports: list[dict], program: str | None = None) -> dict[str, dict]:
+    """Publish reports (each with its message_id as Nats-Msg-Id) and wait for every receipt."""
+    got: dict[str, dict] = {}
+
+    async def cb(m):
+        r = json.loads(m.data)
+        got[r["message_id"]] = r
+    sub = await nc.subscribe(settings.names.receipts("*"), cb=cb)
+    js = nc.jetstream()
+    for rep in reports:
+        await js.publish(settings.names.enrolments(program or rep["programme_identifier"]), json.dumps(rep).encode(),
+                         headers={"Nats-Msg-Id": rep["message_id"]})
+    await eventually(lambda: all(r["message_id"] in got for r in reports), timeout=15)
+    await sub.unsubscribe()
+    return got
+
+
+async def events(nc, settings, event_type: str, expect: int, timeout: float = 10) -> list[dict]:
+    """The envelopes of one registry event type on the REGISTRY stream, waiting for at least `expect`."""
+    js = nc.jetstream()
+    sub = await js.pull_subscribe(settings.names.event(event_type), stream=settings.names.stream("REGISTRY"))
+    out: list[dict] = []
+
+    async def fetch():
+        try:
+            out.extend(json.loads(m.data) for m in await sub.fetch(100, timeout=0.3))
+        except Exception:
+            pass
+        return len(out) >= expect
+    await eventually(fetch, timeout=timeout)
+    await sub.unsubscribe()
+    return out
+
+
+async def count(svc, table: sa.Table, *where) -> int:
+    async with svc.rt.sessions() as s:
+        return (await s.execute(sa.select(sa.func.count()).select_from(table).where(*where))).scalar()
