@@ -155,20 +155,21 @@ def _instruction_payload(iid: uuid.UUID, ctx: Context, nik: str, no_kk: str, vil
 
 
 async def _chunk(sessions: async_sessionmaker, names: Names, cfg: DisbursementSettings, ctx: Context,
-                 cid: uuid.UUID, res: RunResult) -> tuple[int, int]:
-    """One transaction. Returns (people issued, eligible left unfunded)."""
+                 cid: uuid.UUID, res: RunResult, after: str) -> tuple[int, int, str]:
+    """One transaction for the next people after NIK `after` (a keyset cursor, so each chunk
+    probes the index instead of re-reading everyone). Returns (issued, left unfunded, cursor)."""
     async with sessions.begin() as s:
         chain = await ledger.Chain.lock(s, names, cfg)
         budgets = await _budgets(s, ctx, lock=True)
         sql, params = _eligible_sql(ctx, exclusivity=True)
-        people = (await s.execute(sa.text(f"{sql} order by e.nik limit :lim"),
-                                  params | {"lim": cfg.chunk_size})).all()
+        people = (await s.execute(sa.text(f"{sql} and e.nik > :after order by e.nik limit :lim"),
+                                  params | {"lim": cfg.chunk_size, "after": after})).all()
         if not people:
-            return 0, 0
+            return 0, 0, after
         tranches = domain.plan(ctx.amount, ctx.rules.funding_mode, budgets, len(people))
         funded = sum(t.count for t in tranches)
         if funded == 0:
-            return 0, len(people)
+            return 0, len(people), after
         now = utcnow()
         now_s = now.isoformat()
         channel = names.subject(f"channel.{ctx.rules.channel}.instructions")
@@ -215,7 +216,7 @@ async def _chunk(sessions: async_sessionmaker, names: Names, cfg: DisbursementSe
     res.chunks += 1
     for aid, amt in per_alloc.items():
         res.per_source[src_of[aid]] += amt
-    return funded, len(people) - funded
+    return funded, len(people) - funded, people[funded - 1][0]
 
 
 async def run(sessions: async_sessionmaker, names: Names, cfg: DisbursementSettings, program: str, period: str,
@@ -228,10 +229,12 @@ async def run(sessions: async_sessionmaker, names: Names, cfg: DisbursementSetti
         await s.execute(sa.dialects.postgresql.insert(store.cycles).values(
             id=cid, programme_identifier=program, period=period, status="running", started_by=by)
             .on_conflict_do_nothing())
+        # fresh statistics: right after a bulk load the planner would scan instead of probing
+        await s.execute(sa.text("analyze enrolments, instructions, verifications"))
     res = RunResult()
-    unfunded = 0
+    unfunded, cursor = 0, ""
     while True:
-        n, left = await _chunk(sessions, names, cfg, ctx, cid, res)
+        n, left, cursor = await _chunk(sessions, names, cfg, ctx, cid, res, cursor)
         kick()
         if n == 0:
             unfunded = left
