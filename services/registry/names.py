@@ -27,7 +27,7 @@ _DOUBLE = re.compile(r"(.)\1+")
 def normalise(name: str) -> str:
     """A search key: lower case, no accents or punctuation, one spelling, single letters."""
     text = unicodedata.normalize("NFKD", name or "").encode("ascii", "ignore").decode().lower()
-    words = re.sub(r"[^a-z ]+", " ", text).split()
+    words = re.sub(r"[^a-z ]+", " ", re.sub(r"['`]", "", text)).split()  # Ni'mah -> nimah
     out = []
     for w in words:
         w = _WORDS.get(w, w)
