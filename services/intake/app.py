@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.intake import api, handlers, store
+from services.intake import api, handlers, store, web
 from services.intake.config import IntakeSettings
 from services.kit.runtime import ServiceRuntime
 from services.kit.settings import Settings
@@ -17,4 +17,5 @@ def create_app(settings: Settings | None = None, intake: IntakeSettings | None =
     app.state.intake = cfg
     api.install_errors(app)
     app.include_router(api.router(rt, cfg))
+    web.mount(app, rt, cfg)
     return app

@@ -1,0 +1,224 @@
+"""Server-rendered pages in Bahasa Indonesia for the Puskesos front and back office.
+
+Plain HTML forms, one small CSS file, no JavaScript, no CDN: usable on a cheap laptop and a
+slow connection. Login stores the staff token in an HttpOnly, SameSite=Strict cookie (so a
+form on another site cannot post with it); the pages call the same functions as the API.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+
+from contracts import wilayah
+from contracts.intake import CaseCategory, CaseKind, CaseLevel, CaseStatus, Channel, PersonStatus
+from services.intake import cases
+from services.intake.config import IntakeSettings
+from services.intake.domain import LEVEL_ROLES, RuleError
+from services.kit.auth import Principal, Role, decode_token
+from services.kit.runtime import ServiceRuntime
+
+HERE = Path(__file__).parent
+COOKIE = "sinergi_token"
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+LABELS: dict[str, dict[str, str]] = {
+    "category": {
+        CaseCategory.not_receiving_aid: "Tidak menerima bantuan", CaseCategory.wrong_data: "Data salah",
+        CaseCategory.excluded_from_program: "Tidak terdaftar di program", CaseCategory.health: "Kesehatan",
+        CaseCategory.education: "Pendidikan", CaseCategory.housing: "Perumahan",
+        CaseCategory.disability: "Disabilitas", CaseCategory.elderly_care: "Lansia", CaseCategory.other: "Lainnya"},
+    "channel": {Channel.walk_in: "Datang langsung", Channel.phone: "Telepon", Channel.letter: "Surat",
+                Channel.online: "Daring"},
+    "kind": {CaseKind.complaint: "Pengaduan", CaseKind.request: "Permohonan"},
+    "level": {CaseLevel.village: "Desa (Puskesos)", CaseLevel.kecamatan: "Kecamatan (Supervisor SLRT)",
+              CaseLevel.kabupaten: "Kabupaten (Manajer SLRT)", CaseLevel.agency: "Instansi program"},
+    "status": {CaseStatus.open: "Baru", CaseStatus.in_progress: "Sedang ditangani", CaseStatus.answered: "Dijawab",
+               CaseStatus.resolved: "Selesai"},
+    "person_status": {PersonStatus.found: "Terdaftar di basis data terpadu",
+                      PersonStatus.possible_match: "Mungkin terdaftar (cocok nama)",
+                      PersonStatus.proposed: "Tidak terdaftar: diusulkan",
+                      PersonStatus.not_found: "Tidak terdaftar (NIK/KK belum ada)",
+                      PersonStatus.accepted: "Usulan diterima", PersonStatus.rejected: "Usulan ditolak"},
+    "action": {"register": "Didaftarkan", "handle": "Ditangani", "answer": "Dijawab", "refer": "Dirujuk",
+               "resolve": "Diselesaikan", "escalate": "Dieskalasi otomatis (lewat tenggat)",
+               "proposal_accepted": "Usulan diterima", "proposal_rejected": "Usulan ditolak"},
+    "outcome": {"resolved": "Selesai", "not_eligible": "Tidak memenuhi syarat", "withdrawn": "Dicabut pelapor",
+                "referred_out": "Dirujuk ke luar"},
+}
+FIELD_LABELS = {"reporter.nik": "NIK", "reporter.name": "Nama", "reporter.no_kk": "No. KK",
+                "reporter.address": "Alamat", "reporter.contact": "Kontak", "reporter": "Pelapor",
+                "village_code": "Desa", "category": "Kategori", "channel": "Kanal", "kind": "Jenis",
+                "text": "Isi pengaduan", "answer": "Jawaban"}
+
+
+def label(kind: str, value: Any) -> str:
+    return LABELS.get(kind, {}).get(value, str(value) if value is not None else "-")
+
+
+templates.env.globals.update(label=label, LABELS=LABELS, region_name=lambda c: wilayah.name_of(c) or c)
+
+
+def principal(request: Request) -> Principal | None:
+    tok = request.cookies.get(COOKIE)
+    if not tok:
+        return None
+    try:
+        return decode_token(tok, request.app.state.runtime.settings.auth_secret)
+    except HTTPException:
+        return None
+
+
+def _login_redirect() -> RedirectResponse:
+    return RedirectResponse("/ui/masuk", status_code=303)
+
+
+def _page(request: Request, name: str, p: Principal | None, status_code: int = 200, **ctx: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, {"me": p, "role_label": _role_label(p), **ctx},
+                                      status_code=status_code)
+
+
+def _role_label(p: Principal | None) -> str:
+    if p is None:
+        return ""
+    names = {Role.village_office: "Puskesos desa", Role.kecamatan: "Supervisor SLRT kecamatan",
+             Role.kabupaten: "Manajer SLRT kabupaten", Role.program_manager: "Instansi program"}
+    where = wilayah.name_of(p.area) if p.area else "seluruh kabupaten"
+    return f"{names.get(p.role, p.role.value)} · {where or p.area}"
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    out = []
+    for e in exc.errors():
+        field = ".".join(str(x) for x in e["loc"])
+        out.append(f"{FIELD_LABELS.get(field, field or 'Formulir')}: {e['msg']}")
+    return out
+
+
+def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
+    r = APIRouter(prefix="/ui", include_in_schema=False)
+
+    @r.get("/masuk")
+    async def login_form(request: Request) -> Response:
+        return _page(request, "masuk.html", None)
+
+    @r.post("/masuk")
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        tok = str(form.get("token", "")).strip()
+        try:
+            decode_token(tok, rt.settings.auth_secret)
+        except HTTPException:
+            return _page(request, "masuk.html", None, 401, error="Token tidak sah atau kedaluwarsa.")
+        resp = RedirectResponse("/ui/", status_code=303)
+        resp.set_cookie(COOKIE, tok, httponly=True, samesite="strict", max_age=8 * 3600,
+                        secure=rt.settings.env == "production")
+        return resp
+
+    @r.post("/keluar")
+    async def logout() -> Response:
+        resp = _login_redirect()
+        resp.delete_cookie(COOKIE)
+        return resp
+
+    @r.get("/")
+    async def home(request: Request) -> Response:
+        p = principal(request)
+        if p is None:
+            return _login_redirect()
+        return _page(request, "beranda.html", p)
+
+    @r.get("/daftar")
+    async def register_form(request: Request) -> Response:
+        p = principal(request)
+        if p is None:
+            return _login_redirect()
+        return _page(request, "daftar.html", p, form={"village_code": p.area if len(p.area) == 10 else ""})
+
+    @r.post("/daftar")
+    async def register(request: Request) -> Response:
+        p = principal(request)
+        if p is None:
+            return _login_redirect()
+        f = {k: str(v).strip() for k, v in (await request.form()).items()}
+        raw = {"reporter": {k: f.get(k) or None for k in ("nik", "name", "no_kk")}
+               | {"address": f.get("address", ""), "contact": f.get("contact", "")},
+               "village_code": f.get("village_code", ""), "kind": f.get("kind") or "complaint",
+               "category": f.get("category", ""), "channel": f.get("channel", ""), "text": f.get("text", "")}
+        try:
+            data = cases.CaseIn.model_validate(raw)
+            done = await cases.register(rt, cfg, p, data)
+        except ValidationError as exc:
+            return _page(request, "daftar.html", p, 422, form=f, errors=_problems(exc))
+        except RuleError as exc:
+            return _page(request, "daftar.html", p, exc.status, form=f, errors=[exc.message])
+        except cases.RegistryUnavailable:
+            return _page(request, "daftar.html", p, 503, form=f,
+                         errors=["Basis data terpadu tidak menjawab. Pengaduan belum tersimpan; coba lagi."])
+        return RedirectResponse(f"/ui/kasus/{quote(done['ticket'])}?baru=1", status_code=303)
+
+    @r.get("/cari")
+    async def find(request: Request, tiket: str = "") -> Response:
+        p = principal(request)
+        if p is None:
+            return _login_redirect()
+        tiket = tiket.strip().upper()
+        if tiket and await cases.get_case(rt, p, tiket):
+            return RedirectResponse(f"/ui/kasus/{quote(tiket)}", status_code=303)
+        return _page(request, "beranda.html", p, 404 if tiket else 200, tiket=tiket,
+                     error=f"Tiket {tiket} tidak ditemukan di wilayah Anda." if tiket else None)
+
+    @r.get("/antrean")
+    async def queue(request: Request, offset: int = 0, terlambat: int = 0) -> Response:
+        p = principal(request)
+        if p is None:
+            return _login_redirect()
+        limit, offset = 20, max(offset, 0)
+        from contracts.envelope import utcnow
+        if terlambat:
+            page = await cases.list_cases(rt, p, overdue_at=utcnow(), limit=limit, offset=offset)
+        else:
+            page = await cases.list_cases(rt, p, queue=True, limit=limit, offset=offset)
+        return _page(request, "antrean.html", p, page=page, limit=limit, overdue=bool(terlambat), now=utcnow())
+
+    @r.get("/kasus/{ref}")
+    async def case_page(request: Request, ref: str, baru: int = 0, pesan: str = "") -> Response:
+        p = principal(request)
+        if p is None:
+            return _login_redirect()
+        case = await cases.get_case(rt, p, ref)
+        if case is None:
+            return _page(request, "beranda.html", p, 404, error=f"Kasus {ref} tidak ditemukan di wilayah Anda.")
+        steps = await cases.history(rt, p, ref) or []
+        level = CaseLevel(case["level"])
+        can_act = p.role in LEVEL_ROLES[level] and case["status"] != CaseStatus.resolved
+        return _page(request, "kasus.html", p, case=case, steps=steps, new=bool(baru), message=pesan,
+                     can_act=can_act, next_level=level.next(), needs_programme=level.next() is CaseLevel.agency)
+
+    @r.post("/kasus/{ref}/{action}")
+    async def case_action(request: Request, ref: str, action: str) -> Response:
+        p = principal(request)
+        if p is None:
+            return _login_redirect()
+        if action not in ("handle", "answer", "refer", "resolve"):
+            raise HTTPException(404)
+        f = {k: str(v).strip() for k, v in (await request.form()).items()}
+        try:
+            await cases.act(rt, cfg, p, ref, action, note=f.get("note", ""), answer=f.get("answer") or None,
+                            outcome=f.get("outcome") or None, programme=f.get("programme_identifier") or None)
+        except RuleError as exc:
+            return RedirectResponse(f"/ui/kasus/{quote(ref)}?pesan={quote('Gagal: ' + exc.message)}", status_code=303)
+        return RedirectResponse(f"/ui/kasus/{quote(ref)}?pesan={quote(label('action', action))}", status_code=303)
+
+    return r
+
+
+def mount(app: FastAPI, rt: ServiceRuntime, cfg: IntakeSettings) -> None:
+    app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="intake-static")
+    app.include_router(router(rt, cfg))

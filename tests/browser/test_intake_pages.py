@@ -1,0 +1,169 @@
+"""The Puskesos pages in a real headless Chromium (Debian's), against a real intake service
+on a real port, real NATS and PostgreSQL; the registry lookup is answered in the test."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import socket
+
+import pytest
+import uvicorn
+
+from contracts import wilayah
+from services.intake.app import create_app
+from services.kit.auth import Principal, Role, issue_token
+from services.kit.migrations import migrate
+from tests.factories import nik
+from tests.integration.intake_support import fake_registry, person
+
+playwright = pytest.importorskip("playwright.async_api")
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+KEC = "331701"
+VILLAGE, OTHER_VILLAGE = wilayah.villages_in(KEC)[:2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def serving(settings):
+    """The intake app under uvicorn, in this event loop, on a free port."""
+    await migrate("intake", settings.db_url("intake"))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None,
+                                           access_log=False, lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+@contextlib.asynccontextmanager
+async def chromium():
+    async with playwright.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, timeout=30_000)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+def tok(settings, role: Role, area: str, user: str) -> str:
+    return issue_token(Principal(user=user, role=role, area=area), settings.auth_secret)
+
+
+async def login(browser, base: str, token: str):
+    ctx = await browser.new_context()
+    ctx.set_default_timeout(8_000)  # a page that is not there fails fast, not after 30 s
+    page = await ctx.new_page()
+    await page.goto(f"{base}/ui/")
+    assert page.url.endswith("/ui/masuk")  # not logged in: sent to the login page
+    await page.fill("#token", token)
+    await page.click("main button[type=submit]")
+    await page.wait_for_url(f"{base}/ui/")
+    return page
+
+
+async def test_front_office_registers_and_back_office_refers(settings, nc):
+    known = nik(VILLAGE, dt.date(1955, 8, 9), "F")
+    async with fake_registry(nc, settings, {known: person(known, VILLAGE, ["pkh"])}), serving(settings) as base, \
+            chromium() as browser:
+        page = await login(browser, base, tok(settings, Role.village_office, VILLAGE, "fo-sri"))
+        assert "Selamat datang" in await page.inner_text("h1")
+
+        # register: a bad NIK is refused with a message that says what is wrong, input kept
+        await page.click("text=Daftar pengaduan baru")
+        await page.fill("#nik", "1234")
+        await page.select_option("#category", "not_receiving_aid")
+        await page.fill("#text", "Bantuan PKH bulan ini belum cair")
+        await page.click("main button[type=submit]")
+        err = await page.inner_text(".error")
+        assert "NIK" in err and "16 digits" in err
+        assert await page.input_value("#text") == "Bantuan PKH bulan ini belum cair"
+
+        await page.fill("#nik", known)
+        await page.select_option("#channel", "phone")
+        await page.click("main button[type=submit]")
+        ticket = await page.inner_text("#ticket")
+        assert ticket.startswith(f"PSK-{VILLAGE}-")
+        assert "Terdaftar" in await page.inner_text("#person")
+        assert "pkh" in await page.inner_text(".facts")
+
+        # follow the case by ticket from the home page
+        await page.goto(f"{base}/ui/")
+        await page.fill("#tiket", ticket.lower())
+        await page.click("form[action='/ui/cari'] button")
+        assert ticket in await page.inner_text("h1")
+
+        # back office: queue -> answer -> refer to the kecamatan
+        await page.click("text=Antrean")
+        assert "1 kasus" in await page.inner_text(".muted")
+        await page.click(f"text={ticket}")
+        await page.fill("#answer", "Sedang kami cek ke pendamping PKH")
+        await page.click("form[action$='/answer'] button")
+        assert "Dijawab" in await page.inner_text("#status")
+        await page.fill("#note-refer", "Perlu keputusan kecamatan")
+        await page.click("form[action$='/refer'] button")
+        assert "Kecamatan" in await page.inner_text("#level")
+        assert await page.locator("form[action$='/resolve']").count() == 0  # no longer ours to act on
+        history = await page.inner_text("#history")
+        assert "fo-sri" in history and "Dirujuk" in history and "Perlu keputusan kecamatan" in history
+
+        # another village's office cannot see it
+        other = await login(browser, base, tok(settings, Role.village_office, OTHER_VILLAGE, "fo-lain"))
+        resp = await other.goto(f"{base}/ui/kasus/{ticket}")
+        assert resp.status == 404 and "tidak ditemukan" in await other.inner_text(".error")
+        await other.goto(f"{base}/ui/antrean")
+        assert "Tidak ada kasus" in await other.inner_text("main")
+
+        # the kecamatan supervisor resolves it
+        kec = await login(browser, base, tok(settings, Role.kecamatan, KEC, "slrt-kec"))
+        await kec.click("text=Buka antrean")
+        await kec.click(f"text={ticket}")
+        await kec.select_option("#outcome", "resolved")
+        await kec.fill("#note-resolve", "Bantuan dicairkan")
+        await kec.click("form[action$='/resolve'] button")
+        assert "Selesai" in await kec.inner_text("#status")
+        assert "slrt-kec" in await kec.inner_text("#history")
+
+        # a forged or expired cookie is no login
+        bad = await browser.new_context()
+        bad.set_default_timeout(8_000)
+        await bad.add_cookies([{"name": "sinergi_token", "value": "nonsense", "url": base}])
+        p = await bad.new_page()
+        await p.goto(f"{base}/ui/antrean")
+        assert p.url.endswith("/ui/masuk")
+        await p.fill("#token", "nonsense")
+        await p.click("main button[type=submit]")
+        assert "tidak sah" in await p.inner_text(".error")
+
+
+async def test_proposal_shown_when_not_in_registry(settings, nc):
+    async with fake_registry(nc, settings, {}), serving(settings) as base, chromium() as browser:
+        page = await login(browser, base, tok(settings, Role.village_office, VILLAGE, "fo-tari"))
+        await page.goto(f"{base}/ui/daftar")
+        new = nik(VILLAGE, dt.date(1988, 1, 2), "M")
+        await page.fill("#nik", new)
+        await page.fill("#name", "Slamet")
+        await page.fill("#no_kk", f"{VILLAGE[:6]}0101200077")
+        await page.select_option("#category", "excluded_from_program")
+        await page.fill("#text", "Belum terdaftar di DTKS")
+        await page.click("main button[type=submit]")
+        assert "diusulkan" in await page.inner_text("#person")
