@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable
 from faststream import AckPolicy, Context
 from faststream.nats import JStream, PullSub
 from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig
 
 from services.kit import logging as klog
 from services.kit.outbox import add, deadletter_row
@@ -52,7 +53,10 @@ async def dead_letter(rt: Any, m: Msg, exc: BaseException) -> None:
 async def one_by_one(rt: Any, msgs: list[Msg], handler: BatchHandler) -> tuple[int, int]:
     """Handle each message alone; dead-letter those that still fail. Returns (ok, dead-lettered)."""
     ok = dead = 0
-    for m in msgs:
+    for i, m in enumerate(msgs):
+        if i and i % 50 == 0:  # one by one is slow: keep the rest of the batch from timing out
+            for rest in msgs[i:]:
+                await rest.in_progress()
         try:
             await handler(rt, [m])
             ok += 1
@@ -66,13 +70,19 @@ async def one_by_one(rt: Any, msgs: list[Msg], handler: BatchHandler) -> tuple[i
 
 def batch_subscriber(rt: Any, subject: str, stream: str, durable: str, handler: BatchHandler, *,
                      batch_size: int = 500, timeout: float = 0.1, poison_after: int = 3,
-                     retry_delay: float = 0.2) -> Any:
+                     retry_delay: float = 0.2, ack_wait: float | None = 10.0) -> Any:
     """Register `handler(rt, msgs)` for batches of raw nats messages on `subject` (in `stream`).
 
     `subject` and `stream` are full names (already through `rt.names`). The stream is never
     declared here (`declare=False`): `kit.streams.ensure_streams` owns stream configuration.
     A failing batch is retried after `retry_delay * delivery` seconds (NACK_ON_ERROR alone
     would redeliver at once and burn the retries on a database blip in milliseconds).
+
+    `ack_wait` (seconds) bounds how long a fetched batch that never reached the handler
+    waits for redelivery (server default 30 s). FastStream 0.7.8 used to drop such batches on
+    a timeout-class mix-up (fixed by `kit.natsfix`); this is the defence if another path does.
+    Set when the durable is first created: nats-py ignores a changed config for an existing
+    durable.
     """
 
     async def on_batch(body: list[Any], msg: Any = Context("message")) -> None:
@@ -97,4 +107,5 @@ def batch_subscriber(rt: Any, subject: str, stream: str, durable: str, handler: 
     return rt.broker.subscriber(
         subject, stream=JStream(stream, declare=False), durable=durable,
         pull_sub=PullSub(batch_size=batch_size, timeout=timeout, batch=True),
+        config=ConsumerConfig(ack_wait=ack_wait) if ack_wait else None,
         ack_policy=AckPolicy.NACK_ON_ERROR)(on_batch)

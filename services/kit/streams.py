@@ -13,9 +13,11 @@ from nats.js.errors import NotFoundError
 
 from contracts.subjects import SEALED_STREAMS, STREAMS
 from services.kit import logging as klog
+from services.kit import natsfix
 from services.kit.settings import Settings
 
 log = klog.get(__name__)
+natsfix.apply()  # FastStream pull consumers otherwise stall for ack_wait now and then
 
 
 def connect_options(settings: Settings, name: str) -> dict:
