@@ -5,7 +5,7 @@ import asyncio
 
 from fastapi import FastAPI
 
-from services.disbursement import api, cycles, handlers, ledger, store
+from services.disbursement import api, api_kube, cycles, handlers, ledger, store
 from services.disbursement.config import DisbursementSettings
 from services.kit import logging as klog
 from services.kit.runtime import ServiceRuntime
@@ -52,4 +52,5 @@ def create_app(settings: Settings | None = None, cfg: DisbursementSettings | Non
     app = rt.http_app("Sinergi disbursement", "Budgets, payment cycles, settlements, KUBE funds, the ledger.")
     app.state.disbursement = cfg
     app.include_router(api.router(rt, cfg))
+    app.include_router(api_kube.router(rt, cfg))
     return app

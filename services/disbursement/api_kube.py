@@ -1,0 +1,115 @@
+"""KUBE HTTP routes (program managers write; auditors read)."""
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from fastapi import APIRouter, Depends, HTTPException, Path
+from pydantic import BaseModel, Field
+
+from contracts.disbursement import FundingSource
+from contracts.values import NIK, Period, Rupiah, VillageCode
+from services.disbursement import kube
+from services.disbursement.config import DisbursementSettings
+from services.kit.auth import Principal, Role, require
+from services.kit.runtime import ServiceRuntime
+
+MANAGER = require(Role.program_manager)
+READER = require(Role.program_manager, Role.auditor)
+
+
+class MemberIn(BaseModel):
+    nik: NIK
+    joined_on: dt.date
+
+
+class GroupIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    village_code: VillageCode
+    members: list[MemberIn] = Field(min_length=1)
+
+
+class SavingIn(BaseModel):
+    amount: Rupiah
+
+
+class MeetingIn(BaseModel):
+    attendees: list[NIK]
+
+
+class GrantIn(BaseModel):
+    source: FundingSource
+    fiscal_year: int = Field(ge=2000, le=2100)
+    amount: Rupiah = Field(gt=0)
+
+
+class LoanIn(BaseModel):
+    nik: NIK
+    need: Rupiah = Field(gt=0, description="what the member's business needs")
+    monthly_capacity: Rupiah = Field(gt=0, description="the instalment the member can pay each month")
+    term_months: int = Field(ge=1, le=60)
+    issued_on: dt.date
+
+
+class InstalmentIn(BaseModel):
+    payment_id: uuid.UUID = Field(description="the treasurer's id for this payment: sending it twice records it once")
+    amount: Rupiah = Field(gt=0)
+    paid_on: dt.date
+
+
+def router(rt: ServiceRuntime, cfg: DisbursementSettings) -> APIRouter:
+    r = APIRouter(prefix="/kube", tags=["kube"])
+
+    async def tx(fn, *args):
+        try:
+            async with rt.sessions.begin() as s:
+                out = await fn(s, *args)
+        except kube.KubeError as exc:
+            raise HTTPException(exc.status, detail={"error": str(exc)}) from None
+        rt.kick()
+        return out
+
+    @r.post("/groups", summary="register a KUBE group and its members")
+    async def create_group(body: GroupIn, _p: Principal = Depends(MANAGER)) -> dict:
+        gid = await tx(kube.register_group, rt.names, cfg, body.name, body.village_code,
+                       [(m.nik, m.joined_on) for m in body.members])
+        return {"group_id": str(gid)}
+
+    @r.put("/groups/{gid}/savings/{nik}/{month}", summary="a member's saving for a month")
+    async def put_saving(body: SavingIn, gid: uuid.UUID, nik: str, month: Period = Path(),
+                         _p: Principal = Depends(MANAGER)) -> dict:
+        await tx(kube.record_saving, gid, nik, month, body.amount)
+        return {"ok": True}
+
+    @r.put("/groups/{gid}/meetings/{held_on}", summary="who attended a group meeting")
+    async def put_meeting(body: MeetingIn, gid: uuid.UUID, held_on: dt.date, _p: Principal = Depends(MANAGER)) -> dict:
+        await tx(kube.record_meeting, gid, held_on, list(body.attendees))
+        return {"ok": True}
+
+    @r.get("/groups/{gid}/eligibility/{nik}", summary="may this member borrow (savings and attendance)")
+    async def get_eligibility(gid: uuid.UUID, nik: str, as_of: dt.date, _p: Principal = Depends(READER)) -> dict:
+        return await tx(kube.eligibility, gid, nik, as_of)
+
+    @r.post("/groups/{gid}/grants", summary="grant from a funding source to the group's fund")
+    async def post_grant(body: GrantIn, gid: uuid.UUID, _p: Principal = Depends(MANAGER)) -> dict:
+        grant_id = await tx(kube.grant, rt.names, cfg, gid, body.source, body.fiscal_year, body.amount)
+        return {"grant_id": str(grant_id)}
+
+    @r.post("/groups/{gid}/loans", summary="a loan sized to need and instalment capacity")
+    async def post_loan(body: LoanIn, gid: uuid.UUID, _p: Principal = Depends(MANAGER)) -> dict:
+        return await tx(kube.issue_loan, rt.names, cfg, gid, body.nik, body.need, body.monthly_capacity,
+                        body.term_months, body.issued_on)
+
+    @r.post("/loans/{loan_id}/instalments", summary="an instalment paid back (idempotent by payment_id)")
+    async def post_instalment(body: InstalmentIn, loan_id: uuid.UUID, _p: Principal = Depends(MANAGER)) -> dict:
+        return await tx(kube.pay_instalment, rt.names, cfg, loan_id, body.payment_id, body.amount, body.paid_on)
+
+    @r.get("/groups/{gid}/arrears", summary="arrears (kemacetan) aged by days overdue")
+    async def get_arrears(gid: uuid.UUID, as_of: dt.date, _p: Principal = Depends(READER)) -> dict:
+        return await tx(kube.arrears, gid, as_of)
+
+    @r.get("/groups/{gid}/fund", summary="the fund's balance over time (dana abadi)")
+    async def get_fund(gid: uuid.UUID, _p: Principal = Depends(READER)) -> dict:
+        return await tx(kube.fund_history, gid)
+
+    return r
