@@ -2,10 +2,13 @@
 lookup, the proposal round trip, the SLRT referral chain, escalation, scope, validation."""
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 import re
 import uuid
 
+import nats.errors
 import pytest
 
 from contracts import wilayah
@@ -110,13 +113,49 @@ async def test_not_in_registry_is_proposed_and_follows_the_decision(settings, nc
         assert len(changed) == 1 and changed[0]["data"]["person_status"] == "accepted"
 
 
-async def test_unknown_without_nik_is_recorded_not_proposed(settings, nc, start):
+async def test_without_nik_the_name_is_searched_in_the_village(settings, nc, start):
     front = token(settings, Role.village_office, VILLAGE_A)
-    async with fake_registry(nc, settings, {}) as asked, start("intake", settings) as svc:
+    known = nik(VILLAGE_A, dt.date(1950, 1, 2), "F")
+    people = {known: person(known, VILLAGE_A, ["bpnt"], name="Sumiyati")}
+    async with fake_registry(nc, settings, people) as asked, start("intake", settings) as svc:
         r = await svc.http.post("/cases", json=case_body(VILLAGE_A, name="Mbah Karto"), headers=front)
         assert r.status_code == 201, r.text
         assert r.json()["person_status"] == "not_found" and r.json()["proposal_id"] is None
         assert asked[0].name == "Mbah Karto" and asked[0].village_code == VILLAGE_A
+        # a name match is a candidate for the back office to confirm, not a certainty
+        r = await svc.http.post("/cases", json=case_body(VILLAGE_A, name="Sumiyati"), headers=front)
+        assert r.json()["person_status"] == "possible_match"
+        assert [m["nik"] for m in r.json()["matches"]] == [known] and r.json()["programs"] == []
+
+
+async def test_concurrent_registrations_get_distinct_serials(settings, nc, start):
+    front = token(settings, Role.village_office, VILLAGE_A)
+    async with fake_registry(nc, settings, {}), start("intake", settings) as svc:
+        rs = await asyncio.gather(*[svc.http.post("/cases", json=case_body(VILLAGE_A, name=f"Warga {i}"),
+                                                  headers=front) for i in range(12)])
+        assert all(r.status_code == 201 for r in rs)
+        serials = sorted(int(r.json()["ticket"].rsplit("-", 1)[1]) for r in rs)
+        assert serials == list(range(1, 13))
+
+
+async def test_an_undecodable_registry_event_is_dead_lettered(settings, nc, start):
+    js = nc.jetstream()
+    dl = await js.pull_subscribe(settings.names.deadletter("intake"), stream=settings.names.stream("DEADLETTER"))
+    async with start("intake", settings):
+        bad = {"event_id": str(uuid.uuid4()), "event_type": "registry.proposal_decided", "schema_version": 1,
+               "occurred_at": "2026-11-23T10:00:00Z", "producer": "registry", "data": {"decision": "maybe"}}
+        await js.publish(settings.names.event("registry.proposal_decided"), json.dumps(bad).encode(),
+                         headers={"Nats-Msg-Id": bad["event_id"]})
+
+        async def dead():
+            try:
+                return await dl.fetch(1, timeout=0.5)
+            except (nats.errors.TimeoutError, TimeoutError):
+                return None
+        msgs = await eventually(dead)
+        letter = json.loads(msgs[0].data)
+        assert letter["service"] == "intake" and letter["reason_code"] == "rjct.intake.invalid_event"
+        assert "proposal_id" in letter["reason"]
 
 
 async def test_referral_chain_with_who_and_when(settings, nc, start):
