@@ -170,8 +170,11 @@ async def main() -> None:
     ap.add_argument("--people", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--period", default="2026-12")
+    ap.add_argument("--burst", type=int, default=20_000, help="events for the freshness burst (0: skip)")
     args = ap.parse_args()
     run = uuid.uuid4().hex[:6]
+    if args.burst:
+        await freshness(run, args.burst)
     base = dict(database_url=os.environ.get("SINERGI_DATABASE_URL", Settings().database_url), _env_file=None)
     check = Settings(db_prefix=f"sinergi_bench_{run}_chk_", **base)
     settings = Settings(db_prefix=f"sinergi_bench_{run}_", **base)
@@ -272,6 +275,66 @@ async def main() -> None:
         await engine.dispose()
     finally:
         await drop_database(settings.db_url("reporting"))
+
+
+async def freshness(run: str, burst: int) -> None:
+    """Events through the real service: one at a time (publish -> visible), then a burst,
+    against the raw JetStream publish rate of the same messages."""
+    from contracts.disbursement import FundingLine, SettlementRecorded
+    from contracts.envelope import envelope
+    from services.kit.streams import connect, delete_streams, ensure_streams
+    from services.reporting.app import create_app
+
+    s = Settings(nats_url=os.environ.get("SINERGI_NATS_URL", Settings().nats_url),
+                 database_url=os.environ.get("SINERGI_DATABASE_URL", Settings().database_url),
+                 namespace=f"bench{run}", db_prefix=f"sinergi_bench_{run}_f_", _env_file=None)
+    await migrate("reporting", s.db_url("reporting"))
+    nc = await connect(s, "bench-reporting")
+    js = nc.jetstream()
+    await ensure_streams(js, s)
+
+    def event(i: int) -> tuple[str, bytes]:
+        ev = SettlementRecorded(chain_seq=i + 1, prev_hash="0" * 64, instruction_id=uuid.uuid4(), pseudonym=f"f{i}",
+                                programme_identifier="pkh", period="2026-11", status="paid", amount=300_000,
+                                funding=[FundingLine(source="apbn", allocation_id=uuid.uuid4(), amount=300_000)],
+                                settled_at=dt.datetime.now(dt.timezone.utc))
+        env = envelope(ev, "disbursement")
+        return str(env.event_id), env.model_dump_json().encode()
+    subject = s.names.event("disbursement.settlement_recorded")
+    app = create_app(s)
+    try:
+        async with app.router.lifespan_context(app):
+            rt = app.state.runtime
+
+            async def folded() -> int:
+                async with rt.sessions() as sess:
+                    return (await sess.execute(sa.select(sa.func.count()).select_from(store.inbox))).scalar()
+            lat = []
+            for i in range(20):
+                eid, body = event(i)
+                t0 = time.perf_counter()
+                await js.publish(subject, body, headers={"Nats-Msg-Id": eid})
+                while await folded() < i + 1:
+                    await asyncio.sleep(0.002)
+                lat.append(time.perf_counter() - t0)
+            lat.sort()
+            print(f"freshness, one settlement at a time through the running service: publish -> in the read "
+                  f"model median {statistics.median(lat) * 1000:.0f} ms, worst {lat[-1] * 1000:.0f} ms (20 events)")
+            msgs = [event(20 + i) for i in range(burst)]
+            t0 = time.perf_counter()
+            for k in range(0, burst, 1000):
+                await asyncio.gather(*[js.publish(subject, b, headers={"Nats-Msg-Id": e}) for e, b in msgs[k:k + 1000]])
+            t_pub = time.perf_counter() - t0
+            while await folded() < 20 + burst:
+                await asyncio.sleep(0.01)
+            t_all = time.perf_counter() - t0
+            print(f"burst of {burst:,} settlements: all in the read models after {t_all:.2f} s = "
+                  f"{burst / t_all:,.0f} events/s; baseline JetStream publish of the same messages "
+                  f"{burst / t_pub:,.0f} msg/s; ratio {t_pub / t_all:.2f}")
+    finally:
+        await delete_streams(js, s)
+        await nc.close()
+        await drop_database(s.db_url("reporting"))
 
 
 if __name__ == "__main__":

@@ -226,11 +226,15 @@ async def _payments(session, pays: list[PaymentFact]) -> None:
     await session.execute(insert(paid_months).on_conflict_do_nothing(),
                           [{"programme_identifier": k[0], "person_ref": k[1], "year": k[2]} for k in keys])
     t = paid_months
+    # one IN list per key column: the primary-key index serves it (a row-valued IN list of
+    # hundreds of tuples made PostgreSQL scan the table); extra rows it finds are harmless
     rows = (await session.execute(
         sa.select(t.c.programme_identifier, t.c.person_ref, t.c.year, t.c.months)
-        .where(sa.tuple_(t.c.programme_identifier, t.c.person_ref, t.c.year).in_(keys))
+        .where(t.c.programme_identifier.in_({k[0] for k in keys}), t.c.person_ref.in_({k[1] for k in keys}),
+               t.c.year.in_({k[2] for k in keys}))
         .order_by(t.c.programme_identifier, t.c.person_ref, t.c.year).with_for_update())).all()
-    masks = {(r[0], r[1], r[2]): r[3] for r in rows}
+    wanted = set(keys)
+    masks = {(r[0], r[1], r[2]): r[3] for r in rows if (r[0], r[1], r[2]) in wanted}
     before = dict(masks)
     newly: Counter = Counter()
     for p in pays:
