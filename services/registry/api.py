@@ -2,16 +2,23 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from pydantic import BaseModel, Field
 
 from contracts.lookup import LookupReply, LookupRequest
 from contracts.values import kk_problems, nik_problems
-from services.kit.auth import Principal, require, require_area
+from services.kit.auth import Principal, Role, require, require_area
 from services.kit.runtime import ServiceRuntime
 from services.registry import lookup, store
 
 staff = require()  # any signed-in staff role; area checks narrow it down
+
+
+class Resolution(BaseModel):
+    resolution: str = Field(min_length=3, max_length=1000, description="what the verifier found and did")
 
 
 def _check(problems, what: str) -> None:
@@ -87,5 +94,21 @@ def router(rt: ServiceRuntime) -> APIRouter:
              "created_at": q.created_at.isoformat(),
              "resolved_at": q.resolved_at.isoformat() if q.resolved_at else None,
              "resolved_by": q.resolved_by, "resolution": q.resolution} for q in rows]}
+
+    @r.post("/data-quality/{conflict_id}/resolve", tags=["data quality"],
+            summary="a verifier closes a conflict, saying what was found")
+    async def resolve(body: Resolution, conflict_id: uuid.UUID = Path(),
+                      p: Principal = Depends(require(Role.verifier))) -> dict:
+        async with rt.sessions.begin() as s:
+            t = store.data_quality
+            row = (await s.execute(sa.select(t).where(t.c.id == conflict_id).with_for_update())).first()
+            if row is None:
+                raise HTTPException(404, detail={"error": f"no data-quality item {conflict_id}"})
+            require_area(p, row.village_code)
+            if row.status != "open":
+                raise HTTPException(409, detail={"error": f"already resolved by {row.resolved_by}"})
+            await s.execute(sa.update(t).where(t.c.id == conflict_id).values(
+                status="resolved", resolved_by=p.user, resolved_at=sa.func.now(), resolution=body.resolution))
+        return {"id": str(conflict_id), "status": "resolved", "resolution": body.resolution}
 
     return r

@@ -146,6 +146,10 @@ async def apply(rt: ServiceRuntime, s, valid: list[domain.CheckedReport], out: l
                                                    "message_id": rep.message_id}}})
                     continue
             row = _person_row(r)
+            if cur is not None and cur["reported_by"] and cur["reported_by"] != r.program:
+                # another program agreeing on the identity: it may update the household and
+                # address, but the name keeps the spelling of the program that set it
+                row |= {k: cur[k] for k in ("name", "name_key", "birth_date", "reported_by")}
             if cur is None or any(cur[k] != row[k] for k in _IDENTITY):
                 history_rows.append({k: row[k] for k in ("nik", *_IDENTITY, "reported_by")}
                                     | {"message_id": rep.message_id})
