@@ -1,9 +1,11 @@
 """Staff authentication for every service's HTTP API: roles and area scope.
 
-A bearer token (JWT, HS256, signed with `SINERGI_AUTH_SECRET`, with an expiry) names the
-user, their role and their area (a region code: a village office holds a 10-digit village
+A bearer token (JWT, HS256 pinned, signed with `SINERGI_AUTH_SECRET`, audience
+`sinergi-staff`, at most 12 hours) names the user, their role and their area (a region code: a village office holds a 10-digit village
 code, the kecamatan SLRT supervisor 6 digits, the kabupaten 4). Every route declares the
 roles it accepts with `require(...)` and checks area with `Principal.covers(code)`.
+Tokens come from `POST /auth/token` (staff accounts in kit.users); with SINERGI_USERS_FILE set,
+a disabled account's tokens stop working at once.
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import jwt
-from fastapi import Depends, HTTPException, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordRequestForm
 
 from contracts import wilayah
 
@@ -42,26 +44,53 @@ class Principal:
 
 
 ALGORITHM = "HS256"
+AUDIENCE = "sinergi-staff"
+MAX_TTL = dt.timedelta(hours=12)  # one working day at most: a lost token expires by tomorrow
+DEV_SECRET = "dev-only-change-me-0123456789abcdef"  # Settings' default; refused in production
+MIN_SECRET = 32
+
+
+def check_secret(secret: str, env: str) -> None:
+    """Refuse to run production with the development secret or a short one (anyone could mint tokens)."""
+    if env == "production" and (secret == DEV_SECRET or len(secret) < MIN_SECRET):
+        raise RuntimeError("SINERGI_AUTH_SECRET is the development default or shorter than "
+                           f"{MIN_SECRET} characters: run `sinergi deploy init` and use the .env it writes")
 
 
 def issue_token(p: Principal, secret: str, ttl: dt.timedelta = dt.timedelta(hours=8)) -> str:
     now = dt.datetime.now(dt.timezone.utc)
+    ttl = min(ttl, MAX_TTL)
     return jwt.encode({"sub": p.user, "role": p.role.value, "area": p.area, "programs": list(p.programs),
-                       "iat": now, "exp": now + ttl}, secret, algorithm=ALGORITHM)
+                       "aud": AUDIENCE, "iat": now, "exp": now + ttl}, secret, algorithm=ALGORITHM)
 
 
 def decode_token(token: str, secret: str) -> Principal:
     try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "role"]})
+        # the algorithm is pinned: a token saying `alg: none` or RS256 is refused
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], audience=AUDIENCE, leeway=30,
+                            options={"require": ["exp", "iat", "sub", "role", "aud"]})
+        if claims["exp"] - claims["iat"] > MAX_TTL.total_seconds() + 1:
+            raise jwt.InvalidTokenError("lifetime too long")
         return Principal(user=claims["sub"], role=Role(claims["role"]), area=claims.get("area", ""),
                          programs=tuple(claims.get("programs", ())))
     except jwt.ExpiredSignatureError:
         raise HTTPException(401, detail={"error": "token expired: log in again"}) from None
-    except (jwt.InvalidTokenError, ValueError, KeyError):
+    except (jwt.InvalidTokenError, ValueError, KeyError, TypeError):
         raise HTTPException(401, detail={"error": "invalid token"}) from None
 
 
 _bearer = HTTPBearer(auto_error=False)
+
+
+def _users(request: Request):
+    """The staff accounts file of this service (SINERGI_USERS_FILE), or None when not configured."""
+    from services.kit.users import UsersFile
+
+    path = getattr(request.app.state.runtime.settings, "users_file", None)
+    if not path:
+        return None
+    cache = request.app.state.__dict__.setdefault("_sinergi_users", {})
+    return cache.setdefault(path, UsersFile(path))
 
 
 def current_principal(request: Request,
@@ -69,7 +98,14 @@ def current_principal(request: Request,
     if creds is None:
         raise HTTPException(401, detail={"error": "missing bearer token (Authorization: Bearer ...)"},
                             headers={"WWW-Authenticate": "Bearer"})
-    return decode_token(creds.credentials, request.app.state.runtime.settings.auth_secret)
+    settings = request.app.state.runtime.settings
+    p = decode_token(creds.credentials, settings.auth_secret)
+    users = _users(request)
+    # a disabled or deleted account loses access at once, not when its token expires
+    if users is not None and not users.active(p.user):
+        raise HTTPException(401, detail={"error": f"account {p.user} is disabled or unknown"})
+    request.state.principal = p  # for the audit trail and access logs
+    return p
 
 
 def require(*roles: Role):
@@ -85,3 +121,63 @@ def require(*roles: Role):
 def require_area(p: Principal, region_code: str) -> None:
     if not p.covers(region_code):
         raise HTTPException(403, detail={"error": f"region {region_code} is outside your area {p.area or '-'}"})
+
+
+# --- login -------------------------------------------------------------------------------
+
+class _Throttle:
+    """Failed logins per username: after MAX in WINDOW the account is refused for WINDOW (per
+    process; a guess-rate limit, not a lockout an attacker could use to lock everyone out forever)."""
+    MAX, WINDOW = 5, dt.timedelta(minutes=15)
+
+    def __init__(self) -> None:
+        self.failures: dict[str, list[dt.datetime]] = {}
+
+    def blocked(self, user: str) -> bool:
+        now = dt.datetime.now(dt.timezone.utc)
+        recent = [t for t in self.failures.get(user, []) if now - t < self.WINDOW]
+        self.failures[user] = recent
+        return len(recent) >= self.MAX
+
+    def failed(self, user: str) -> None:
+        self.failures.setdefault(user, []).append(dt.datetime.now(dt.timezone.utc))
+
+    def ok(self, user: str) -> None:
+        self.failures.pop(user, None)
+
+
+def router() -> APIRouter:
+    """`POST /auth/token` (OAuth2 password form: username, password) and `GET /auth/me`;
+    included in every service's app by ServiceRuntime.http_app."""
+    from services.kit import logging as klog
+
+    log = klog.get(__name__)
+    r = APIRouter(prefix="/auth", tags=["auth"])
+    throttle = _Throttle()
+
+    @r.post("/token", summary="log in with a staff account; returns a bearer token that expires")
+    async def token(request: Request, form: OAuth2PasswordRequestForm = Depends()) -> dict:
+        settings = request.app.state.runtime.settings
+        users = _users(request)
+        if users is None:
+            raise HTTPException(503, detail={"error": "no staff accounts configured (SINERGI_USERS_FILE)"})
+        if throttle.blocked(form.username):
+            raise HTTPException(429, detail={"error": "too many failed logins for this account; try again later"})
+        import asyncio
+        p = await asyncio.to_thread(users.authenticate, form.username, form.password)  # Argon2 is slow on purpose
+        if p is None:
+            throttle.failed(form.username)
+            log.warning("auth.login_failed", user=form.username)
+            raise HTTPException(401, detail={"error": "wrong username or password, or account disabled"},
+                                headers={"WWW-Authenticate": "Bearer"})
+        throttle.ok(form.username)
+        ttl = dt.timedelta(minutes=getattr(settings, "token_ttl_minutes", 480))
+        log.info("auth.login", user=p.user, role=p.role.value)
+        return {"access_token": issue_token(p, settings.auth_secret, ttl), "token_type": "bearer",
+                "expires_in": int(min(ttl, MAX_TTL).total_seconds()), "role": p.role.value, "area": p.area}
+
+    @r.get("/me", summary="who the bearer token belongs to")
+    async def me(p: Principal = Depends(current_principal)) -> dict:
+        return {"user": p.user, "role": p.role.value, "area": p.area, "programs": list(p.programs)}
+
+    return r

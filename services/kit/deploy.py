@@ -267,6 +267,9 @@ def permissions_table(ids: list[Identity]) -> str:
 
 
 def register(app: typer.Typer) -> None:
+    from services.kit.users import register_cli
+
+    register_cli(app)  # `sinergi users ...`
     deploy_app = typer.Typer(help="Deployment: NATS identities, credentials, docker-compose environment.",
                              no_args_is_help=True)
     app.add_typer(deploy_app, name="deploy")

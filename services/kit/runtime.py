@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from faststream.nats import NatsBroker
 
+from services.kit import auth
 from services.kit import db as kdb
 from services.kit import logging as klog
 from services.kit.outbox import OutboxRelay
@@ -26,6 +27,7 @@ class ServiceRuntime:
 
     def __init__(self, service: str, settings: Settings, metadata: sa.MetaData) -> None:
         self.service, self.settings, self.names = service, settings, settings.names
+        auth.check_secret(settings.auth_secret, settings.env)  # no production run on the dev secret
         self.metadata = metadata
         # every service's metadata carries the kit's outbox and inbox tables (kit.outbox)
         self.outbox = metadata.tables["outbox"]
@@ -115,6 +117,7 @@ class ServiceRuntime:
 
         app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
         app.state.runtime = runtime
+        app.include_router(auth.router())  # POST /auth/token, GET /auth/me (kit.auth, kit.users)
 
         @app.get("/healthz", tags=["health"], summary="process alive")
         async def healthz() -> dict:

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     # development only and the services refuse it when SINERGI_ENV=production.
     auth_secret: str = "dev-only-change-me-0123456789abcdef"
     env: Literal["development", "production"] = "development"
+    users_file: str | None = None  # staff accounts (kit.users; `sinergi users add`)
+    token_ttl_minutes: int = 480
     outbox_batch: int = 1000
     outbox_poll_seconds: float = 0.05
 
