@@ -10,11 +10,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.intake import CaseLevel, CaseStatus
-from contracts.values import Period
+from contracts.values import Period, ProgramCode
 from services.intake import cases, visits
 from services.intake.config import IntakeSettings
 from services.intake.domain import RuleError, today_wib
-from services.kit.auth import Principal, Role, current_principal, require
+from services.kit.auth import Principal, Role, require
 from services.kit.runtime import ServiceRuntime
 
 Limit = Query(50, ge=1, le=500, description="page size")
@@ -32,8 +32,7 @@ class AnswerIn(BaseModel):
 
 
 class ReferIn(NoteIn):
-    programme_identifier: str | None = Field(default=None, max_length=32,
-                                             description="required when referring to the agency")
+    programme_identifier: ProgramCode | None = Field(default=None, description="required when referring to the agency")
 
 
 class ResolveIn(NoteIn):
@@ -53,12 +52,19 @@ def install_errors(app: FastAPI) -> None:
 
 def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
     r = APIRouter()
-    staff = require(Role.village_office, Role.kecamatan, Role.kabupaten, Role.program_manager, Role.auditor)
+    staff = require(Role.village_office, Role.kecamatan, Role.kabupaten, Role.program_manager)
 
     @r.post("/cases", status_code=201, tags=["cases"],
             summary="front office: register a complaint or request; returns the ticket number")
     async def register(body: cases.CaseIn, p: Principal = Depends(require(Role.village_office))) -> dict:
         return await cases.register(rt, cfg, p, body)
+
+    @r.get("/lookup", tags=["cases"],
+           summary="front office: check a citizen in the registry (by NIK, or name within a village) "
+                   "without registering a case")
+    async def lookup(nik: str | None = None, name: str | None = None, village_code: str | None = None,
+                     p: Principal = Depends(require(Role.village_office, Role.kecamatan, Role.kabupaten))) -> dict:
+        return await cases.check_person(rt, cfg, p, nik=nik, name=name, village_code=village_code)
 
     @r.get("/cases", tags=["cases"], summary="cases in your area (filter by status, level)")
     async def list_cases(status: CaseStatus | None = None, level: CaseLevel | None = None, limit: int = Limit,
@@ -139,10 +145,6 @@ def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
     async def visit_summary(period: Period | None = None, limit: int = Limit, offset: int = Offset,
                             p: Principal = Depends(require(Role.coordinator))) -> dict:
         return await visits.summary(rt, p, period or _this_month(), limit, offset)
-
-    @r.get("/me", tags=["auth"], summary="who the token says you are")
-    async def me(p: Principal = Depends(current_principal)) -> dict:
-        return {"user": p.user, "role": p.role.value, "area": p.area, "programs": list(p.programs)}
 
     return r
 

@@ -18,7 +18,7 @@ from contracts.intake import (CaseCategory, CaseEscalated, CaseKind, CaseLevel, 
                               ProposalSubmitted)
 from contracts.lookup import LookupReply, LookupRequest
 from contracts.registry import ProposalDecided, ProposalDecision
-from contracts.values import NIK, NoKK, VillageCode, parse_nik
+from contracts.values import NIK, NoKK, ProgramCode, VillageCode, nik_problems, parse_nik, village_problems
 from services.intake import domain, store
 from services.intake.config import IntakeSettings
 from services.intake.domain import RuleError
@@ -56,7 +56,7 @@ class CaseIn(BaseModel):
     category: CaseCategory
     channel: Channel
     text: str = Field(min_length=3, max_length=5000, description="the complaint or request in the citizen's words")
-    programme_identifier: str | None = Field(default=None, max_length=32, description="program concerned, if any")
+    programme_identifier: ProgramCode | None = Field(default=None, description="program concerned, if any")
 
 
 class RegistryUnavailable(Exception):
@@ -74,6 +74,25 @@ async def lookup(rt: ServiceRuntime, req: LookupRequest, timeout: float) -> Look
     if reply.error:
         raise RegistryUnavailable(f"the registry could not answer: {reply.error}")
     return reply
+
+
+async def check_person(rt: ServiceRuntime, cfg: IntakeSettings, p: Principal, *, nik: str | None,
+                       name: str | None, village_code: str | None) -> dict:
+    """A look-up at the counter, before (or without) registering a case. Only people of the
+    caller's regency are shown: the front office serves its own residents."""
+    nik, name, village_code = (nik or "").strip() or None, (name or "").strip() or None, (village_code or "").strip() or None
+    problems = [x.message for x in nik_problems(nik)] if nik else []
+    if not nik:
+        if not (name and village_code):
+            problems.append("give nik, or name with village_code")
+        elif village_code:
+            problems += [x.message for x in village_problems(village_code)]
+    if problems:
+        raise RuleError("; ".join(problems), 422)
+    req = LookupRequest(nik=nik) if nik else LookupRequest(name=name, village_code=village_code)
+    reply = await lookup(rt, req, cfg.lookup_timeout_seconds)
+    people = [x.model_dump() for x in reply.people if x.village_code.startswith(p.area[:4])]
+    return {"found": bool(people), "people": people}
 
 
 async def _next_ticket(s, village_code: str, year: int) -> str:

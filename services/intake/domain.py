@@ -19,8 +19,9 @@ LEVEL_ROLES: dict[CaseLevel, tuple[Role, ...]] = {
     CaseLevel.kabupaten: (Role.kabupaten,),
     CaseLevel.agency: (Role.kabupaten, Role.program_manager),
 }
-# roles that may read cases (within their area)
-CASE_READERS = (Role.village_office, Role.kecamatan, Role.kabupaten, Role.program_manager, Role.auditor)
+# roles that may read cases (within their area): those who handle them. Complaint text is
+# confidential (Puskesos guideline), so auditors follow cases through the events instead.
+CASE_READERS = (Role.village_office, Role.kecamatan, Role.kabupaten, Role.program_manager)
 
 # what each action may do from which status
 OPEN_STATUSES = (CaseStatus.open, CaseStatus.in_progress, CaseStatus.answered)

@@ -134,12 +134,29 @@ def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
             return _login_redirect()
         return _page(request, "beranda.html", p)
 
-    @r.get("/daftar")
-    async def register_form(request: Request) -> Response:
+    @r.get("/cek")
+    async def check(request: Request, nik: str = "", name: str = "", village_code: str = "") -> Response:
         p = principal(request)
         if p is None:
             return _login_redirect()
-        return _page(request, "daftar.html", p, form={"village_code": p.area if len(p.area) == 10 else ""})
+        form = {"nik": nik, "name": name, "village_code": village_code or (p.area if len(p.area) == 10 else "")}
+        if not (nik or name):
+            return _page(request, "cek.html", p, form=form)
+        try:
+            result = await cases.check_person(rt, cfg, p, nik=nik, name=name, village_code=form["village_code"])
+        except RuleError as exc:
+            return _page(request, "cek.html", p, exc.status, form=form, error=exc.message)
+        except cases.RegistryUnavailable:
+            return _page(request, "cek.html", p, 503, form=form, error="Basis data terpadu tidak menjawab; coba lagi.")
+        return _page(request, "cek.html", p, form=form, result=result)
+
+    @r.get("/daftar")
+    async def register_form(request: Request, nik: str = "", name: str = "") -> Response:
+        p = principal(request)
+        if p is None:
+            return _login_redirect()
+        return _page(request, "daftar.html", p, form={"village_code": p.area if len(p.area) == 10 else "",
+                                                      "nik": nik, "name": name})
 
     @r.post("/daftar")
     async def register(request: Request) -> Response:

@@ -88,8 +88,15 @@ async def test_front_office_registers_and_back_office_refers(settings, nc):
         page = await login(browser, base, tok(settings, Role.village_office, VILLAGE, "fo-sri"))
         assert "Selamat datang" in await page.inner_text("h1")
 
+        # look the citizen up first; their programs show; register from the result
+        await page.click("main >> text=Cek warga")
+        await page.fill("#cek-nik", known)
+        await page.click("main button[type=submit]")
+        assert "pkh" in await page.inner_text("#people")
+        await page.click("#people a")
+        assert await page.input_value("#nik") == known
+
         # register: a bad NIK is refused with a message that says what is wrong, input kept
-        await page.click("text=Daftar pengaduan baru")
         await page.fill("#nik", "1234")
         await page.select_option("#category", "not_receiving_aid")
         await page.fill("#text", "Bantuan PKH bulan ini belum cair")
@@ -167,3 +174,5 @@ async def test_proposal_shown_when_not_in_registry(settings, nc):
         await page.fill("#text", "Belum terdaftar di DTKS")
         await page.click("main button[type=submit]")
         assert "diusulkan" in await page.inner_text("#person")
+        await page.goto(f"{base}/ui/cek?nik={new}")
+        assert "Tidak ditemukan" in await page.inner_text("#not-found")

@@ -45,6 +45,10 @@ async def test_found_person_goes_to_back_office_with_programs(settings, nc, star
         assert case["person_status"] == "found"
         assert [p["programme_identifier"] for p in case["programs"]] == ["pkh", "bpnt"]
         assert len(asked) == 1 and asked[0].nik == known  # one round trip
+        looked = (await svc.http.get("/lookup", params={"nik": known}, headers=front)).json()
+        assert looked["found"] and looked["people"][0]["enrolments"][0]["programme_identifier"] == "pkh"
+        r = await svc.http.get("/lookup", params={"name": "Siti"}, headers=front)
+        assert r.status_code == 422 and "village_code" in r.json()["detail"]["error"]
         r2 = await svc.http.post("/cases", json=case_body(VILLAGE_A, nik=known), headers=front)
         assert r2.json()["ticket"].endswith("-000002")
 
@@ -268,6 +272,8 @@ async def test_staff_see_only_their_own_area(settings, nc, start):
         assert (await svc.http.get("/cases", headers=a)).json()["total"] == 1
         assert (await svc.http.get("/cases", headers=kec_a)).json()["total"] == 2
         assert (await svc.http.get("/cases", headers=kab)).json()["total"] == 3
+        auditor = token(settings, Role.auditor, "3317")
+        assert (await svc.http.get(f"/cases/{case_a['ticket']}", headers=auditor)).status_code == 403
         companion = token(settings, Role.companion, VILLAGE_A)
         assert (await svc.http.get("/cases", headers=companion)).status_code == 403
         assert (await svc.http.get("/cases")).status_code == 401
