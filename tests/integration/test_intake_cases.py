@@ -305,3 +305,27 @@ async def test_bad_input_says_what_is_wrong(settings, nc, start):
             assert r.status_code == 422
             assert (await svc.http.get("/cases/PSK-NOPE", headers=front)).status_code == 404
             assert re.fullmatch(r"\d{10}", VILLAGE_A)
+
+
+async def test_the_background_task_escalates_without_being_asked(settings, nc):
+    """The real timer: a village deadline of 0 working days makes every new case overdue."""
+    import httpx
+
+    from services.intake.app import create_app
+    from services.intake.config import IntakeSettings
+    from services.kit.migrations import migrate
+
+    cfg = IntakeSettings(_env_file=None, escalation_interval_seconds=0.1,
+                         deadline_days={"village": 0, "kecamatan": 5, "kabupaten": 7, "agency": 14})
+    front = token(settings, Role.village_office, VILLAGE_A)
+    await migrate("intake", settings.db_url("intake"))
+    app = create_app(settings, cfg)
+    async with fake_registry(nc, settings, {}), app.router.lifespan_context(app), \
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake") as http:
+        case = (await http.post("/cases", json=case_body(VILLAGE_A, name="Rukmini"), headers=front)).json()
+
+        async def escalated():
+            c = (await http.get(f"/cases/{case['ticket']}", headers=front)).json()
+            return c if c["level"] == "kecamatan" else None
+        c = await eventually(escalated)
+        assert dt.datetime.fromisoformat(c["due_at"]) > dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=4)
