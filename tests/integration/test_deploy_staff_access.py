@@ -41,6 +41,19 @@ def _staff(settings, tmp_path):
     return f, settings.model_copy(update={"users_file": str(f.path)})
 
 
+def _capture_logs(service: str):
+    """The pipeline `sinergi run` configures (kit.logging), writing into a buffer."""
+    import io
+    import logging
+
+    import structlog
+    buf = io.StringIO()
+    klog.configure(service, "debug")
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(buf))
+    logging.getLogger().handlers[0].setStream(buf)
+    return buf
+
+
 def _reset_logging() -> None:
     import logging
 
@@ -76,10 +89,10 @@ async def test_village_office_cannot_read_another_villages_cases(settings, nc, s
         assert (await svc.http.get(f"/cases/{case['ticket']}", headers=ani)).status_code == 401
 
 
-async def test_only_a_program_manager_runs_a_payment_cycle(settings, nc, start, tmp_path, capsys):
+async def test_only_a_program_manager_runs_a_payment_cycle(settings, nc, start, tmp_path):
     _f, s = _staff(settings, tmp_path)
     persons = ds.people(3)
-    klog.configure("disbursement", "debug")  # as `sinergi run` does: JSON lines on (captured) stdout
+    buf = _capture_logs("disbursement")
     async with start("disbursement", s) as svc:
         pm = await _login(svc, "pm")
         for path, body in (("/programs/kamalia_merekah", ds.KAMALIA),
@@ -113,7 +126,7 @@ async def test_only_a_program_manager_runs_a_payment_cycle(settings, nc, start, 
         await sub.unsubscribe()
         raw = {p["nik"] for p in persons}
         assert not [b for b in bodies if any(x in b for x in raw)], "a NIK on the DISBURSEMENT stream"
-    logs = capsys.readouterr().out
+    logs = buf.getvalue()
     _reset_logging()
     assert '"service.started"' in logs and "auth.login" in logs  # the scan read real service logs
     assert not SIXTEEN.search(logs), SIXTEEN.search(logs)
