@@ -6,6 +6,8 @@ form on another site cannot post with it); the pages call the same functions as 
 """
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,7 +23,8 @@ from contracts.intake import CaseCategory, CaseKind, CaseLevel, CaseStatus, Chan
 from services.intake import cases
 from services.intake.config import IntakeSettings
 from services.intake.domain import LEVEL_ROLES, RuleError
-from services.kit.auth import Principal, Role, decode_token
+from services.kit.auth import Principal, Role, _Throttle, decode_token, issue_token
+from services.kit.auth import _users as staff_accounts
 from services.kit.runtime import ServiceRuntime
 
 HERE = Path(__file__).parent
@@ -66,13 +69,22 @@ templates.env.globals.update(label=label, LABELS=LABELS, region_name=lambda c: w
 
 
 def principal(request: Request) -> Principal | None:
-    tok = request.cookies.get(COOKIE)
+    """The staff member behind the login cookie; None if absent, invalid, expired, or the
+    account has since been disabled (the same checks as kit.auth.current_principal)."""
+    return principal_of(request, request.cookies.get(COOKIE))
+
+
+def principal_of(request: Request, tok: str | None) -> Principal | None:
     if not tok:
         return None
     try:
-        return decode_token(tok, request.app.state.runtime.settings.auth_secret)
+        p = decode_token(tok, request.app.state.runtime.settings.auth_secret)
     except HTTPException:
         return None
+    users = staff_accounts(request)
+    if users is not None and not users.active(p.user):
+        return None
+    return p
 
 
 def _login_redirect() -> RedirectResponse:
@@ -108,16 +120,33 @@ def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
     async def login_form(request: Request) -> Response:
         return _page(request, "masuk.html", None)
 
+    throttle = _Throttle()
+
     @r.post("/masuk")
     async def login(request: Request) -> Response:
         form = await request.form()
+        username, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
         tok = str(form.get("token", "")).strip()
-        try:
-            decode_token(tok, rt.settings.auth_secret)
-        except HTTPException:
+        ttl = dt.timedelta(minutes=rt.settings.token_ttl_minutes)
+        if username:
+            users = staff_accounts(request)
+            if users is None:
+                return _page(request, "masuk.html", None, 503,
+                             error="Akun staf belum dikonfigurasi di server; masuk dengan token.")
+            if throttle.blocked(username):
+                return _page(request, "masuk.html", None, 429,
+                             error="Terlalu banyak percobaan gagal; coba lagi 15 menit lagi.")
+            # Argon2 is slow on purpose: keep it off the event loop
+            p = await asyncio.to_thread(users.authenticate, username, password)
+            if p is None:
+                throttle.failed(username)
+                return _page(request, "masuk.html", None, 401, error="Nama pengguna atau kata sandi salah.")
+            throttle.ok(username)
+            tok = issue_token(p, rt.settings.auth_secret, ttl)
+        elif principal_of(request, tok) is None:
             return _page(request, "masuk.html", None, 401, error="Token tidak sah atau kedaluwarsa.")
         resp = RedirectResponse("/ui/", status_code=303)
-        resp.set_cookie(COOKIE, tok, httponly=True, samesite="strict", max_age=8 * 3600,
+        resp.set_cookie(COOKIE, tok, httponly=True, samesite="strict", max_age=int(ttl.total_seconds()),
                         secure=rt.settings.env == "production")
         return resp
 

@@ -76,7 +76,7 @@ async def login(browser, base: str, token: str):
     await page.goto(f"{base}/ui/")
     assert page.url.endswith("/ui/masuk")  # not logged in: sent to the login page
     await page.fill("#token", token)
-    await page.click("main button[type=submit]")
+    await page.click("#login-token button")
     await page.wait_for_url(f"{base}/ui/")
     return page
 
@@ -158,7 +158,7 @@ async def test_front_office_registers_and_back_office_refers(settings, nc):
         await p.goto(f"{base}/ui/antrean")
         assert p.url.endswith("/ui/masuk")
         await p.fill("#token", "nonsense")
-        await p.click("main button[type=submit]")
+        await p.click("#login-token button")
         assert "tidak sah" in await p.inner_text(".error")
 
 
@@ -176,3 +176,31 @@ async def test_proposal_shown_when_not_in_registry(settings, nc):
         assert "diusulkan" in await page.inner_text("#person")
         await page.goto(f"{base}/ui/cek?nik={new}")
         assert "Tidak ditemukan" in await page.inner_text("#not-found")
+
+
+async def test_login_with_a_staff_account(settings, nc, tmp_path):
+    from services.kit.users import UsersFile
+
+    users = UsersFile(tmp_path / "users.json")
+    users.add("sri", "kata-sandi-panjang-1", Role.village_office, VILLAGE)
+    settings = settings.model_copy(update={"users_file": str(tmp_path / "users.json")})
+    async with serving(settings) as base, chromium() as browser:
+        ctx = await browser.new_context()
+        ctx.set_default_timeout(8_000)
+        page = await ctx.new_page()
+        await page.goto(f"{base}/ui/masuk")
+        await page.fill("#username", "sri")
+        await page.fill("#password", "salah-sekali-ini")
+        await page.click("#login-password button")
+        assert "salah" in await page.inner_text(".error")
+        await page.fill("#username", "sri")
+        await page.fill("#password", "kata-sandi-panjang-1")
+        await page.click("#login-password button")
+        await page.wait_for_url(f"{base}/ui/")
+        assert "sri" in await page.inner_text("header")
+        cookie = next(c for c in await ctx.cookies() if c["name"] == "sinergi_token")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        # a disabled account is out at once, cookie or not
+        users.set_disabled("sri")
+        await page.goto(f"{base}/ui/antrean")
+        assert page.url.endswith("/ui/masuk")
