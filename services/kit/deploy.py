@@ -268,9 +268,10 @@ def permissions_table(ids: list[Identity]) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    from services.kit.users import register_cli
+    from services.kit import privacy, users
 
-    register_cli(app)  # `sinergi users ...`
+    users.register_cli(app)    # `sinergi users ...`
+    privacy.register_cli(app)  # `sinergi privacy export ...`
     deploy_app = typer.Typer(help="Deployment: NATS identities, credentials, docker-compose environment.",
                              no_args_is_help=True)
     app.add_typer(deploy_app, name="deploy")

@@ -175,3 +175,28 @@ async def test_writes_are_attributed_in_the_services_audit_trail(settings):
             audit.row(None, "note.add")  # every write names who did it
     finally:
         await rt.engine.dispose()
+
+
+async def test_a_persons_data_is_exported_on_request(settings, nc, start, tmp_path):
+    """UU 27/2022 right of access: every row holding the NIK, from every service database."""
+    from services.kit.privacy import export_person
+    from tests import factories
+
+    report = factories.enrolment("pkh", is_head_of_household=True)
+    other = factories.enrolment("pkh")
+    async with start("registry", settings):
+        for rep in (report, other):
+            await nc.jetstream().publish(settings.names.enrolments("pkh"), json.dumps(rep).encode(),
+                                         headers={"Nats-Msg-Id": rep["message_id"]})
+
+        async def exported():
+            data = await export_person(settings, report["nik"])
+            return data if data["services"]["registry"].get("people") else None
+        data = await eventually(exported, timeout=15)
+    people = data["services"]["registry"]["people"]
+    assert [(p["nik"], p["name"], p["no_kk"]) for p in people] == [(report["nik"], "Siti Aminah", report["no_kk"])]
+    text = json.dumps(data, default=str)
+    assert other["nik"] not in text
+    assert any(t for t in data["services"]["registry"] if t != "people"), "enrolments too"
+    with pytest.raises(ValueError):
+        await export_person(settings, "12345")
