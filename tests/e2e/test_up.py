@@ -25,11 +25,12 @@ import psutil
 import pytest
 
 from services.kit.auth import Principal, Role, issue_token
-from services.kit.settings import SERVICES, Settings
+from services.kit.settings import SERVICES
 from tests import factories
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 ROOT = Path(__file__).resolve().parents[2]
+SECRET = "e2e-test-secret-" + "x" * 32
 
 
 def _free(port: int) -> bool:
@@ -55,7 +56,8 @@ class Up:
     def __init__(self, data_dir: Path, log: Path) -> None:
         self.data_dir, self.log_path = data_dir, log
         env = {k: v for k, v in os.environ.items() if not k.startswith("SINERGI_")}  # the embedded default
-        env.update(SINERGI_HTTP_PORT_BASE=str(free_port_base()), SINERGI_LOG_LEVEL="warning")
+        env.update(SINERGI_HTTP_PORT_BASE=str(free_port_base()), SINERGI_LOG_LEVEL="warning",
+                   SINERGI_ENV="development", SINERGI_AUTH_SECRET=SECRET)  # whatever a local .env says
         self.log = open(log, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--data-dir", str(data_dir)],
                                      cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
@@ -104,8 +106,8 @@ def _gone(pid: int) -> bool:
 
 
 def _headers() -> dict:
-    # the development secret `sinergi up` runs with; routes that need no token ignore it
-    token = issue_token(Principal(user="e2e", role=Role.kabupaten, area=""), Settings(_env_file=None).auth_secret)
+    # signed with the secret the test gave `sinergi up`; routes that need no token ignore it
+    token = issue_token(Principal(user="e2e", role=Role.kabupaten, area=""), SECRET)
     return {"Authorization": f"Bearer {token}"}
 
 
