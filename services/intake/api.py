@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,8 +56,11 @@ def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
 
     @r.post("/cases", status_code=201, tags=["cases"],
             summary="front office: register a complaint or request; returns the ticket number")
-    async def register(body: cases.CaseIn, p: Principal = Depends(require(Role.village_office))) -> dict:
-        return await cases.register(rt, cfg, p, body)
+    async def register(body: cases.CaseIn, p: Principal = Depends(require(Role.village_office)),
+                       idempotency_key: str | None = Header(None, max_length=100, description=(
+                           "any unique string per registration; a retry with the same key returns the "
+                           "first case (replayed: true) instead of registering it twice"))) -> dict:
+        return await cases.register(rt, cfg, p, body, request_key=idempotency_key)
 
     @r.get("/lookup", tags=["cases"],
            summary="front office: check a citizen in the registry (by NIK, or name within a village) "

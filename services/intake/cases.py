@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
 
 from contracts.envelope import utcnow
 from contracts.intake import (CaseCategory, CaseEscalated, CaseKind, CaseLevel, CaseReferred, CaseRegistered,
@@ -22,6 +23,7 @@ from contracts.values import NIK, NoKK, ProgramCode, VillageCode, nik_problems, 
 from services.intake import domain, store
 from services.intake.config import IntakeSettings
 from services.intake.domain import RuleError
+from services.kit import audit
 from services.kit import logging as klog
 from services.kit.auth import Principal, Role
 from services.kit.outbox import add, event_row
@@ -109,13 +111,32 @@ def _step(case_id, at, actor, action, level, status, note="", from_level=None, e
             "level": level, "status": status, "note": note, "event_id": event_id}
 
 
+def _registered(r: Any, replayed: bool = False) -> dict:
+    return {"case_id": str(r.id), "ticket": r.ticket, "level": r.level, "status": r.status,
+            "person_status": r.person_status, "proposal_id": str(r.proposal_id) if r.proposal_id else None,
+            "programs": r.programs, "matches": r.matches, "due_at": r.due_at.isoformat(), "replayed": replayed}
+
+
+async def _by_request_key(rt: ServiceRuntime, key: str) -> dict | None:
+    async with rt.sessions() as s:
+        r = (await s.execute(sa.select(store.cases).where(store.cases.c.request_key == key))).first()
+    return _registered(r, replayed=True) if r else None
+
+
 async def register(rt: ServiceRuntime, cfg: IntakeSettings, p: Principal, data: CaseIn,
-                   now: dt.datetime | None = None) -> dict:
-    """Front office: record the case, check the registry once, propose the person if missing."""
+                   now: dt.datetime | None = None, request_key: str | None = None) -> dict:
+    """Front office: record the case, check the registry once, propose the person if missing.
+
+    With a `request_key` (the API's Idempotency-Key, the form's hidden key) a repeated
+    submission returns the case the first one created (`replayed: true`) instead of a second.
+    """
     if p.role is not Role.village_office:
         raise RuleError("only the village front office (village_office) registers cases", 403)
     if not p.covers(data.village_code):
         raise RuleError(f"village {data.village_code} is outside your area {p.area or '-'}", 403)
+    key = f"{p.user}:{request_key}" if request_key else None
+    if key and (done := await _by_request_key(rt, key)):
+        return done
     now = now or utcnow()
     rep = data.reporter
     req = (LookupRequest(nik=rep.nik) if rep.nik else LookupRequest(name=rep.name, village_code=data.village_code))
@@ -146,6 +167,24 @@ async def register(rt: ServiceRuntime, cfg: IntakeSettings, p: Principal, data: 
         person_status = PersonStatus.not_found
 
     due = domain.add_working_days(now, cfg.days(CaseLevel.village), cfg.holiday_set)
+    try:
+        ticket = await _insert_case(rt, p, data, case_id, person_status, proposal, programs, matches, due, now, key)
+    except IntegrityError:
+        # the same request_key raced us and won: its case is the answer
+        if key and (done := await _by_request_key(rt, key)):
+            return done
+        raise
+    rt.kick()
+    log.info("intake.case_registered", case_id=str(case_id), person_status=person_status.value)
+    return {"case_id": str(case_id), "ticket": ticket, "level": CaseLevel.village.value,
+            "status": CaseStatus.open.value, "person_status": person_status.value,
+            "proposal_id": str(proposal.proposal_id) if proposal else None,
+            "programs": programs, "matches": matches, "due_at": due.isoformat(), "replayed": False}
+
+
+async def _insert_case(rt, p, data: CaseIn, case_id, person_status, proposal, programs, matches, due, now,
+                       key) -> str:
+    rep = data.reporter
     async with rt.sessions.begin() as s:
         ticket = await _next_ticket(s, data.village_code, domain.today_wib(now).year)
         ev = CaseRegistered(case_id=case_id, ticket=ticket, kind=data.kind, category=data.category,
@@ -162,17 +201,14 @@ async def register(rt: ServiceRuntime, cfg: IntakeSettings, p: Principal, data: 
             person_status=person_status, nik=rep.nik, reporter_name=rep.name or "", contact=rep.contact,
             profile=profile, text=data.text, programs=programs, matches=matches,
             proposal_id=proposal.proposal_id if proposal else None, programme_identifier=data.programme_identifier,
-            due_at=due, registered_by=p.user, created_at=now, updated_at=now))
+            due_at=due, registered_by=p.user, created_at=now, updated_at=now, request_key=key))
         await s.execute(sa.insert(store.case_steps).values(_step(
             case_id, now, p.user, "register", CaseLevel.village, CaseStatus.open,
             note=f"registry: {person_status.value}", event_id=rows[0]["id"])))
+        await audit.record(s, store.audit_log, p, "case.register", target=str(case_id), area=data.village_code,
+                           detail={"category": data.category.value, "person_status": person_status.value})
         await add(s, rt.outbox, rows)
-    rt.kick()
-    log.info("intake.case_registered", case_id=str(case_id), person_status=person_status.value)
-    return {"case_id": str(case_id), "ticket": ticket, "level": CaseLevel.village.value,
-            "status": CaseStatus.open.value, "person_status": person_status.value,
-            "proposal_id": str(proposal.proposal_id) if proposal else None,
-            "programs": programs, "matches": matches, "due_at": due.isoformat()}
+    return ticket
 
 
 def _ref_clause(ref: str):
@@ -209,16 +245,21 @@ def _case_dict(r: Any, full: bool) -> dict:
 
 async def get_case(rt: ServiceRuntime, p: Principal, ref: str) -> dict | None:
     """The full case, or None if it does not exist or lies outside the caller's scope."""
-    async with rt.sessions() as s:
+    async with rt.sessions.begin() as s:
         r = (await s.execute(sa.select(store.cases).where(_ref_clause(ref), scope_clause(p)))).first()
+        if r is not None:  # the complaint text is confidential: every reading is on the trail
+            await audit.record(s, store.audit_log, p, "case.read", target=str(r.id), area=r.village_code)
     return _case_dict(r, True) if r else None
 
 
 async def history(rt: ServiceRuntime, p: Principal, ref: str) -> list[dict] | None:
-    async with rt.sessions() as s:
-        case_id = (await s.execute(sa.select(store.cases.c.id).where(_ref_clause(ref), scope_clause(p)))).scalar()
-        if case_id is None:
+    async with rt.sessions.begin() as s:
+        found = (await s.execute(sa.select(store.cases.c.id, store.cases.c.village_code)
+                                 .where(_ref_clause(ref), scope_clause(p)))).first()
+        if found is None:
             return None
+        case_id = found.id
+        await audit.record(s, store.audit_log, p, "case.history", target=str(case_id), area=found.village_code)
         st = store.case_steps.c
         rows = (await s.execute(sa.select(store.case_steps).where(st.case_id == case_id).order_by(st.id))).all()
     return [{"at": r.at.isoformat(), "actor": r.actor, "action": r.action, "from_level": r.from_level,
@@ -299,6 +340,8 @@ async def act(rt: ServiceRuntime, cfg: IntakeSettings, p: Principal, ref: str, a
         await s.execute(sa.insert(store.case_steps).values(_step(
             r.id, now, p.user, action, new_level, new_status, note=note, from_level=from_level,
             event_id=row["id"])))
+        await audit.record(s, store.audit_log, p, f"case.{action}", target=str(r.id), area=r.village_code,
+                           detail={"level": new_level.value, "status": new_status.value})
         await add(s, rt.outbox, [row])
         case_id = r.id
     rt.kick()
@@ -334,6 +377,8 @@ async def escalate_overdue(rt: ServiceRuntime, cfg: IntakeSettings, now: dt.date
             await s.execute(sa.insert(store.case_steps).values(_step(
                 r.id, now, "system", "escalate", nxt, CaseStatus.open, from_level=level,
                 note=f"overdue since {r.due_at.isoformat()}", event_id=row["id"])))
+            await audit.record(s, store.audit_log, None, "case.escalate", target=str(r.id), area=r.village_code,
+                               detail={"from_level": level.value, "level": nxt.value}, system="escalation")
             done.append({"case_id": str(r.id), "ticket": r.ticket, "from_level": level.value, "level": nxt.value})
         await add(s, rt.outbox, out)
     if done:

@@ -4,11 +4,14 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from services.kit.audit import audit_table
 from services.kit.outbox import inbox_table, outbox_table
 
 metadata = sa.MetaData()
 outbox = outbox_table(metadata)
 inbox = inbox_table(metadata)
+# who read or changed which case or visit, and when (kit.audit; ids and codes only)
+audit_log = audit_table(metadata)
 
 cases = sa.Table(
     "cases", metadata,
@@ -39,6 +42,8 @@ cases = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("resolved_at", sa.DateTime(timezone=True)),
+    # `<user>:<Idempotency-Key>`: a repeated registration (double click, retry) is the same case
+    sa.Column("request_key", sa.Text, unique=True),
     sa.Index("cases_queue", "level", "village_code", "status"),
     sa.Index("cases_due", "due_at", postgresql_where=sa.text("status <> 'resolved'")),
 )

@@ -22,6 +22,7 @@ from contracts.values import NIK
 from services.intake import domain, store
 from services.intake.config import IntakeSettings
 from services.intake.domain import RuleError
+from services.kit import audit
 from services.kit.auth import Principal, Role
 from services.kit.outbox import add, event_row
 from services.kit.runtime import ServiceRuntime
@@ -125,6 +126,8 @@ async def assign(rt: ServiceRuntime, p: Principal, data: AssignmentIn, now: dt.d
         out.append(event_row(rt.names, CompanionAssigned(
             assignment_id=aid, companion=data.companion, nik=ben.nik, village_code=ben.village_code,
             programme_identifier=ben.programme_identifier, active=True, actor=p.user), SERVICE))
+        await audit.record(s, store.audit_log, p, "visit.assign", target=str(aid), area=ben.village_code,
+                           detail={"companion": data.companion, "programme": ben.programme_identifier})
         await add(s, rt.outbox, out)
     rt.kick()
     return {"assignment_id": str(aid), "companion": data.companion, "nik": ben.nik,
@@ -165,6 +168,8 @@ async def file_visit(rt: ServiceRuntime, p: Principal, data: VisitIn, now: dt.da
                 programme_identifier=asg.programme_identifier, visit_date=data.visit_date, period=period,
                 physical_condition=data.physical_condition, social_condition=data.social_condition,
                 aid_use=data.aid_use, needs=data.needs), SERVICE)])
+            await audit.record(s, store.audit_log, p, "visit.file", target=str(vid), area=asg.village_code,
+                               detail={"period": period})
     except IntegrityError:
         # two reports for the same month raced: the unique constraint kept only one
         raise RuleError(f"already visited in {period}: one visit per month", 409) from None

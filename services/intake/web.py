@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -184,8 +185,9 @@ def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
         p = principal(request)
         if p is None:
             return _login_redirect()
+        # a fresh key per form: a double click or a resubmitted page registers one case
         return _page(request, "daftar.html", p, form={"village_code": p.area if len(p.area) == 10 else "",
-                                                      "nik": nik, "name": name})
+                                                      "nik": nik, "name": name, "request_key": uuid.uuid4().hex})
 
     @r.post("/daftar")
     async def register(request: Request) -> Response:
@@ -199,7 +201,7 @@ def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
                "category": f.get("category", ""), "channel": f.get("channel", ""), "text": f.get("text", "")}
         try:
             data = cases.CaseIn.model_validate(raw)
-            done = await cases.register(rt, cfg, p, data)
+            done = await cases.register(rt, cfg, p, data, request_key=f.get("request_key") or None)
         except ValidationError as exc:
             return _page(request, "daftar.html", p, 422, form=f, errors=_problems(exc))
         except RuleError as exc:

@@ -329,3 +329,38 @@ async def test_the_background_task_escalates_without_being_asked(settings, nc):
             return c if c["level"] == "kecamatan" else None
         c = await eventually(escalated)
         assert dt.datetime.fromisoformat(c["due_at"]) > dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=4)
+
+
+async def test_a_repeated_registration_is_one_case_and_reads_are_audited(settings, nc, start):
+    import sqlalchemy as sa
+
+    from services.intake import store
+
+    front = token(settings, Role.village_office, VILLAGE_A, "fo-dewi")
+    kec = token(settings, Role.kecamatan, KEC_A, "slrt-kec")
+    async with fake_registry(nc, settings, {}) as asked, start("intake", settings) as svc:
+        key = {"Idempotency-Key": "form-7f3a"}
+        first, again = [await svc.http.post("/cases", json=case_body(VILLAGE_A, name="Karsi"),
+                                            headers=front | key) for _ in range(2)]
+        assert first.status_code == again.status_code == 201
+        assert again.json()["ticket"] == first.json()["ticket"] and again.json()["replayed"] is True
+        assert len(asked) == 1  # the replay did not even ask the registry again
+        # a double click: the same key at the same moment is still one case
+        both = await asyncio.gather(*[svc.http.post("/cases", json=case_body(VILLAGE_A, name="Karsi"),
+                                                    headers=front | {"Idempotency-Key": "dbl"}) for _ in range(2)])
+        assert both[0].json()["ticket"] == both[1].json()["ticket"]
+        assert (await svc.http.get("/cases", headers=front)).json()["total"] == 2
+        # another user's key is theirs alone
+        other = token(settings, Role.village_office, VILLAGE_A, "fo-lain")
+        r = await svc.http.post("/cases", json=case_body(VILLAGE_A, name="Karsi"), headers=other | key)
+        assert r.json()["replayed"] is False
+
+        case_id = first.json()["case_id"]
+        await svc.http.get(f"/cases/{case_id}", headers=kec)
+        await svc.http.post(f"/cases/{case_id}/handle", json={}, headers=front)
+        async with svc.rt.sessions() as s:
+            rows = (await s.execute(sa.select(store.audit_log).where(store.audit_log.c.target == case_id)
+                                    .order_by(store.audit_log.c.id))).all()
+        assert [(r.actor, r.action) for r in rows] == [
+            ("fo-dewi", "case.register"), ("slrt-kec", "case.read"), ("fo-dewi", "case.handle")]
+        assert all("Karsi" not in str(r.detail) for r in rows)
