@@ -65,3 +65,29 @@ async def test_lookup_and_proposal_round_trip_with_the_registry(settings, nc, st
             "reporter": {"nik": newcomer}, "village_code": VILLAGE, "category": "other", "channel": "phone",
             "text": "Tanya jadwal"})
         assert again.json()["person_status"] == "found"
+
+
+async def test_a_rejected_proposal_is_shown_with_its_reason(settings, nc, start):
+    front = token(settings, Role.village_office, VILLAGE, "fo-e2e")
+    verifier = token(settings, Role.verifier, "3317", "dinsos-ver")
+    async with start("registry", settings) as reg, start("intake", settings) as intake:
+        r = await intake.http.post("/cases", headers=front, json={
+            "reporter": {"nik": nik(VILLAGE, dt.date(1979, 6, 6), "F"), "no_kk": kk(VILLAGE), "name": "Rina"},
+            "village_code": VILLAGE, "category": "excluded_from_program", "channel": "letter", "text": "Mohon didata"})
+        case = r.json()
+
+        async def proposal_arrived():
+            return (await reg.http.get(f"/proposals/{case['proposal_id']}", headers=verifier)).status_code == 200
+        await eventually(proposal_arrived)
+        d = await reg.http.post(f"/proposals/{case['proposal_id']}/decision", headers=verifier,
+                                json={"decision": "rejected", "reason": "pindah domisili ke kabupaten lain"})
+        assert d.status_code == 200, d.text
+
+        async def rejected():
+            c = (await intake.http.get(f"/cases/{case['ticket']}", headers=front)).json()
+            return c["person_status"] == "rejected"
+        await eventually(rejected)
+        steps = (await intake.http.get(f"/cases/{case['ticket']}/history", headers=front)).json()["steps"]
+        assert steps[-1]["action"] == "proposal_rejected" and steps[-1]["note"] == "pindah domisili ke kabupaten lain"
+        # the case itself stays open for the back office to answer the citizen
+        assert (await intake.http.get(f"/cases/{case['ticket']}", headers=front)).json()["status"] == "open"
