@@ -321,7 +321,10 @@ async def test_redelivered_and_repeated_events_count_once_bad_ones_are_dead_lett
     ("2026-13", "month 13"), ("2026-3", "YYYY-MM"), ("march", "YYYY-MM"), ("", "required"), (None, "required")])
 async def test_bad_period_is_a_400_saying_what_is_wrong(settings, start, period, fragment):
     async with start("reporting", settings) as rep:
-        for path in ("/reports/monthly", "/reports/monthly.csv", "/reports/monthly.xlsx", "/reports/monthly.html"):
+        paths = ["/reports/monthly", "/reports/monthly.csv", "/reports/monthly.xlsx", "/reports/monthly.html"]
+        if period:  # the dashboard shows this month when no period is given
+            paths.append("/dashboard")
+        for path in paths:
             resp = await rep.http.get(path, params={} if period is None else {"period": period})
             assert resp.status_code == 400, (path, resp.text)
             assert fragment in resp.json()["detail"]["error"]
@@ -358,3 +361,28 @@ async def test_csv_xlsx_and_printable_page_carry_the_same_figures(settings, nc, 
         assert "Rekap bulanan" in resp.text and "859.588.000" in resp.text and "46,53 %" in resp.text
         assert "Ronggo Mulyo" in resp.text and "Kecamatan (SLRT)" in resp.text and "kritis" not in resp.text
         assert "http" not in resp.text.split("<body>")[0]  # nothing fetched from elsewhere
+
+
+async def test_registry_enrolments_reach_the_recap_end_to_end(settings, nc, start):
+    """The real registry turns agency reports into events; the recap counts them in their month."""
+    js = nc.jetstream()
+    reports = [factories.enrolment("pkh", village_code=A, effective="2026-03-10"),
+               factories.enrolment("pkh", village_code=A, effective="2026-03-12"),
+               factories.enrolment("pkh", village_code=C, effective="2026-04-01")]
+    async with start("registry", settings), start("reporting", settings) as rep:
+        for r in reports:
+            await js.publish(settings.names.enrolments("pkh"), json.dumps(r).encode(),
+                             headers={"Nats-Msg-Id": r["message_id"]})
+
+        async def recap(period):
+            return (await rep.http.get("/reports/monthly", params={"period": period})).json()
+
+        async def april_has_three():
+            return [p["enrolled"] for p in (await recap("2026-04"))["programs"]] == [3]
+        await eventually(april_has_three, timeout=20)
+        march = await recap("2026-03")
+        assert march["programs"] == [{"programme_identifier": "pkh", "enrolled": 2, "people_paid": 0,
+                                      "amount_paid": 0, "payments": 0}]
+        (kec,) = march["areas"]
+        assert kec["kecamatan_name"] == "Sumber" and kec["villages"][0]["village_name"] == "Ronggo Mulyo"
+        assert kec["villages"][0]["enrolled"] == 2
