@@ -75,7 +75,8 @@ def _any_consumer(stream: str) -> list[str]:
     """A service owns its durables on `stream` (names chosen in its code)."""
     return [f"{JS}.CONSUMER.CREATE.{stream}.>", f"{JS}.CONSUMER.DURABLE.CREATE.{stream}.>",
             f"{JS}.CONSUMER.INFO.{stream}.>", f"{JS}.CONSUMER.MSG.NEXT.{stream}.>",
-            f"{JS}.STREAM.MSG.GET.{stream}", f"$JS.ACK.{stream}.>"]
+            f"{JS}.STREAM.MSG.GET.{stream}", f"$JS.ACK.{stream}.>",
+            f"$JS.FC.{stream}.>"]  # flow-control replies of push consumers (FastStream queue subscribers)
 
 
 def service(name: str) -> Identity:

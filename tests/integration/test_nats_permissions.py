@@ -58,6 +58,7 @@ JSAPI = [
     f"{API}.CONSUMER.DELETE.DISBURSEMENT.reporting-disbursement-v1",
     "$JS.ACK.DISBURSEMENT.reporting-disbursement-v1" + ACK, "$JS.ACK.DISBURSEMENT.audit-inspektorat" + ACK,
     "$JS.ACK.AGENCY_RECEIPTS.receipts-pkh" + ACK, "$JS.ACK.AGENCY_RECEIPTS.receipts-kamalia" + ACK,
+    "$JS.FC.REGISTRY.x.1", "$JS.FC.DISBURSEMENT.x.1", "$JS.FC.CHANNEL.x.1",
 ]
 PUBLISH = DATA + JSAPI
 
@@ -68,7 +69,7 @@ def _reads(stream: str) -> set[str]:
     """Probe subjects a service that reads `stream` may use (its own durables, any name)."""
     return {s for s in JSAPI if (s.startswith((f"{API}.CONSUMER.CREATE.{stream}.", f"{API}.CONSUMER.DURABLE.CREATE.{stream}.",
                                                f"{API}.CONSUMER.INFO.{stream}.", f"{API}.CONSUMER.MSG.NEXT.{stream}.",
-                                               f"$JS.ACK.{stream}."))
+                                               f"$JS.ACK.{stream}.", f"$JS.FC.{stream}."))
                                  or s == f"{API}.STREAM.MSG.GET.{stream}")}
 
 
@@ -98,7 +99,7 @@ MAY_PUBLISH: dict[str, set[str]] = {
                             f"{API}.CONSUMER.CREATE.DISBURSEMENT.audit-inspektorat.disbursement.cycle_completed",
                             f"{API}.CONSUMER.CREATE.DISBURSEMENT",
                             f"{API}.CONSUMER.MSG.NEXT.DISBURSEMENT.audit-inspektorat",
-                            "$JS.ACK.DISBURSEMENT.audit-inspektorat" + ACK},
+                            "$JS.ACK.DISBURSEMENT.audit-inspektorat" + ACK, "$JS.FC.DISBURSEMENT.x.1"},
     "ops": {f"{API}.INFO", f"{API}.STREAM.NAMES", f"{API}.CONSUMER.INFO.AGENCY_RECEIPTS.receipts-pkh", f"{API}.STREAM.INFO.REGISTRY", f"{API}.STREAM.INFO.DISBURSEMENT",
             f"{API}.STREAM.SNAPSHOT.DISBURSEMENT", f"{API}.STREAM.RESTORE.DISBURSEMENT",
             *[f"{API}.STREAM.{op}.{s}" for op in ("CREATE", "UPDATE") for s in STREAMS]},
@@ -329,5 +330,73 @@ async def test_services_and_agencies_work_under_their_own_identity(deployed, inf
         await kamalia.close()
         from services.kit.db import drop_database
         for svc in ("registry", "reporting"):
+            with contextlib.suppress(Exception):
+                await drop_database(as_service(svc).db_url(svc))
+
+
+async def test_intake_and_disbursement_work_under_their_own_identity(deployed, infra):
+    """The whole chain with every party on its own NATS identity: registry events (as
+    svc-registry) reach intake and disbursement; intake's registry lookup is answered across
+    identities (request-reply with per-identity inboxes); a payment cycle (svc-disbursement)
+    reaches the channel `pos` through its own consumer and the auditor through its own."""
+    from services.kit.auth import Principal, Role, issue_token
+    from tests import disbursement_support as ds
+
+    run = "t" + uuid.uuid4().hex[:10]
+
+    def as_service(svc: str) -> Settings:
+        return Settings(nats_url=deployed.url, nats_user=f"svc-{svc}", nats_password=deployed.passwords[f"svc-{svc}"],
+                        database_url=infra[1], db_prefix=f"sinergi_{run}_", outbox_poll_seconds=0.02, _env_file=None)
+
+    def bearer(role: Role, area: str) -> dict:
+        return {"Authorization": f"Bearer {issue_token(Principal('u-' + role.value, role, area), as_service('intake').auth_secret)}"}
+
+    persons = ds.people(3, seed=11)
+    reg = await Party("svc-registry").connect(deployed)
+    pos = await Party("channel-pos").connect(deployed)
+    aud = await Party("auditor-inspektorat").connect(deployed)
+    try:
+        async with running("registry", as_service("registry")), running("intake", as_service("intake")) as intake, \
+                running("disbursement", as_service("disbursement")) as disb:
+            # the registry's events, published under the registry's identity
+            await ds.publish_enrolments(reg.nc.jetstream(), Settings(_env_file=None), persons, "kamalia_merekah")
+            pm = bearer(Role.program_manager, "")
+            for path, body in (("/programs/kamalia_merekah", ds.KAMALIA),
+                               ("/poverty-lines/3317/2026", {"amount": 600_000, "reason": "BPS 2026"}),
+                               ("/allocations/csr/kamalia_merekah/2026", {"ceiling": 10 * 600_000, "reason": "MoU"})):
+                r = await disb.http.put(path, json=body, headers=pm)
+                assert r.status_code == 200, r.text
+
+            async def previewed():
+                r = await disb.http.post("/cycles/kamalia_merekah/2026-11/preview", headers=pm)
+                return r.status_code == 200 and len(str(r.json())) and r.json()
+            await eventually(previewed, timeout=20)
+            r = await disb.http.post("/cycles/kamalia_merekah/2026-11", headers=pm)
+            assert r.status_code in (200, 201), r.text
+
+            sub = await pos.nc.jetstream().pull_subscribe("channel.pos.instructions", durable="instructions-pos",
+                                                          stream="CHANNEL")
+
+            async def instructed():
+                with contextlib.suppress(Exception):
+                    return [json.loads(m.data) for m in await _fetch(sub, 10, timeout=0.5)]
+            got = await eventually(instructed, timeout=20)
+            assert {g["nik"] for g in got} <= {p["nik"] for p in persons}
+
+            audit_sub = await aud.nc.jetstream().pull_subscribe("disbursement.>", durable="audit-inspektorat",
+                                                                stream="DISBURSEMENT")
+            assert await _fetch(audit_sub, 5)
+
+            # intake asks the registry (request-reply across identities) when registering a case
+            village = persons[0]["village_code"]
+            body = {"reporter": {"nik": persons[0]["nik"]}, "village_code": village, "category": "not_receiving_aid",
+                    "channel": "walk_in", "kind": "complaint", "text": "Bantuan belum diterima"}
+            r = await intake.http.post("/cases", json=body, headers=bearer(Role.village_office, village))
+            assert r.status_code == 201, r.text
+    finally:
+        for p in (reg, pos, aud):
+            await p.close()
+        from services.kit.db import drop_database
+        for svc in ("registry", "intake", "disbursement"):
             with contextlib.suppress(Exception):
                 await drop_database(as_service(svc).db_url(svc))
