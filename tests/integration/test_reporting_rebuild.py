@@ -3,6 +3,8 @@ repair a damaged read model, and lose or double nothing while events keep arrivi
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import subprocess
 import sys
 
@@ -107,8 +109,16 @@ async def test_rebuild_command_is_wired(settings):
            "SINERGI_NAMESPACE": settings.namespace, "SINERGI_DB_PREFIX": settings.db_prefix}
     from services.kit.migrations import migrate
     await migrate("reporting", settings.db_url("reporting"))
-    import os
     proc = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "services.cli", "reporting", "rebuild"],
                                    env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "rebuilt and swapped" in proc.stderr
+
+    def cli(*argv):
+        return subprocess.run([sys.executable, "-m", "services.cli", "reporting", "recap", *argv],
+                              env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    ok = await asyncio.to_thread(cli, "2026-03")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["period"] == "2026-03"
+    bad = await asyncio.to_thread(cli, "2026-13")
+    assert bad.returncode != 0 and "month 13" in bad.stderr
