@@ -86,13 +86,22 @@ def contracts_export(directory: Path = typer.Argument(..., help="where to write 
         console.print(f"wrote {path}")
 
 
-def _wait_ready(ports: dict[str, int], procs: dict[str, subprocess.Popen], timeout: float = 90) -> None:
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _wait_ready(ports: dict[str, int], procs: dict[str, subprocess.Popen], timeout: float = 90,
+                logs: dict[str, Path] | None = None) -> None:
     deadline = time.time() + timeout
     pending = dict(ports)
     while pending and time.time() < deadline:
         for svc, port in list(pending.items()):
             if procs[svc].poll() is not None:
-                raise RuntimeError(f"{svc} exited with code {procs[svc].returncode}; see its log above")
+                raise RuntimeError(f"{svc} exited with code {procs[svc].returncode}"
+                                   + (f"; its log: {logs[svc]}\n{_tail(logs[svc])}" if logs else "; see its log above"))
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                     del pending[svc]
@@ -209,25 +218,34 @@ def up(data_dir: Path = typer.Option(Path(".sinergi"), envvar="SINERGI_DATA_DIR"
         os.environ.update({k: env[k] for k in ("SINERGI_NATS_URL", "SINERGI_DATABASE_URL", "SINERGI_HTTP_PORT_BASE")})
         settings = Settings()
         asyncio.run(_migrate(settings, list(SERVICES)))
+        log_dir = data_dir / "logs"
+        log_dir.mkdir(exist_ok=True)
+        logs = {svc: log_dir / f"{svc}.log" for svc in SERVICES}
         for svc in SERVICES:
+            # each service logs (JSON lines) to its own file, so the terminal keeps the table;
             # own session: a terminal's Ctrl-C reaches only `up`, which stops them in order
-            procs[svc] = subprocess.Popen([sys.executable, "-m", "services.cli", "run", svc], env=env,
-                                          start_new_session=True, preexec_fn=_die_with_parent)
-        _wait_ready({s: settings.port(s) for s in SERVICES}, procs)
+            with open(logs[svc], "ab") as out:
+                procs[svc] = subprocess.Popen([sys.executable, "-m", "services.cli", "run", svc], env=env,
+                                              stdout=out, stderr=subprocess.STDOUT,
+                                              start_new_session=True, preexec_fn=_die_with_parent)
+        _wait_ready({s: settings.port(s) for s in SERVICES}, procs, logs=logs)
         _write_endpoints(endpoints, {
             "nats": nats_url, "database": database_url, "data_dir": str(data_dir), "pid": os.getpid(),
             "services": {svc: {"url": f"http://127.0.0.1:{settings.port(svc)}", "pid": procs[svc].pid}
                          for svc in SERVICES},
             "embedded": {type(srv).__name__: srv.pid for srv in servers},
+            "logs": {svc: str(path) for svc, path in logs.items()},
         })
-        table = Table(title="Sinergi is up (Ctrl-C stops it)")
+        table = Table(title="Sinergi is up (Ctrl-C stops it)",
+                      caption="every service: /docs (OpenAPI), /healthz (alive), /readyz (NATS and database)")
         table.add_column("what")
-        table.add_column("where")
+        table.add_column("where", overflow="fold")  # never cut a URL or path short
         table.add_row("NATS", nats_url)
         table.add_row("PostgreSQL", database_url)
         for svc in SERVICES:
-            table.add_row(svc, f"http://127.0.0.1:{settings.port(svc)}  (docs: /docs, health: /healthz /readyz)")
+            table.add_row(svc, f"http://127.0.0.1:{settings.port(svc)}")
         table.add_row("data", str(data_dir))
+        table.add_row("logs", f"{log_dir}/<service>.log")
         table.add_row("endpoints", str(endpoints))
         Console().print(table)  # stdout: what the user asked for; logs go elsewhere
         sys.stdout.flush()
@@ -235,11 +253,14 @@ def up(data_dir: Path = typer.Option(Path(".sinergi"), envvar="SINERGI_DATA_DIR"
             time.sleep(0.5)
         dead = [s for s, p in procs.items() if p.poll() is not None]
         console.print(f"[red]{', '.join(dead)} stopped unexpectedly")
+        for svc in dead:
+            console.print(f"last lines of {logs[svc]}:\n{_tail(logs[svc])}", style="red", markup=False,
+                          highlight=False)
         raise typer.Exit(1)
     except KeyboardInterrupt:
         pass
     except RuntimeError as exc:  # a server or service did not come up: say which, stop the rest
-        console.print(f"[red]{exc}")
+        console.print(str(exc), style="red", markup=False, highlight=False)  # log lines hold [brackets]
         raise typer.Exit(1) from None
     finally:
         _stop()

@@ -96,10 +96,14 @@ class EmbeddedPostgres:
         self.server = None
 
     def start(self) -> "EmbeddedPostgres":
+        # pgserver reads XDG_RUNTIME_DIR when imported (and warns if it is unset)
+        if "XDG_RUNTIME_DIR" not in os.environ:
+            run = self.dir.parent / "run"
+            run.mkdir(parents=True, exist_ok=True)
+            run.chmod(0o700)  # what the XDG spec (and platformdirs) require of a runtime dir
+            os.environ["XDG_RUNTIME_DIR"] = str(run)
         import pgserver  # imported late: it is only needed for the embedded default
 
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.dir.parent / "run"))
-        Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True)
         self.dir.mkdir(parents=True, exist_ok=True)
         # "stop": cleanup() stops the server (cleanup_mode=None would leave it running forever)
         self.server = pgserver.get_server(self.dir, cleanup_mode="stop")

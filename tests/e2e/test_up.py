@@ -56,7 +56,7 @@ class Up:
     def __init__(self, data_dir: Path, log: Path) -> None:
         self.data_dir, self.log_path = data_dir, log
         env = {k: v for k, v in os.environ.items() if not k.startswith("SINERGI_")}  # the embedded default
-        env.update(SINERGI_HTTP_PORT_BASE=str(free_port_base()), SINERGI_LOG_LEVEL="warning",
+        env.update(SINERGI_HTTP_PORT_BASE=str(free_port_base()), SINERGI_LOG_LEVEL="info",
                    SINERGI_ENV="development", SINERGI_AUTH_SECRET=SECRET)  # whatever a local .env says
         self.log = open(log, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--data-dir", str(data_dir)],
@@ -168,6 +168,10 @@ def test_up_runs_the_slice_stops_cleanly_and_keeps_data(tmp_path):
     finally:
         code = up.interrupt()
     assert code == 0, up.output()
+    for svc in SERVICES:  # each service logged to its own file under the data dir, not the terminal
+        log = Path(up.endpoints["logs"][svc]).read_text()
+        started = [json.loads(line) for line in log.splitlines() if '"service.started"' in line]
+        assert started and started[0]["service"] == svc, (svc, log[:300])
     for pid in up.pids():
         assert _eventually(lambda: _gone(pid), timeout=10), f"process {pid} still running"
     assert not (data_dir / "pg" / "postmaster.pid").exists()  # PostgreSQL shut down, not killed
