@@ -185,8 +185,12 @@ async def register(rt: ServiceRuntime, cfg: IntakeSettings, p: Principal, data: 
 async def _insert_case(rt, p, data: CaseIn, case_id, person_status, proposal, programs, matches, due, now,
                        key) -> str:
     rep = data.reporter
+    # the serial comes from its own short transaction: holding the village's counter row
+    # until the case commits would queue every registration of a village behind one another.
+    # A case that then fails to commit leaves a gap in the serials, never a duplicate.
     async with rt.sessions.begin() as s:
         ticket = await _next_ticket(s, data.village_code, domain.today_wib(now).year)
+    async with rt.sessions.begin() as s:
         ev = CaseRegistered(case_id=case_id, ticket=ticket, kind=data.kind, category=data.category,
                             channel=data.channel, village_code=data.village_code, level=CaseLevel.village,
                             status=CaseStatus.open, person_status=person_status,
@@ -363,7 +367,7 @@ async def escalate_overdue(rt: ServiceRuntime, cfg: IntakeSettings, now: dt.date
             sa.select(store.cases).where(c.status != CaseStatus.resolved, c.due_at < now,
                                          c.level.in_([CaseLevel.village, CaseLevel.kecamatan]))
             .order_by(c.due_at).limit(limit).with_for_update(skip_locked=True))).all()
-        out = []
+        out, updates, steps, trail = [], [], [], []
         for r in rows:
             level = CaseLevel(r.level)
             nxt = level.next()
@@ -372,14 +376,18 @@ async def escalate_overdue(rt: ServiceRuntime, cfg: IntakeSettings, now: dt.date
                                level=nxt, status=CaseStatus.open, overdue_since=r.due_at, due_at=due)
             row = event_row(rt.names, ev, SERVICE, correlation_id=r.id)
             out.append(row)
-            await s.execute(sa.update(store.cases).where(c.id == r.id).values(
-                level=nxt, status=CaseStatus.open, due_at=due, updated_at=now))
-            await s.execute(sa.insert(store.case_steps).values(_step(
-                r.id, now, "system", "escalate", nxt, CaseStatus.open, from_level=level,
-                note=f"overdue since {r.due_at.isoformat()}", event_id=row["id"])))
-            await audit.record(s, store.audit_log, None, "case.escalate", target=str(r.id), area=r.village_code,
-                               detail={"from_level": level.value, "level": nxt.value}, system="escalation")
+            updates.append({"b_id": r.id, "b_level": nxt.value, "b_due": due})
+            steps.append(_step(r.id, now, "system", "escalate", nxt, CaseStatus.open, from_level=level,
+                               note=f"overdue since {r.due_at.isoformat()}", event_id=row["id"]))
+            trail.append(audit.row(None, "case.escalate", target=str(r.id), area=r.village_code,
+                                   detail={"from_level": level.value, "level": nxt.value}, system="escalation"))
             done.append({"case_id": str(r.id), "ticket": r.ticket, "from_level": level.value, "level": nxt.value})
+        if rows:  # one round trip per table, not three per case
+            await s.execute(sa.update(store.cases).where(c.id == sa.bindparam("b_id")).values(
+                level=sa.bindparam("b_level"), due_at=sa.bindparam("b_due"), status=CaseStatus.open.value,
+                updated_at=now), updates, execution_options={"synchronize_session": False})
+            await s.execute(sa.insert(store.case_steps), steps)
+            await s.execute(sa.insert(store.audit_log), trail)
         await add(s, rt.outbox, out)
     if done:
         rt.kick()
