@@ -55,7 +55,8 @@ async def test_monthly_visits_from_assignment_to_coordinator_view(settings, nc, 
             r = await svc.http.post("/assignments", json={"companion": companion, "nik": n}, headers=coord)
             return r if r.status_code == 201 else None
         # the caseload arrives from the registry's events
-        await eventually(lambda: assigned(elders[0], "ani"))
+        await eventually(lambda: _consumed(nc, settings, 5))
+        assert (await assigned(elders[0], "ani")) is not None
         assert (await assigned(elders[1], "ani")).json()["programme_identifier"] == "kamalia_merekah"
         assert (await assigned(elders[2], "budi")) is not None
         r = await svc.http.post("/assignments", json={"companion": "ani", "nik": not_visited_program}, headers=coord)
