@@ -3,6 +3,7 @@ and the monthly home-visit rule. Everything here is unit-tested without servers.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from zoneinfo import ZoneInfo
 
 from contracts import wilayah
@@ -87,6 +88,8 @@ def refer_target(level: CaseLevel, programme: str | None) -> CaseLevel:
         raise RuleError("the case is already with the program's agency, the end of the SLRT chain")
     if nxt is CaseLevel.agency and not programme:
         raise RuleError("referring to the agency needs programme_identifier (which program's agency)", 422)
+    if programme and not re.fullmatch(r"[a-z][a-z0-9_]{1,31}", programme):
+        raise RuleError(f"programme_identifier {programme!r} is not a program code (lower case, e.g. pkh)", 422)
     return nxt
 
 

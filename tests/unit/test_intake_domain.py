@@ -52,6 +52,8 @@ def test_chain_order_and_referral_targets():
     with pytest.raises(RuleError, match="programme_identifier"):
         domain.refer_target(CaseLevel.kabupaten, None)
     assert domain.refer_target(CaseLevel.kabupaten, "pkh") is CaseLevel.agency
+    with pytest.raises(RuleError, match="not a program code"):
+        domain.refer_target(CaseLevel.kabupaten, "PKH; drop table")
     with pytest.raises(RuleError, match="end of the SLRT chain"):
         domain.refer_target(CaseLevel.agency, "pkh")
 
