@@ -3,7 +3,7 @@ every receipt has arrived, against the raw baselines measured in the same run on
 servers: JetStream publish + consume (ack) of the same messages, and PostgreSQL COPY of the
 same rows.
 
-    .venv/bin/python bench/registry_ingest.py [-n 100000] [--invalid 0.05] [--workers 1]
+    .venv/bin/python bench/registry_ingest.py [-n 100000] [--invalid 0.05] [--workers 2]
 
 Uses SINERGI_NATS_URL and SINERGI_DATABASE_URL (default the local servers), a throw-away
 namespace (streams) and database. The registry runs as `--workers` separate processes
@@ -180,7 +180,7 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=100_000, help="enrolment reports to publish")
     ap.add_argument("--invalid", type=float, default=0.05, help="share of invalid reports")
-    ap.add_argument("--workers", type=int, default=1, help="registry processes on the one durable consumer")
+    ap.add_argument("--workers", type=int, default=2, help="registry processes on the one durable consumer")
     ap.add_argument("--batch", type=int, default=1000, help="reports per consumer batch and transaction")
     args = ap.parse_args()
 
