@@ -51,6 +51,16 @@ class Deployed:
             time.sleep(0.05)
         raise RuntimeError("nats-server did not start")
 
+    def log_mark(self) -> int:
+        return (self.root / "nats-server.log").stat().st_size
+
+    def violations_since(self, mark: int, user_prefix: str = "") -> list[str]:
+        """Permission violations the server logged after `mark` (for users starting with the prefix)."""
+        with open(self.root / "nats-server.log", "rb") as f:
+            f.seek(mark)
+            lines = f.read().decode(errors="replace").splitlines()
+        return [line for line in lines if "Violation" in line and f"/user:{user_prefix}" in line]
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()

@@ -294,6 +294,7 @@ async def test_services_and_agencies_work_under_their_own_identity(deployed, inf
         return Settings(nats_url=deployed.url, nats_user=f"svc-{svc}", nats_password=deployed.passwords[f"svc-{svc}"],
                         database_url=infra[1], db_prefix=f"sinergi_{run}_", outbox_poll_seconds=0.02, _env_file=None)
 
+    mark = deployed.log_mark()
     pkh = await Party("agency-pkh").connect(deployed)
     kamalia = await Party("agency-kamalia").connect(deployed)
     report = factories.enrolment("pkh", is_head_of_household=True)
@@ -322,6 +323,7 @@ async def test_services_and_agencies_work_under_their_own_identity(deployed, inf
                 await eventually(reporting_acked, timeout=20)
             finally:
                 await ops.close()
+            assert deployed.violations_since(mark, "svc-") == []  # the services never hit a refusal
             with pytest.raises(Exception):
                 await kamalia.nc.jetstream(timeout=1).pull_subscribe(
                     "agency.pkh.receipts", durable="receipts-kamalia", stream="AGENCY_RECEIPTS")
@@ -352,6 +354,7 @@ async def test_intake_and_disbursement_work_under_their_own_identity(deployed, i
         return {"Authorization": f"Bearer {issue_token(Principal('u-' + role.value, role, area), as_service('intake').auth_secret)}"}
 
     persons = ds.people(3, seed=11)
+    mark = deployed.log_mark()
     reg = await Party("svc-registry").connect(deployed)
     pos = await Party("channel-pos").connect(deployed)
     aud = await Party("auditor-inspektorat").connect(deployed)
@@ -396,6 +399,8 @@ async def test_intake_and_disbursement_work_under_their_own_identity(deployed, i
                     "channel": "walk_in", "kind": "complaint", "text": "Bantuan belum diterima"}
             r = await intake.http.post("/cases", json=body, headers=bearer(Role.village_office, village))
             assert r.status_code == 201, r.text
+        # nothing any party did on the way was refused by the server
+        assert deployed.violations_since(mark) == []
     finally:
         for p in (reg, pos, aud):
             await p.close()
