@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,9 @@ from pydantic import ValidationError
 
 from contracts import wilayah
 from contracts.intake import CaseCategory, CaseKind, CaseLevel, CaseStatus, Channel, PersonStatus
-from services.intake import cases
+from services.intake import cases, visits
 from services.intake.config import IntakeSettings
-from services.intake.domain import LEVEL_ROLES, RuleError
+from services.intake.domain import LEVEL_ROLES, RuleError, today_wib
 from services.kit.auth import Principal, Role, _Throttle, decode_token, issue_token
 from services.kit.auth import _users as staff_accounts
 from services.kit.runtime import ServiceRuntime
@@ -55,6 +56,12 @@ LABELS: dict[str, dict[str, str]] = {
                "proposal_accepted": "Usulan diterima", "proposal_rejected": "Usulan ditolak"},
     "outcome": {"resolved": "Selesai", "not_eligible": "Tidak memenuhi syarat", "withdrawn": "Dicabut pelapor",
                 "referred_out": "Dirujuk ke luar"},
+    "condition": {"good": "Baik", "fair": "Cukup", "poor": "Kurang", "critical": "Buruk (perlu tindakan)"},
+    "aid_use": {"as_intended": "Sesuai peruntukan", "partly": "Sebagian", "not_as_intended": "Tidak sesuai",
+                "not_received": "Belum diterima"},
+    "need": {"health": "Kesehatan", "food": "Pangan", "housing": "Rumah", "education": "Pendidikan",
+             "assistive_device": "Alat bantu", "income": "Penghasilan", "documents": "Dokumen",
+             "care": "Perawatan", "other": "Lainnya"},
 }
 FIELD_LABELS = {"reporter.nik": "NIK", "reporter.name": "Nama", "reporter.no_kk": "No. KK",
                 "reporter.address": "Alamat", "reporter.contact": "Kontak", "reporter": "Pelapor",
@@ -101,7 +108,8 @@ def _role_label(p: Principal | None) -> str:
     if p is None:
         return ""
     names = {Role.village_office: "Puskesos desa", Role.kecamatan: "Supervisor SLRT kecamatan",
-             Role.kabupaten: "Manajer SLRT kabupaten", Role.program_manager: "Instansi program"}
+             Role.kabupaten: "Manajer SLRT kabupaten", Role.program_manager: "Instansi program",
+             Role.companion: "Pendamping", Role.coordinator: "Koordinator pendamping"}
     where = wilayah.name_of(p.area) if p.area else "seluruh kabupaten"
     return f"{names.get(p.role, p.role.value)} · {where or p.area}"
 
@@ -267,6 +275,65 @@ def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
     return r
 
 
+def visit_router(rt: ServiceRuntime) -> APIRouter:
+    """Companions' monthly visits and the coordinator's recap."""
+    r = APIRouter(prefix="/ui", include_in_schema=False)
+
+    def this_month() -> str:
+        d = today_wib(dt.datetime.now(dt.timezone.utc))
+        return f"{d.year:04d}-{d.month:02d}"
+
+    @r.get("/kunjungan")
+    async def caseload(request: Request, pesan: str = "") -> Response:
+        p = principal(request)
+        if p is None:
+            return _login_redirect()
+        try:
+            items = await visits.caseload(rt, p, p.user, this_month())
+        except RuleError as exc:
+            return _page(request, "beranda.html", p, exc.status, error=exc.message)
+        return _page(request, "kunjungan.html", p, items=items, period=this_month(), message=pesan,
+                     today=today_wib(dt.datetime.now(dt.timezone.utc)).isoformat())
+
+    @r.post("/kunjungan")
+    async def file_visit(request: Request) -> Response:
+        p = principal(request)
+        if p is None:
+            return _login_redirect()
+        form = await request.form()
+        raw = {k: str(form.get(k, "")).strip() for k in ("nik", "programme_identifier", "visit_date",
+                                                          "physical_condition", "social_condition", "aid_use",
+                                                          "notes")}
+        raw["needs"] = [str(v) for v in form.getlist("needs")]
+        raw["programme_identifier"] = raw["programme_identifier"] or None
+        try:
+            done = await visits.file_visit(rt, p, visits.VisitIn.model_validate(raw))
+        except ValidationError as exc:
+            msg = "Gagal: " + "; ".join(_problems(exc))
+        except RuleError as exc:
+            msg = "Gagal: " + exc.message
+        else:
+            msg = f"Laporan kunjungan {raw['nik']} untuk {done['period']} tersimpan"
+        return RedirectResponse(f"/ui/kunjungan?pesan={quote(msg)}", status_code=303)
+
+    @r.get("/rekap")
+    async def recap(request: Request, period: str = "") -> Response:
+        p = principal(request)
+        if p is None:
+            return _login_redirect()
+        period = period or this_month()
+        if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
+            return _page(request, "beranda.html", p, 422, error=f"Periode {period} bukan bulan (YYYY-MM).")
+        try:
+            data = await visits.summary(rt, p, period, limit=500)
+        except RuleError as exc:
+            return _page(request, "beranda.html", p, exc.status, error=exc.message)
+        return _page(request, "rekap.html", p, data=data, period=period)
+
+    return r
+
+
 def mount(app: FastAPI, rt: ServiceRuntime, cfg: IntakeSettings) -> None:
     app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="intake-static")
     app.include_router(router(rt, cfg))
+    app.include_router(visit_router(rt))

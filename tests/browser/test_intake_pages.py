@@ -204,3 +204,46 @@ async def test_login_with_a_staff_account(settings, nc, tmp_path):
         users.set_disabled("sri")
         await page.goto(f"{base}/ui/antrean")
         assert page.url.endswith("/ui/masuk")
+
+
+async def test_companion_files_a_visit_and_the_coordinator_sees_it(settings, nc):
+    import httpx
+
+    from contracts.agency import EnrolmentStatus
+    from contracts.registry import EnrolmentChanged
+    from tests.conftest import eventually
+    from tests.factories import kk
+    from tests.integration.intake_support import publish_event
+
+    elders = [nik(VILLAGE, dt.date(1939, 3, 1 + i), "F") for i in range(2)]
+    async with serving(settings) as base, chromium() as browser:
+        for e in elders:
+            await publish_event(nc, settings, EnrolmentChanged(
+                nik=e, no_kk=kk(VILLAGE), village_code=VILLAGE, birth_date=dt.date(1939, 3, 1),
+                programme_identifier="kamalia_merekah", enrolment_status=EnrolmentStatus.active,
+                status_change_date=dt.date(2026, 1, 1), reported_by="kamalia_merekah"))
+        coord = {"Authorization": "Bearer " + tok(settings, Role.coordinator, KEC, "koord")}
+        async with httpx.AsyncClient(base_url=base) as http:
+            async def assign(n):
+                r = await http.post("/assignments", json={"companion": "wati", "nik": n}, headers=coord)
+                return r.status_code == 201
+            for e in elders:
+                await eventually(lambda: assign(e))
+
+        page = await login(browser, base, tok(settings, Role.companion, KEC, "wati"))
+        await page.click("main >> text=Kunjungan rumah")
+        assert (await page.inner_text("#caseload")).count("belum") == 2
+        await page.select_option("#v-nik", elders[0])
+        await page.select_option("#v-physical", "poor")
+        await page.check("input[name=needs][value=health]")
+        await page.fill("#v-notes", "Atap bocor di kamar")
+        await page.click("#visit-form button")
+        assert "tersimpan" in await page.inner_text(".ok")
+        assert (await page.inner_text("#caseload")).count("belum") == 1
+        # the visited person is no longer offered this month
+        assert await page.locator(f"#v-nik option[value='{elders[0]}']").count() == 0
+
+        boss = await login(browser, base, tok(settings, Role.coordinator, KEC, "koord"))
+        await boss.click("main >> text=Rekap kunjungan")
+        row = await boss.inner_text("#recap tbody tr")
+        assert row.split("\t")[:4] == ["wati", "2", "1", "1"] and elders[1] in row
