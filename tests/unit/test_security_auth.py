@@ -159,3 +159,26 @@ async def test_login_without_a_users_file_says_so(tmp_path):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         r = await _login(c, "pm")
         assert r.status_code == 503 and "SINERGI_USERS_FILE" in r.json()["detail"]["error"]
+
+
+def test_users_cli_adds_lists_disables_and_explains_bad_input(tmp_path):
+    from typer.testing import CliRunner
+
+    from services.cli import app
+    f = str(tmp_path / "users.yaml")
+    run = CliRunner().invoke
+    r = run(app, ["users", "add", "ani", "--role", "village_office", "--area", VILLAGE_A, "--password-stdin",
+                  "--file", f], input="kata-sandi-panjang-1\n")
+    assert r.exit_code == 0, r.output
+    r = run(app, ["users", "add", "budi", "--role", "village_office", "--area", "3317", "--password-stdin",
+                  "--file", f], input="kata-sandi-panjang-1\n")
+    assert r.exit_code != 0 and "needs a village" in r.output
+    r = run(app, ["users", "add", "rina", "--role", "wizard", "--file", f], input="kata-sandi-panjang-1\n")
+    assert r.exit_code != 0
+    assert "ani" in run(app, ["users", "list", "--file", f]).output
+    assert run(app, ["users", "disable", "ani", "--file", f]).exit_code == 0
+    assert not users.UsersFile(f).active("ani")
+    r = run(app, ["users", "disable", "nobody", "--file", f])
+    assert r.exit_code != 0 and "no user" in r.output
+    r = run(app, ["privacy", "export", "123", "--out", str(tmp_path / "x.json")])
+    assert r.exit_code != 0 and "16 digits" in r.output
