@@ -77,11 +77,18 @@ BULK = [
     """insert into people_paid (programme_identifier, village_code, period, people)
        select prog, village, '2026-' || lpad(m::text, 2, '0'), sum(c)
        from grouped cross join generate_series(1, 12) m where not (exited and m > 6) group by 1, 2, 3""",
+    """insert into enrolment_state (programme_identifier, person_ref, village_code, enrolment_status, effective)
+       select prog, 'p' || i, village, case when exited then 'exited' else 'active' end,
+              case when exited then date '2026-06-15' else make_date(2025, enrol_month, 1) end from people""",
     """insert into paid_months (programme_identifier, person_ref, year, months)
        select prog, 'p' || i, 2026, case when exited then 63 else 4095 end from people""",
     """insert into allocations (funding_source, programme_identifier, fiscal_year, amount)
        select src, prog, 2026, sum(c * amount * 12) * 11 / 10 from grouped group by 1, 2""",
 ]
+
+
+COMPARED = [store.enrolment_state, store.enrolment_flow, store.enrolment_counts, store.payment_monthly,
+            store.people_paid, store.paid_months]
 
 
 def population_facts(lo: int, hi: int) -> tuple[list, list]:
@@ -90,10 +97,10 @@ def population_facts(lo: int, hi: int) -> tuple[list, list]:
     for i in range(lo, hi):
         prog, amount, src = PROGRAMS[i % 10]
         village = VILLAGES[i % len(VILLAGES)]
-        enrol.append(EnrolmentFact(prog, village, "active", None, dt.date(2025, i % 12 + 1, 1)))
+        enrol.append(EnrolmentFact(prog, f"p{i}", village, "active", dt.date(2025, i % 12 + 1, 1)))
         exited = i % 50 == 0
         if exited:
-            enrol.append(EnrolmentFact(prog, village, "exited", "active", dt.date(2026, 6, 15)))
+            enrol.append(EnrolmentFact(prog, f"p{i}", village, "exited", dt.date(2026, 6, 15)))
         for m in range(1, 13):
             if not (exited and m > 6):
                 pay.append(PaymentFact(prog, f"p{i}", village, src, amount, f"2026-{m:02d}"))
@@ -184,13 +191,11 @@ async def main() -> None:
         _u, e1 = await fresh_db(check)
         enrol, pay = population_facts(0, small)
         await apply_batches(sessions(e1), enrol + pay)
-        incremental = await dump(e1, [store.enrolment_flow, store.enrolment_counts, store.payment_monthly,
-                                      store.people_paid, store.paid_months])
+        incremental = await dump(e1, COMPARED)
         await e1.dispose()
         _u, e1 = await fresh_db(check)
         await bulk_load(e1, small)
-        bulk = await dump(e1, [store.enrolment_flow, store.enrolment_counts, store.payment_monthly,
-                               store.people_paid, store.paid_months])
+        bulk = await dump(e1, COMPARED)
         await e1.dispose()
         await drop_database(check.db_url("reporting"))
         same = bulk == incremental

@@ -7,6 +7,8 @@ does not carry are the day it happened (`occurred_at`) in the regency's time zon
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 from typing import Any, Callable
 
 from pydantic import BaseModel
@@ -23,14 +25,28 @@ from services.reporting.facts import (AllocationFact, Assignment, ComplaintRecei
                                       VisitDone)
 
 
+_KEY = [hashlib.sha256(b"sinergi-reporting-pseudonym|unset").digest()]
+
+
+def set_secret(secret: str) -> None:
+    """Key the NIK pseudonyms (from the deployment's secret; changing it needs a rebuild)."""
+    _KEY[0] = hashlib.sha256(f"sinergi-reporting-pseudonym|{secret}".encode()).digest()
+
+
+def pseudonym(nik: str) -> str:
+    """HMAC-SHA256 of the NIK under reporting's key, 32 hex characters: joins a person's
+    events without keeping who they are."""
+    return hmac.new(_KEY[0], nik.encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def _day(env: Envelope) -> dt.date:
     return domain.local_date(env.occurred_at)
 
 
 def _enrolment(env: Envelope[EnrolmentChanged]) -> list[Fact]:
     e = env.data
-    return [EnrolmentFact(e.programme_identifier, e.village_code, e.enrolment_status.value,
-                          e.previous_status.value if e.previous_status else None, e.status_change_date)]
+    return [EnrolmentFact(e.programme_identifier, pseudonym(e.nik), e.village_code, e.enrolment_status.value,
+                          e.status_change_date)]
 
 
 def _settlement(env: Envelope[SettlementRecorded]) -> list[Fact]:

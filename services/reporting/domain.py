@@ -46,25 +46,33 @@ def year_start(period: str) -> str:
     return f"{period[:4]}-01"
 
 
-def enrolment_deltas(events: list[EnrolmentFact]) -> Counter:
-    """+1 for the new status, -1 for the one it replaced, per (program, village, status)."""
-    deltas: Counter = Counter()
-    for e in events:
-        deltas[(e.program, e.village_code, e.status)] += 1
-        if e.previous is not None:
-            deltas[(e.program, e.village_code, e.previous)] -= 1
-    return deltas
+EnrolmentState = tuple[str, str, dt.date]  # village, status, effective date
 
 
-def enrolment_flow_deltas(events: list[EnrolmentFact]) -> Counter:
-    """The same, per month of the effective date: summing months <= P gives the state at P."""
-    deltas: Counter = Counter()
-    for e in events:
-        p = period_of(e.effective)
-        deltas[(e.program, e.village_code, p, e.status)] += 1
-        if e.previous is not None:
-            deltas[(e.program, e.village_code, p, e.previous)] -= 1
-    return deltas
+def enrolment_changes(facts: list[EnrolmentFact], state: dict[tuple[str, str], EnrolmentState | None]
+                      ) -> tuple[Counter, Counter]:
+    """Move each person from where they were counted to where they are now.
+
+    Returns (now: (program, village, status) -> delta, flow: (program, village, period,
+    status) -> delta, in the month of the change) and updates `state` in place. A person who
+    moved village leaves the old one; a change older than the one already applied is ignored
+    (the registry sends them in order; a replay must not undo a later one).
+    """
+    now: Counter = Counter()
+    flow: Counter = Counter()
+    for f in facts:
+        key = (f.program, f.person_ref)
+        cur = state.get(key)
+        if cur is not None and f.effective < cur[2]:
+            continue
+        p = period_of(f.effective)
+        if cur is not None:
+            now[(f.program, cur[0], cur[1])] -= 1
+            flow[(f.program, cur[0], p, cur[1])] -= 1
+        now[(f.program, f.village_code, f.status)] += 1
+        flow[(f.program, f.village_code, p, f.status)] += 1
+        state[key] = (f.village_code, f.status, f.effective)
+    return now, flow
 
 
 def percent(part: int, whole: int) -> float | None:

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class EnrolmentFact:
-    """A person's status in a program changed (-1 for `previous`, +1 for `status`)."""
+    """A person's enrolment in a program now has `status` in `village_code` from `effective`.
+    `person_ref` is reporting's keyed pseudonym of the NIK (the NIK itself is never kept)."""
 
     program: str
+    person_ref: str
     village_code: str
     status: str
-    previous: str | None
     effective: dt.date
 
 

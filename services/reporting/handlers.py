@@ -18,6 +18,7 @@ from services.kit.consumer import batch_subscriber
 from services.kit.outbox import add, claim, deadletter_row
 from services.kit.runtime import ServiceRuntime
 from services.reporting import store
+from services.reporting import adapters
 from services.reporting.adapters import ADAPTERS
 from services.reporting.facts import Fact
 
@@ -73,6 +74,7 @@ async def consume(rt: ServiceRuntime, consumer: str, msgs: list[Msg]) -> None:
 
 def register(rt: ServiceRuntime) -> None:
     names = rt.names
+    adapters.set_secret(rt.settings.auth_secret)
     for stream, subject, durable in SOURCES:
         # kit's batch subscriber: ack after commit, retry with delay, split a poison batch
         batch_subscriber(rt, names.subject(subject), names.stream(stream), durable,

@@ -25,7 +25,7 @@ from services.kit.db import make_engine
 from services.kit.outbox import claim
 from services.kit.settings import Settings
 from services.kit.streams import connect
-from services.reporting import handlers, store
+from services.reporting import adapters, handlers, store
 
 log = klog.get(__name__)
 SIDE, OLD = "reporting_rebuild", "reporting_old"
@@ -82,6 +82,7 @@ async def _last_seqs(js, settings: Settings) -> dict[str, int]:
 
 async def rebuild(settings: Settings) -> Progress:
     t0 = time.perf_counter()
+    adapters.set_secret(settings.auth_secret)  # the same pseudonyms as the live service
     engine = make_engine(settings.db_url("reporting"), pool_size=2)
     nc = await connect(settings, "sinergi-reporting-rebuild")
     js = nc.jetstream()

@@ -38,6 +38,16 @@ enrolment_counts = sa.Table(
     sa.Column("enrolment_status", sa.Text, primary_key=True),
     _n("people"),
 )
+# where each person is counted now, per program (keyed pseudonym, never the NIK): a change
+# takes them out of their old village and status, even when the event does not name those
+enrolment_state = sa.Table(
+    "enrolment_state", metadata,
+    sa.Column("programme_identifier", sa.Text, primary_key=True),
+    sa.Column("person_ref", sa.Text, primary_key=True),
+    sa.Column("village_code", V),
+    sa.Column("enrolment_status", sa.Text),
+    sa.Column("effective", sa.Date),
+)
 # the same as monthly changes by effective date: the sum over months <= P is the state at P
 enrolment_flow = sa.Table(
     "enrolment_flow", metadata,
@@ -188,10 +198,7 @@ async def apply(session, facts: list[Fact]) -> None:
     for f in facts:
         by[type(f)].append(f)
     if by[EnrolmentFact]:
-        await bump_counts(session, domain.enrolment_deltas(by[EnrolmentFact]))
-        keys = ["programme_identifier", "village_code", "period", "enrolment_status"]
-        await _add(session, enrolment_flow, keys, _rows(domain.enrolment_flow_deltas(by[EnrolmentFact]), keys,
-                                                        "people"), ["people"])
+        await _enrolments(session, by[EnrolmentFact])
     if by[PaymentFact]:
         await _payments(session, by[PaymentFact])
     if by[AllocationFact]:
@@ -210,6 +217,41 @@ async def apply(session, facts: list[Fact]) -> None:
         await _kube(session, by[KubeGroup], by[KubeFlow])
 
 
+async def _locked(session, t: sa.Table, cols: list[str], keys: list[tuple]) -> list[sa.Row]:
+    """Insert missing rows for `keys`, then lock and read them all (sorted: no deadlocks).
+
+    A concurrent batch on the same keys waits on the lock and then reads what this one wrote.
+    One IN list per key column: the primary-key index serves it (a row-valued IN list of
+    hundreds of tuples made PostgreSQL scan the table); extra rows it finds are filtered out.
+    """
+    keys = sorted(set(keys))
+    await session.execute(insert(t).on_conflict_do_nothing(), [dict(zip(cols, k)) for k in keys])
+    rows = (await session.execute(
+        sa.select(t).where(*(t.c[c].in_({k[i] for k in keys}) for i, c in enumerate(cols)))
+        .order_by(*(t.c[c] for c in cols)).with_for_update())).all()
+    wanted = set(keys)
+    return [r for r in rows if tuple(r._mapping[c] for c in cols) in wanted]
+
+
+async def _enrolments(session, facts: list[EnrolmentFact]) -> None:
+    t = enrolment_state
+    rows = await _locked(session, t, ["programme_identifier", "person_ref"],
+                         [(f.program, f.person_ref) for f in facts])
+    state = {(r.programme_identifier, r.person_ref): (r.village_code, r.enrolment_status, r.effective)
+             if r.enrolment_status is not None else None for r in rows}
+    before = dict(state)
+    now, flow = domain.enrolment_changes(facts, state)
+    changed = [{"p": k[0], "r": k[1], "v": v[0], "s": v[1], "e": v[2]} for k, v in state.items() if v != before[k]]
+    if changed:
+        await session.execute(
+            sa.update(t).where(t.c.programme_identifier == sa.bindparam("p"), t.c.person_ref == sa.bindparam("r"))
+            .values(village_code=sa.bindparam("v"), enrolment_status=sa.bindparam("s"), effective=sa.bindparam("e"))
+            .execution_options(synchronize_session=False), changed)
+    await bump_counts(session, now)
+    keys = ["programme_identifier", "village_code", "period", "enrolment_status"]
+    await _add(session, enrolment_flow, keys, _rows(flow, keys, "people"), ["people"])
+
+
 async def _payments(session, pays: list[PaymentFact]) -> None:
     money: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
     for p in pays:
@@ -220,21 +262,11 @@ async def _payments(session, pays: list[PaymentFact]) -> None:
                [{"programme_identifier": k[0], "village_code": k[1], "funding_source": k[2], "period": k[3],
                  "amount": a, "payments": n} for k, (a, n) in money.items()], ["amount", "payments"])
 
-    # distinct people: insert missing masks, lock them (sorted: no deadlocks), then set bits;
-    # a concurrent batch waits on the lock and then sees the bits this one set
-    keys = sorted({(p.program, p.person_ref, int(p.period[:4])) for p in pays})
-    await session.execute(insert(paid_months).on_conflict_do_nothing(),
-                          [{"programme_identifier": k[0], "person_ref": k[1], "year": k[2]} for k in keys])
+    # distinct people: set the month's bit in each payee's mask; only a bit not yet set counts
     t = paid_months
-    # one IN list per key column: the primary-key index serves it (a row-valued IN list of
-    # hundreds of tuples made PostgreSQL scan the table); extra rows it finds are harmless
-    rows = (await session.execute(
-        sa.select(t.c.programme_identifier, t.c.person_ref, t.c.year, t.c.months)
-        .where(t.c.programme_identifier.in_({k[0] for k in keys}), t.c.person_ref.in_({k[1] for k in keys}),
-               t.c.year.in_({k[2] for k in keys}))
-        .order_by(t.c.programme_identifier, t.c.person_ref, t.c.year).with_for_update())).all()
-    wanted = set(keys)
-    masks = {(r[0], r[1], r[2]): r[3] for r in rows if (r[0], r[1], r[2]) in wanted}
+    rows = await _locked(session, t, ["programme_identifier", "person_ref", "year"],
+                         [(p.program, p.person_ref, int(p.period[:4])) for p in pays])
+    masks = {(r.programme_identifier, r.person_ref, r.year): r.months for r in rows}
     before = dict(masks)
     newly: Counter = Counter()
     for p in pays:

@@ -369,6 +369,9 @@ async def test_registry_enrolments_reach_the_recap_end_to_end(settings, nc, star
     reports = [factories.enrolment("pkh", village_code=A, effective="2026-03-10"),
                factories.enrolment("pkh", village_code=A, effective="2026-03-12"),
                factories.enrolment("pkh", village_code=C, effective="2026-04-01")]
+    # the first person moves (pindah) to C in April: A must lose them, not only C gain them
+    reports.append(reports[0] | {"message_id": str(uuid.uuid4()), "village_code": C,
+                                 "status_change_date": "2026-04-05"})
     async with start("registry", settings), start("reporting", settings) as rep:
         for r in reports:
             await js.publish(settings.names.enrolments("pkh"), json.dumps(r).encode(),
@@ -377,9 +380,11 @@ async def test_registry_enrolments_reach_the_recap_end_to_end(settings, nc, star
         async def recap(period):
             return (await rep.http.get("/reports/monthly", params={"period": period})).json()
 
-        async def april_has_three():
-            return [p["enrolled"] for p in (await recap("2026-04"))["programs"]] == [3]
-        await eventually(april_has_three, timeout=20)
+        async def april_has_the_move():
+            april = await recap("2026-04")
+            villages = {v["village_code"]: v["enrolled"] for k in april["areas"] for v in k["villages"]}
+            return villages == {A: 1, C: 2} and [p["enrolled"] for p in april["programs"]] == [3]
+        await eventually(april_has_the_move, timeout=20)
         march = await recap("2026-03")
         assert march["programs"] == [{"programme_identifier": "pkh", "enrolled": 2, "people_paid": 0,
                                       "amount_paid": 0, "payments": 0}]

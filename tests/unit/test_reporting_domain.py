@@ -47,14 +47,31 @@ def test_median_from_histogram(hist, median):
     assert domain.median_from_histogram(hist) == median
 
 
-def test_enrolment_deltas_move_people_between_statuses_in_the_month_of_the_change():
-    facts = [EnrolmentFact("pkh", "3317012001", "active", None, dt.date(2026, 1, 3)),
-             EnrolmentFact("pkh", "3317012001", "exited", "active", dt.date(2026, 3, 9))]
-    assert domain.enrolment_deltas(facts) == {("pkh", "3317012001", "active"): 0,
-                                              ("pkh", "3317012001", "exited"): 1}
-    assert domain.enrolment_flow_deltas(facts) == {("pkh", "3317012001", "2026-01", "active"): 1,
-                                                   ("pkh", "3317012001", "2026-03", "exited"): 1,
-                                                   ("pkh", "3317012001", "2026-03", "active"): -1}
+def test_enrolment_changes_move_people_between_statuses_and_villages_in_the_month_of_the_change():
+    A, B = "3317012001", "3317012002"
+    facts = [EnrolmentFact("pkh", "x1", A, "active", dt.date(2026, 1, 3)),
+             EnrolmentFact("pkh", "x1", A, "exited", dt.date(2026, 3, 9)),
+             EnrolmentFact("pkh", "x2", B, "active", dt.date(2026, 4, 1)),    # moved from A (state below)
+             EnrolmentFact("pkh", "x3", A, "exited", dt.date(2025, 1, 1))]    # older than what is known: ignored
+    state = {("pkh", "x2"): (A, "active", dt.date(2025, 5, 1)), ("pkh", "x3"): (A, "active", dt.date(2025, 6, 1))}
+    now, flow = domain.enrolment_changes(facts, state)
+    assert {k: v for k, v in now.items() if v} == {("pkh", A, "exited"): 1, ("pkh", A, "active"): -1,
+                                                   ("pkh", B, "active"): 1}
+    assert {k: v for k, v in flow.items() if v} == {
+        ("pkh", A, "2026-01", "active"): 1, ("pkh", A, "2026-03", "active"): -1, ("pkh", A, "2026-03", "exited"): 1,
+        ("pkh", A, "2026-04", "active"): -1, ("pkh", B, "2026-04", "active"): 1}
+    assert state[("pkh", "x2")] == (B, "active", dt.date(2026, 4, 1))
+    assert state[("pkh", "x3")] == (A, "active", dt.date(2025, 6, 1))
+
+
+def test_pseudonyms_are_keyed_and_hide_the_nik():
+    from services.reporting import adapters
+    adapters.set_secret("one")
+    a = adapters.pseudonym("3317014107600001")
+    adapters.set_secret("two")
+    b = adapters.pseudonym("3317014107600001")
+    assert a != b and len(a) == 32 and "3317014107600001" not in a
+    assert adapters.pseudonym("3317014107600001") == b
 
 
 def _env(event, day="2026-03-31T20:00:00+00:00"):
