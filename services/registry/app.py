@@ -12,13 +12,16 @@ from services.registry.settings import RegistrySettings
 def runtime(settings: Settings | None = None, registry_settings: RegistrySettings | None = None) -> ServiceRuntime:
     rt = ServiceRuntime("registry", settings or Settings(), store.metadata)
     rt.registry_settings = registry_settings or RegistrySettings()
-    rt.name_search_trgm = rt.registry_settings.name_search == "pg_trgm"
+    # None until detected at start-up: ingest then keeps the trigram table too (harmless), and a
+    # lookup arriving before detection detects it itself (lookup.answer)
+    mode = rt.registry_settings.name_search
+    rt.name_search_trgm = None if mode == "auto" else mode == "pg_trgm"
 
     async def _detect_name_search() -> None:
-        if rt.registry_settings.name_search == "auto":
+        if rt.name_search_trgm is None:
             async with rt.sessions() as s:
                 rt.name_search_trgm = await store.has_pg_trgm(s)
-    # before the broker starts consuming (on_start hooks run after broker.start, so decide here too)
+    # before the enrolment consumer starts (it is started by a later on_start hook)
     rt.on_start.insert(0, _detect_name_search)
     relay.install(rt)
     handlers.register(rt)

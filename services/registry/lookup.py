@@ -48,6 +48,8 @@ async def answer(rt: ServiceRuntime, req: LookupRequest, area: str = "") -> Look
         elif req.no_kk:
             rows = await store.people_by_kk(s, req.no_kk, req.limit)
         else:
+            if rt.name_search_trgm is None:
+                rt.name_search_trgm = await store.has_pg_trgm(s)
             rows, scores = await store.search_names(
                 s, req.village_code.replace(".", ""), names.normalise(req.name), req.limit,
                 rt.registry_settings.name_match_threshold, rt.name_search_trgm)
