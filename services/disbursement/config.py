@@ -51,7 +51,7 @@ class DisbursementSettings(BaseSettings):
 def pseudonym(key: bytes, nik: str) -> str:
     """HMAC-SHA256 of the NIK: stable per person, useless without the key (a plain hash of a
     NIK is brute-forced in minutes: region, birth date and sex are guessable)."""
-    return hmac.new(key, nik.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, nik.encode(), "sha256").hex()
 
 
 def public_pem(key: Ed25519PrivateKey) -> bytes:

@@ -10,7 +10,6 @@ a second instruction for the same (program, period, NIK).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from services.disbursement.domain import ProgramRules
 from services.kit import logging as klog
 
 log = klog.get(__name__)
+ITEMS_PER_EVENT = 1000  # about 250 bytes each
 
 
 class CycleError(Exception):
@@ -108,6 +108,7 @@ async def _budgets(s: AsyncSession, ctx: Context, *, lock: bool) -> list[domain.
 async def preview(s: AsyncSession, program: str, period: str) -> dict:
     """Dry run: what a commit would do now, with totals per source. Writes nothing."""
     ctx = await load_context(s, program, period)
+    await s.execute(sa.text("analyze enrolments, instructions, verifications"))  # fresh plans after bulk loads
     sql, params = _eligible_sql(ctx, exclusivity=False)
     pending = (await s.execute(sa.text(f"select count(*) from ({sql}) q"), params)).scalar_one()
     sql2, params2 = _eligible_sql(ctx, exclusivity=True)
@@ -146,30 +147,60 @@ class RunResult:
 
 
 def _instruction_payload(iid: uuid.UUID, ctx: Context, nik: str, no_kk: str, village: str, now: str) -> bytes:
-    # built by hand, not via pydantic: a million of these per cycle (same fields as
-    # contracts.disbursement.PaymentInstruction; a unit test checks they validate)
-    return json.dumps({"instruction_id": str(iid), "idempotency_key": domain.idempotency_key(ctx.program, ctx.period, nik),
-                       "programme_identifier": ctx.program, "period": ctx.period, "nik": nik, "no_kk": no_kk,
-                       "village_code": village, "amount": ctx.amount, "currency": "IDR", "issued_at": now},
-                      separators=(",", ":")).encode()
+    # formatted by hand, not via pydantic or json.dumps: a million of these per cycle. Every
+    # value is digits, a checked program code or a period, so nothing needs escaping (same
+    # fields as contracts.disbursement.PaymentInstruction; a unit test checks they validate)
+    return (f'{{"instruction_id":"{iid}","idempotency_key":"{ctx.program}/{ctx.period}/{nik}",'
+            f'"programme_identifier":"{ctx.program}","period":"{ctx.period}","nik":"{nik}","no_kk":"{no_kk}",'
+            f'"village_code":"{village}","amount":{ctx.amount},"currency":"IDR","issued_at":"{now}"}}').encode()
+
+
+async def _next_people(s: AsyncSession, ctx: Context, after: str, limit: int) -> tuple[list, str | None]:
+    """The next `limit` enrolled people after NIK `after` (keyset: an index range, never a scan of
+    everyone) minus those already paid, excluded, or unverified. The anti-joins are done on the
+    same NIK range through each table's index, so the cost per chunk does not grow with the
+    cycle. Returns (eligible people in NIK order, last NIK looked at; None at the end)."""
+    q = ["select nik, no_kk, village_code from enrolments where programme_identifier = :p",
+         "and enrolment_status = 'active' and nik > :after"]
+    params: dict = {"p": ctx.program, "after": after, "lim": limit}
+    if ctx.min_birth:
+        q.append("and birth_date <= :mb")
+        params["mb"] = ctx.min_birth
+    cands = (await s.execute(sa.text(" ".join(q) + " order by nik limit :lim"), params)).all()
+    if not cands:
+        return [], None
+    rng = {"lo": cands[0][0], "hi": cands[-1][0], "p": ctx.program, "per": ctx.period}
+    skip = set((await s.execute(sa.text(
+        "select nik from instructions where programme_identifier = :p and period = :per "
+        "and nik between :lo and :hi"), rng)).scalars())
+    if ctx.rules.exclusivity_class:
+        skip |= set((await s.execute(sa.text(
+            "select nik from instructions where exclusivity_class = :cls and period = :per "
+            "and nik between :lo and :hi"), rng | {"cls": ctx.rules.exclusivity_class})).scalars())
+    verified = None
+    if ctx.rules.require_verified:
+        verified = set((await s.execute(sa.text(
+            "select nik from verifications where verified and nik between :lo and :hi"), rng)).scalars())
+    people = [c for c in cands if c[0] not in skip and (verified is None or c[0] in verified)]
+    return people, cands[-1][0]
 
 
 async def _chunk(sessions: async_sessionmaker, names: Names, cfg: DisbursementSettings, ctx: Context,
-                 cid: uuid.UUID, res: RunResult, after: str) -> tuple[int, int, str]:
-    """One transaction for the next people after NIK `after` (a keyset cursor, so each chunk
-    probes the index instead of re-reading everyone). Returns (issued, left unfunded, cursor)."""
+                 cid: uuid.UUID, res: RunResult, after: str) -> tuple[int, int, str | None]:
+    """One transaction for the people after NIK `after`. Returns (issued, eligible left unfunded,
+    next cursor or None when done)."""
     async with sessions.begin() as s:
         chain = await ledger.Chain.lock(s, names, cfg)
         budgets = await _budgets(s, ctx, lock=True)
-        sql, params = _eligible_sql(ctx, exclusivity=True)
-        people = (await s.execute(sa.text(f"{sql} and e.nik > :after order by e.nik limit :lim"),
-                                  params | {"lim": cfg.chunk_size, "after": after})).all()
+        people, last = await _next_people(s, ctx, after, cfg.chunk_size)
+        if last is None:
+            return 0, 0, None
         if not people:
-            return 0, 0, after
+            return 0, 0, last
         tranches = domain.plan(ctx.amount, ctx.rules.funding_mode, budgets, len(people))
         funded = sum(t.count for t in tranches)
         if funded == 0:
-            return 0, len(people), after
+            return 0, len(people), None
         now = utcnow()
         now_s = now.isoformat()
         channel = names.subject(f"channel.{ctx.rules.channel}.instructions")
@@ -192,7 +223,9 @@ async def _chunk(sessions: async_sessionmaker, names: Names, cfg: DisbursementSe
                     per_alloc[aid] += amt
                     src_of[aid] = src
                 msgs.append((iid, channel, _instruction_payload(iid, ctx, nik, no_kk, village, now_s), "{}"))
-                items.append(IssuedInstruction(instruction_id=iid, pseudonym=pseud, amount=ctx.amount, funding=lines))
+                # trusted values built here: construct without re-validating a million times
+                items.append(IssuedInstruction.model_construct(instruction_id=iid, pseudonym=pseud, amount=ctx.amount,
+                                                               funding=lines))
         await ledger.copy(s, store.instructions, ["id", "programme_identifier", "period", "nik", "pseudonym", "amount",
                                                   "channel", "exclusivity_class", "cycle_id", "status", "created_at"],
                           ins_rows)
@@ -207,8 +240,10 @@ async def _chunk(sessions: async_sessionmaker, names: Names, cfg: DisbursementSe
         lines = [FundingLine(source=src_of[aid], allocation_id=aid, amount=amt) for aid, amt in per_alloc.items()]
         chain.emit(BudgetReserved, cycle_id=cid, programme_identifier=ctx.program, period=ctx.period, lines=lines,
                    instructions=len(items))
-        chain.emit(PaymentInstructionsIssued, cycle_id=cid, programme_identifier=ctx.program, period=ctx.period,
-                   channel=ctx.rules.channel, items=items, total=ctx.amount * len(items))
+        for i in range(0, len(items), ITEMS_PER_EVENT):  # stay well under NATS's 1 MB max payload
+            part = items[i:i + ITEMS_PER_EVENT]
+            chain.emit(PaymentInstructionsIssued, cycle_id=cid, programme_identifier=ctx.program, period=ctx.period,
+                       channel=ctx.rules.channel, items=part, total=sum(x.amount for x in part))
         await ledger.copy(s, store.outbox, ["id", "subject", "payload", "headers"], msgs)
         await chain.save(s)
     res.created += funded
@@ -216,7 +251,8 @@ async def _chunk(sessions: async_sessionmaker, names: Names, cfg: DisbursementSe
     res.chunks += 1
     for aid, amt in per_alloc.items():
         res.per_source[src_of[aid]] += amt
-    return funded, len(people) - funded, people[funded - 1][0]
+    # all funded: go on after the last NIK looked at; budget ran out: stop here
+    return funded, len(people) - funded, last if funded == len(people) else None
 
 
 async def run(sessions: async_sessionmaker, names: Names, cfg: DisbursementSettings, program: str, period: str,
@@ -229,23 +265,23 @@ async def run(sessions: async_sessionmaker, names: Names, cfg: DisbursementSetti
         await s.execute(sa.dialects.postgresql.insert(store.cycles).values(
             id=cid, programme_identifier=program, period=period, status="running", started_by=by)
             .on_conflict_do_nothing())
-        # fresh statistics: right after a bulk load the planner would scan instead of probing
-        await s.execute(sa.text("analyze enrolments, instructions, verifications"))
     res = RunResult()
-    unfunded, cursor = 0, ""
-    while True:
-        n, left, cursor = await _chunk(sessions, names, cfg, ctx, cid, res, cursor)
+    cursor: str | None = ""
+    while cursor is not None:
+        _n, _left, cursor = await _chunk(sessions, names, cfg, ctx, cid, res, cursor)
         kick()
-        if n == 0:
-            unfunded = left
-            break
     async with sessions.begin() as s:
         chain = await ledger.Chain.lock(s, names, cfg)
         cyc = (await s.execute(sa.select(store.cycles).where(store.cycles.c.id == cid).with_for_update())).one()
         totals = await _issued_totals(s, ctx)
+        unfunded = 0
         if res.created or cyc.status != "completed":
+            # fresh statistics: right after a bulk load the planner would probe row by row
+            await s.execute(sa.text("analyze enrolments, instructions, verifications"))
             sql, params = _eligible_sql(ctx, exclusivity=False)
             pending = (await s.execute(sa.text(f"select count(*) from ({sql}) q"), params)).scalar_one()
+            sql, params = _eligible_sql(ctx, exclusivity=True)
+            unfunded = (await s.execute(sa.text(f"select count(*) from ({sql}) q"), params)).scalar_one()
             chain.emit(CycleCompleted, cycle_id=cid, programme_identifier=program, period=period,
                        instructions=totals["instructions"], total=totals["total"], unfunded=unfunded,
                        excluded_exclusivity=pending - unfunded)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Literal
@@ -12,6 +13,7 @@ from contracts.disbursement import FundingSource
 from contracts.values import Period, Rupiah
 
 _period = TypeAdapter(Period)
+_URL_NS = uuid.NAMESPACE_URL.bytes
 
 
 def check_period(period: str) -> str:
@@ -23,8 +25,10 @@ def idempotency_key(program: str, period: str, nik: str) -> str:
 
 
 def instruction_id(program: str, period: str, nik: str) -> uuid.UUID:
-    """Deterministic: the same (program, period, NIK) is always the same instruction."""
-    return uuid.uuid5(uuid.NAMESPACE_URL, "sinergi/instruction/" + idempotency_key(program, period, nik))
+    """Deterministic: the same (program, period, NIK) is always the same instruction
+    (uuid5 in the URL namespace, computed inline: a million per cycle)."""
+    h = hashlib.sha1(_URL_NS + f"sinergi/instruction/{program}/{period}/{nik}".encode()).digest()
+    return uuid.UUID(bytes=h[:16], version=5)
 
 
 def cycle_id(program: str, period: str) -> uuid.UUID:

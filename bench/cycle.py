@@ -1,0 +1,189 @@
+"""Disbursement cycle benchmark: one program cycle for N people, computed, budget-checked,
+ledgered and published (channel instructions and audit events through the outbox relay),
+beside the raw baselines measured in the same run on the same servers: PostgreSQL COPY of
+N rows shaped like the instructions, and JetStream publish of N messages of the same size.
+
+    .venv/bin/python bench/cycle.py                 # N = 100,000 (quick)
+    .venv/bin/python bench/cycle.py --full          # N = 1,000,000
+    .venv/bin/python bench/cycle.py --full --sync-always   # embedded nats-server, sync_interval: always
+
+Uses SINERGI_NATS_URL and SINERGI_DATABASE_URL (default the local servers), a throw-away
+namespace and database. The enrolments are loaded first (not timed), as the registry's events
+would have put them in disbursement's own table. The timed cycle is `cycles.run` (chunks of
+`--chunk` people per transaction, exactly what `POST /cycles/...` runs) with the service's
+outbox relay publishing concurrently, as in the running service; the clock stops when the
+last row is confirmed by JetStream.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import nats  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+from nats.js.api import StreamConfig  # noqa: E402
+
+from contracts import wilayah  # noqa: E402
+from contracts.disbursement import FundingSource  # noqa: E402
+from services.disbursement import budgets, cycles, ledger, store  # noqa: E402
+from services.disbursement.config import DisbursementSettings  # noqa: E402
+from services.disbursement.relay import PipelinedRelay  # noqa: E402
+from services.kit import db as kdb  # noqa: E402
+from services.kit.db import drop_database  # noqa: E402
+from services.kit.migrations import migrate  # noqa: E402
+from services.kit.settings import Settings  # noqa: E402
+from services.kit.streams import delete_streams, ensure_streams  # noqa: E402
+
+AMOUNT = 600_000  # about Rembang's monthly poverty line
+
+
+def population(n: int) -> list[tuple]:
+    """n distinct valid NIKs (region, birth date, serial) in Kabupaten Rembang."""
+    kec = sorted({v[:6] for v in wilayah.villages_in("3317")})
+    villages = {k: [v for v in wilayah.villages_in(k)] for k in kec}
+    out, i = [], 0
+    birth = dt.date(1950, 1, 1)
+    while len(out) < n:
+        k = kec[i % len(kec)]
+        day = (i // len(kec)) % 28 + 1
+        month = (i // (len(kec) * 28)) % 12 + 1
+        serial = i // (len(kec) * 28 * 12) + 1
+        nik = f"{k}{day + 40:02d}{month:02d}50{serial:04d}"
+        v = villages[k][i % len(villages[k])]
+        out.append((nik, "kamalia_merekah", f"{k}0101{serial % 100:02d}{serial:04d}", v,
+                    birth.replace(month=month, day=day), "active", dt.date(2026, 1, 1)))
+        i += 1
+    return out
+
+
+async def baseline_copy(engine, n: int) -> float:
+    rows = [(uuid.uuid4(), "kamalia_merekah", "2026-11", f"{i:016d}", "ab" * 32, AMOUNT, "pos", None,
+             uuid.uuid4(), "issued") for i in range(n)]
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("create temp table copy_baseline (like instructions including defaults)"))
+        raw = (await conn.get_raw_connection()).driver_connection
+        t = time.perf_counter()
+        await raw.copy_records_to_table("copy_baseline", records=rows, columns=[
+            "id", "programme_identifier", "period", "nik", "pseudonym", "amount", "channel", "exclusivity_class",
+            "cycle_id", "status"])
+        return time.perf_counter() - t
+
+
+async def baseline_publish(nc, prefix: str, n: int, size: int) -> float:
+    js = nc.jetstream()
+    name = f"{prefix.upper()}_BENCH_BASELINE"
+    await js.add_stream(StreamConfig(name=name, subjects=[f"{prefix}.baseline.>"]))
+    payload = b"x" * size
+    try:
+        t = time.perf_counter()
+        for i in range(0, n, 1000):  # the relay's own pattern: 1,000 publishes in flight at once
+            await asyncio.gather(*[js.publish(f"{prefix}.baseline.x", payload, headers={"Nats-Msg-Id": f"b{j}"})
+                                   for j in range(i, min(n, i + 1000))])
+        return time.perf_counter() - t
+    finally:
+        await js.delete_stream(name)
+
+
+async def main(args) -> None:
+    embedded = None
+    nats_url = os.environ.get("SINERGI_NATS_URL", "nats://127.0.0.1:4222")
+    if args.sync_always:
+        from services.kit.embedded import EmbeddedNats
+        embedded = EmbeddedNats(Path(tempfile.mkdtemp(prefix="sinergi-bench-")), sync_always=True).start()
+        nats_url = embedded.url
+    run = "b" + uuid.uuid4().hex[:8]
+    settings = Settings(nats_url=nats_url, namespace=run, db_prefix=f"sinergi_{run}_", outbox_batch=args.relay_batch,
+                        _env_file=None)
+    cfg = DisbursementSettings(chunk_size=args.chunk, checkpoint_every=1000, _env_file=None)
+    url = settings.db_url("disbursement")
+    nc = await nats.connect(nats_url)
+    await ensure_streams(nc.jetstream(), settings)
+    await migrate("disbursement", url)
+    engine = kdb.make_engine(url)
+    sessions = kdb.sessions(engine)
+    n = args.n
+    try:
+        print(f"N = {n:,}; JetStream sync: {'always (fsync before ack)' if args.sync_always else 'server default'}; "
+              f"chunk {args.chunk}; relay batch {args.relay_batch}; cores {os.cpu_count()}; "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
+        t = time.perf_counter()
+        rules = {"name": "Kamalia Merekah", "amount": {"kind": "fixed", "amount": AMOUNT}, "require_verified": False,
+                 "funding_mode": "order", "funding": [{"source": "csr"}, {"source": "apbd_kabupaten"}],
+                 "exclusivity_class": "cash_elderly", "channel": "pos"}
+        async with sessions.begin() as s:
+            await s.execute(sa.insert(store.programs).values(code="kamalia_merekah", rules=rules, updated_by="bench"))
+            await ledger.copy(s, store.enrolments, ["nik", "programme_identifier", "no_kk", "village_code", "birth_date",
+                                                   "enrolment_status", "status_change_date"], population(n))
+            # the first source covers 40 %: the cycle spills into the second, as order funding does
+            await budgets.set_allocation(s, settings.names, cfg, FundingSource.csr, "kamalia_merekah", 2026,
+                                         AMOUNT * (n * 4 // 10), "bench", "bench")
+            await budgets.set_allocation(s, settings.names, cfg, FundingSource.apbd_kabupaten, "kamalia_merekah",
+                                         2026, AMOUNT * n, "bench", "bench")
+        print(f"setup (not timed): {n:,} enrolments loaded in {time.perf_counter() - t:.1f} s", flush=True)
+
+        js = nc.jetstream()
+        relay = PipelinedRelay(engine, store.outbox, js, batch=args.relay_batch, poll=0.01)
+        relay.start()
+        t0 = time.perf_counter()
+        res = await cycles.run(sessions, settings.names, cfg, "kamalia_merekah", "2026-11", "bench", relay.kick)
+        t_commit = time.perf_counter() - t0
+        while True:
+            async with sessions() as s:
+                left = (await s.execute(sa.select(sa.func.count()).select_from(store.outbox)
+                                        .where(store.outbox.c.published_at.is_(None)))).scalar()
+            if left == 0:
+                break
+            await asyncio.sleep(0.05)
+        t_total = time.perf_counter() - t0
+        await relay.stop()
+        assert res["instructions"] == n, res
+        async with sessions() as s:
+            proof = await ledger.prove(s)
+            outbox_rows = (await s.execute(sa.select(sa.func.count()).select_from(store.outbox))).scalar()
+            avg = (await s.execute(sa.text("select avg(length(payload))::int from outbox where subject like '%instructions'"))).scalar()
+        chan = (await js.stream_info(settings.names.stream("CHANNEL"))).state.messages
+        assert proof["balanced"] and chan == n, (proof, chan)
+
+        copy_s = await baseline_copy(engine, n)
+        pub_s = await baseline_publish(nc, run, n, avg)
+        rate = n / t_total
+        print()
+        print(f"cycle committed (computed, budget-checked, ledgered, outbox): {t_commit:7.1f} s  {n / t_commit:10,.0f} people/s")
+        print(f"cycle until every message confirmed by JetStream:           {t_total:7.1f} s  {rate:10,.0f} people/s")
+        print(f"  ({outbox_rows:,} outbox rows published: {n:,} channel instructions + audit events; "
+              f"ledger balanced: {proof['balanced']})")
+        print(f"baseline PostgreSQL COPY of {n:,} instruction rows:            {copy_s:7.1f} s  {n / copy_s:10,.0f} rows/s")
+        print(f"baseline JetStream publish of {n:,} x {avg} B messages:        {pub_s:7.1f} s  {n / pub_s:10,.0f} msg/s")
+        print(f"ratio cycle / COPY rate:    {rate / (n / copy_s):.3f}   (each person: 3 rows COPYed, 1 index probe)")
+        print(f"ratio cycle / publish rate: {rate / (n / pub_s):.3f}   (each person: 1 message published)")
+    finally:
+        await engine.dispose()
+        await drop_database(url)
+        await delete_streams(nc.jetstream(), settings)
+        await nc.close()
+        if embedded:
+            embedded.stop()
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-n", type=int, default=100_000, help="people in the cycle (default 100,000)")
+    p.add_argument("--full", action="store_true", help="N = 1,000,000")
+    p.add_argument("--sync-always", action="store_true",
+                   help="start an embedded nats-server with sync_interval: always (fsync before every ack)")
+    p.add_argument("--chunk", type=int, default=5000, help="people per cycle transaction")
+    p.add_argument("--relay-batch", type=int, default=2000, help="outbox rows per relay round")
+    a = p.parse_args()
+    if a.full:
+        a.n = 1_000_000
+    asyncio.run(main(a))
