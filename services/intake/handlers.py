@@ -3,6 +3,7 @@ enrolments in programs with home visits (the companions' caseload). One durable 
 consumer on REGISTRY, idempotent through the inbox, ack after commit."""
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -16,11 +17,13 @@ from contracts.registry import EnrolmentChanged, ProposalDecided
 from services.intake import cases, visits
 from services.intake.config import IntakeSettings
 from services.kit import logging as klog
+from services.kit.consumer import dead_letter
 from services.kit.outbox import add, claim, deadletter_row, decode_envelope
 from services.kit.runtime import ServiceRuntime
 
 log = klog.get(__name__)
 CONSUMER = "intake-registry-v1"
+POISON_AFTER = 5
 WANTED = {ProposalDecided.event_type: ProposalDecided, EnrolmentChanged.event_type: EnrolmentChanged}
 
 
@@ -84,14 +87,19 @@ def register(rt: ServiceRuntime, cfg: IntakeSettings) -> None:
         names.subject("registry.events.>"), stream=JStream(names.stream("REGISTRY"), declare=False),
         queue=CONSUMER, ack_policy=AckPolicy.NACK_ON_ERROR)  # the queue names the durable too
     async def on_registry(body: Any, msg: Any = Context("message")) -> None:
+        m = msg.raw_message
         try:
-            await follow_registry(rt, cfg, [msg.raw_message])
-        except Exception as exc:  # logged, then nacked: redelivered after a database error
-            log.warning("intake.follow_failed", error=f"{type(exc).__name__}: {exc}"[:500])
-            raise
+            await follow_registry(rt, cfg, [m])
+        except Exception as exc:
+            n = m.metadata.num_delivered or 1
+            log.warning("intake.follow_failed", deliveries=n, error=f"{type(exc).__name__}: {exc}"[:500])
+            if n < POISON_AFTER:
+                await asyncio.sleep(0.2 * n)  # a database blip: nacked, tried again a little later
+                raise
+            # the same message keeps failing: a dead letter with the reason, not an endless loop
+            await dead_letter(rt, m, exc)
 
     async def escalation_timer() -> None:
-        import asyncio
         while True:
             await asyncio.sleep(cfg.escalation_interval_seconds)
             try:

@@ -364,3 +364,31 @@ async def test_a_repeated_registration_is_one_case_and_reads_are_audited(setting
         assert [(r.actor, r.action) for r in rows] == [
             ("fo-dewi", "case.register"), ("slrt-kec", "case.read"), ("fo-dewi", "case.handle")]
         assert all("Karsi" not in str(r.detail) for r in rows)
+
+
+async def test_a_registry_event_that_keeps_failing_becomes_a_dead_letter(settings, nc, start, monkeypatch):
+    """Fault injection: the decision handler raises every time (a bug, not bad input)."""
+    from services.intake import cases as case_ops
+
+    async def broken(*_a, **_k):
+        raise RuntimeError("injected failure")
+    monkeypatch.setattr(case_ops, "apply_decisions", broken)
+    js = nc.jetstream()
+    dl = await js.pull_subscribe(settings.names.deadletter("intake"), stream=settings.names.stream("DEADLETTER"))
+    async with start("intake", settings):
+        decided = ProposalDecided(proposal_id=uuid.uuid4(), nik=nik(VILLAGE_A, dt.date(1990, 5, 17), "M"),
+                                  village_code=VILLAGE_A, decision=ProposalDecision.accepted, decided_by="v")
+        await publish_event(nc, settings, decided)
+
+        async def dead():
+            try:
+                return await dl.fetch(1, timeout=0.5)
+            except (nats.errors.TimeoutError, TimeoutError):
+                return None
+        msgs = await eventually(dead, timeout=20)
+        assert "injected failure" in json.loads(msgs[0].data)["reason"]
+
+        async def settled():
+            info = await js.consumer_info(settings.names.stream("REGISTRY"), "intake-registry-v1")
+            return info.num_ack_pending == 0 and info.num_pending == 0 and info.delivered.consumer_seq >= 5
+        await eventually(settled)
