@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.intake import CaseLevel
@@ -20,6 +20,14 @@ class IntakeSettings(BaseSettings):
     lookup_timeout_seconds: float = 3.0
     # programs whose beneficiaries get monthly home visits from a companion
     visit_programs: list[str] = Field(default_factory=lambda: ["kamalia_merekah", "pkh"])
+
+    @field_validator("deadline_days")
+    @classmethod
+    def _non_negative(cls, v: dict[CaseLevel, int]) -> dict[CaseLevel, int]:
+        bad = {k.value: d for k, d in v.items() if d < 0}
+        if bad:
+            raise ValueError(f"deadline days must be 0 or more, got {bad}")
+        return v
 
     def days(self, level: CaseLevel) -> int:
         return self.deadline_days.get(level, 3)

@@ -93,3 +93,18 @@ def test_visit_dates_and_periods():
         domain.check_visit_date(dt.date(2026, 9, 1), today)
     # 00:30 WIB on the 1st is already the new month even though UTC is still on the 30th
     assert domain.today_wib(dt.datetime(2026, 11, 30, 17, 30, tzinfo=dt.timezone.utc)) == dt.date(2026, 12, 1)
+
+
+def test_deadlines_and_holidays_come_from_the_environment(monkeypatch):
+    from services.intake.config import IntakeSettings
+
+    monkeypatch.setenv("SINERGI_INTAKE_DEADLINE_DAYS", '{"village": 2, "kecamatan": 4, "kabupaten": 6, "agency": 10}')
+    monkeypatch.setenv("SINERGI_INTAKE_HOLIDAYS", '["2026-12-25"]')
+    monkeypatch.setenv("SINERGI_INTAKE_VISIT_PROGRAMS", '["kamalia_merekah"]')
+    cfg = IntakeSettings(_env_file=None)
+    assert cfg.days(CaseLevel.village) == 2 and cfg.days(CaseLevel.agency) == 10
+    assert cfg.holiday_set == frozenset({dt.date(2026, 12, 25)}) and cfg.visit_programs == ["kamalia_merekah"]
+    for bad in ('{"desa": 2}', '{"village": -1}'):
+        monkeypatch.setenv("SINERGI_INTAKE_DEADLINE_DAYS", bad)
+        with pytest.raises(ValueError):
+            IntakeSettings(_env_file=None)
