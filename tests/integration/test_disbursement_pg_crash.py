@@ -1,0 +1,109 @@
+"""PostgreSQL stopped abruptly (`pg_ctl stop -m immediate`) in the middle of a cycle, then
+started again: no channel message without its instruction and ledger entries, no duplicates,
+the cycle completes, the ledger balances, the chain verifies.
+
+Runs on an embedded PostgreSQL (pgserver) this test starts itself, never a shared server;
+NATS is the test session's real server."""
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from services.disbursement import audit, cycles, ledger, store
+from services.disbursement.config import DisbursementSettings
+from services.disbursement.relay import PipelinedRelay
+from services.kit import db as kdb
+from services.kit.migrations import migrate
+from services.kit.settings import Settings
+from services.kit.streams import delete_streams, ensure_streams
+from tests import disbursement_support as ds
+from tests.conftest import eventually
+
+pytestmark = pytest.mark.integration
+N = 3000
+
+
+async def test_postgres_killed_mid_cycle(infra, nc):
+    pytest.importorskip("pgserver")
+    import pgserver
+
+    from services.kit.embedded import EmbeddedPostgres
+    pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="sinergi-pgcrash-"))).start()
+    run = "t" + os.urandom(5).hex()
+    settings = Settings(nats_url=infra[0], database_url=pg.url, namespace=run, db_prefix=f"sinergi_{run}_",
+                        _env_file=None)
+    js = nc.jetstream()
+    await ensure_streams(js, settings)
+    cfg = DisbursementSettings(chunk_size=100, checkpoint_every=20, _env_file=None)
+    url = settings.db_url("disbursement")
+    await migrate("disbursement", url)
+    engine = kdb.make_engine(url, pool_size=2)
+    sessions = kdb.sessions(engine)
+    relay = None
+    try:
+        persons = ds.people(N, seed=41)
+        rules = {**ds.KAMALIA, "min_age": None, "require_verified": False, "amount": {"kind": "fixed", "amount": 1000},
+                 "funding": [{"source": "apbdes"}]}
+        from contracts.disbursement import FundingSource
+        from services.disbursement import budgets
+        async with sessions.begin() as s:
+            await s.execute(sa.insert(store.programs).values(code="kamalia_merekah", rules=rules, updated_by="t"))
+            await s.execute(sa.insert(store.enrolments), [
+                {"nik": p["nik"], "programme_identifier": "kamalia_merekah", "no_kk": p["no_kk"],
+                 "village_code": p["village_code"], "birth_date": p["birth_date"], "enrolment_status": "active",
+                 "status_change_date": p["birth_date"]} for p in persons])
+            await budgets.set_allocation(s, settings.names, cfg, FundingSource.apbdes, "kamalia_merekah", 2026,
+                                         1000 * N, "test", "t")
+        relay = PipelinedRelay(engine, store.outbox, js, batch=500, poll=0.02)
+        relay.start()
+        task = asyncio.create_task(cycles.run(sessions, settings.names, cfg, "kamalia_merekah", "2026-11", "t",
+                                              relay.kick))
+
+        async def halfway():
+            async with sessions() as s:
+                return (await s.execute(sa.select(sa.func.count()).select_from(store.instructions))).scalar() >= N // 3
+        await eventually(halfway, timeout=60, interval=0.01)
+        await asyncio.to_thread(pgserver.pg_ctl, ["-m", "immediate", "stop"], pgdata=pg.server.pgdata,
+                                user=pg.server.system_user)
+        with pytest.raises(Exception):
+            await task  # the cycle's connection died under it
+        await asyncio.to_thread(pg.server.ensure_postgres_running)
+        await engine.dispose()
+        engine2 = kdb.make_engine(url, pool_size=2)
+        relay.engine = engine2  # the relay keeps retrying on its own; point it at the new pool
+        sessions = kdb.sessions(engine2)
+        engine = engine2
+        res = await cycles.run(sessions, settings.names, cfg, "kamalia_merekah", "2026-11", "t", relay.kick)
+        assert res["instructions"] == N and 0 < res["created"] < N
+
+        async def drained():
+            async with sessions() as s:
+                return (await s.execute(sa.select(sa.func.count()).select_from(store.outbox)
+                                        .where(store.outbox.c.published_at.is_(None)))).scalar() == 0
+        await eventually(drained, timeout=60)
+        async with sessions() as s:
+            assert (await ledger.prove(s))["balanced"]
+            # every channel message in the outbox has its instruction and its reservation
+            orphans = (await s.execute(sa.text(
+                "select count(*) from outbox o where o.subject like '%.instructions' and not exists "
+                "(select 1 from instructions i join ledger l on l.ref = i.id and l.kind = 'reserve' "
+                "where i.id = o.id)"))).scalar()
+            dup = (await s.execute(sa.text("select count(*) - count(distinct nik) from instructions"))).scalar()
+        assert orphans == 0 and dup == 0
+        assert (await js.stream_info(settings.names.stream("CHANNEL"))).state.messages == N
+        stream = settings.names.stream("DISBURSEMENT")
+        rep = audit.verify(await audit.read_stream(js, stream, settings.names.subject("disbursement.>")), stream,
+                           cfg.signing_key.public_key())
+        assert rep.ok, rep.failures[:5]
+        assert rep.totals["instructions"] == N
+    finally:
+        if relay:
+            await relay.stop()
+        await engine.dispose()
+        await delete_streams(js, settings)
+        pg.stop()
