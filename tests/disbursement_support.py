@@ -1,9 +1,12 @@
 """Helpers for the disbursement tests: tokens, registry events we publish ourselves, people."""
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import random
+import uuid
 
+from contracts.catalog import EVENTS
 from contracts.envelope import envelope
 from contracts.registry import EnrolmentChanged
 from services.kit.auth import Principal, Role, issue_token
@@ -43,11 +46,25 @@ def enrolment_event(person: dict, program: str, status: str = "active", verified
     return envelope(ev, "registry").model_dump_json().encode()
 
 
-async def publish_enrolments(js, settings, persons, program, **kw) -> None:
+def verification_event(person: dict, verified: bool) -> bytes | None:
+    """registry.verification_recorded, if the registry's contract has it."""
+    cls = EVENTS.get("registry.verification_recorded")
+    if cls is None:
+        return None
+    ev = cls(round_id=uuid.uuid4(), period="2026-H1", nik=person["nik"], village_code=person["village_code"],
+             result="verified" if verified else "ineligible", verified=verified, recorded_by="verifier1")
+    return envelope(ev, "registry").model_dump_json().encode()
+
+
+async def publish_enrolments(js, settings, persons, program, verified: bool | None = True, **kw) -> None:
+    """Enrolment events, and verification results the way the registry reports them."""
     subj = settings.names.event("registry.enrolment_changed")
+    vsubj = settings.names.event("registry.verification_recorded")
     for i in range(0, len(persons), 500):
-        futs = [js.publish(subj, enrolment_event(p, program, **kw)) for p in persons[i:i + 500]]
-        import asyncio
+        futs = [js.publish(subj, enrolment_event(p, program, verified=verified, **kw)) for p in persons[i:i + 500]]
+        if verified is not None:
+            futs += [js.publish(vsubj, v) for p in persons[i:i + 500]
+                     if (v := verification_event(p, verified)) is not None]
         await asyncio.gather(*futs)
 
 

@@ -118,6 +118,14 @@ async def test_sigkill_during_cycle_then_restart_pays_everyone_once(settings, nc
         r = await client.post("/cycles/kamalia_merekah/2026-11", headers=h)
         assert r.status_code == 200, r.text
         assert r.json()["instructions"] == funded and r.json()["created"] == 0
+        # the program manager's command line against the running service: nothing new either
+        env = {**os.environ, "SINERGI_AUTH_SECRET": settings.auth_secret}
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli", "cycle", "run", "kamalia_merekah", "2026-11",
+            "--url", f"http://127.0.0.1:{port_base + 2}", env=env, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await cli.communicate()
+        assert cli.returncode == 0 and "created" in out.decode() and "9,000" in out.decode(), (out, err)
 
         async def all_sent():
             async with sessions() as s:
