@@ -86,9 +86,10 @@ async def baseline_publish(nc, prefix: str, n: int, size: int) -> float:
     payload = b"x" * size
     try:
         t = time.perf_counter()
-        for i in range(0, n, 1000):  # the relay's own pattern: 1,000 publishes in flight at once
-            await asyncio.gather(*[js.publish(f"{prefix}.baseline.x", payload, headers={"Nats-Msg-Id": f"b{j}"})
-                                   for j in range(i, min(n, i + 1000))])
+        for i in range(0, n, 2000):  # pipelined like the relay: send 2,000, then wait for their acks
+            futs = [await js.publish_async(f"{prefix}.baseline.x", payload, headers={"Nats-Msg-Id": f"b{j}"})
+                    for j in range(i, min(n, i + 2000))]
+            await asyncio.gather(*futs)
         return time.perf_counter() - t
     finally:
         await js.delete_stream(name)
@@ -182,7 +183,7 @@ if __name__ == "__main__":
     p.add_argument("--sync-always", action="store_true",
                    help="start an embedded nats-server with sync_interval: always (fsync before every ack)")
     p.add_argument("--chunk", type=int, default=5000, help="people per cycle transaction")
-    p.add_argument("--relay-batch", type=int, default=2000, help="outbox rows per relay round")
+    p.add_argument("--relay-batch", type=int, default=10000, help="outbox rows per relay round")
     a = p.parse_args()
     if a.full:
         a.n = 1_000_000

@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None, cfg: DisbursementSettings | Non
         cfg.check_production()
     rt = ServiceRuntime("disbursement", settings, store.metadata)
     handlers.register(rt, cfg)
-    relay.install(rt)
+    relay.install(rt, cfg.relay_batch)
 
     async def checkpoints() -> None:
         """Sign the chain head every `checkpoint_seconds` if events were added since the last one."""

@@ -26,6 +26,7 @@ class DisbursementSettings(BaseSettings):
     checkpoint_every: int = 500             # sign the chain head at least every N events...
     checkpoint_seconds: float = 30.0        # ...and after this long if anything happened
     chunk_size: int = 5000                  # people per cycle transaction
+    relay_batch: int = 10000                # outbox rows per pipelined relay round
     resume_cycles: bool = True              # finish cycles left running by a crash, at start-up
 
     def check_production(self) -> None:

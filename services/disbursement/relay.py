@@ -39,11 +39,11 @@ class PipelinedRelay(OutboxRelay):
         return len(rows)
 
 
-def install(rt) -> None:
+def install(rt, batch: int) -> None:
     """Swap the runtime's relay for the pipelined one once the runtime has started."""
     async def _swap() -> None:
         old = rt.relay
-        rt.relay = PipelinedRelay(rt.engine, rt.outbox, rt.js, batch=rt.settings.outbox_batch,
+        rt.relay = PipelinedRelay(rt.engine, rt.outbox, rt.js, batch=batch,
                                   poll=rt.settings.outbox_poll_seconds)
         if old is not None:
             await old.stop()
