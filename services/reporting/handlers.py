@@ -17,8 +17,7 @@ from services.kit import logging as klog
 from services.kit.consumer import batch_subscriber
 from services.kit.outbox import add, claim, deadletter_row
 from services.kit.runtime import ServiceRuntime
-from services.reporting import store
-from services.reporting import adapters
+from services.reporting import adapters, store
 from services.reporting.adapters import ADAPTERS
 from services.reporting.facts import Fact
 
