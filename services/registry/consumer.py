@@ -45,6 +45,8 @@ def batch_consumer(rt: ServiceRuntime, *, subject: str, stream: str, durable: st
                 log.warning("consumer.fetch_failed", durable=durable, error=str(exc)[:300])
                 await asyncio.sleep(1.0)
                 continue
+            if not msgs:  # nats-py may return an empty batch (only status messages)
+                continue
             try:
                 await handler(msgs)
             except asyncio.CancelledError:
