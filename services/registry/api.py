@@ -30,12 +30,14 @@ def router(rt: ServiceRuntime) -> APIRouter:
     r = APIRouter(tags=["people"])
 
     @r.get("/people/{nik}", summary="one person with their enrolments in every program")
-    async def get_person(nik: str = Path(description="NIK, 16 digits")) -> dict:
+    async def get_person(nik: str = Path(description="NIK, 16 digits"),
+                         p: Principal = Depends(staff)) -> dict:
         _check(nik_problems(nik), "NIK")
         async with rt.sessions() as s:
             person = await store.person_view(s, nik)
         if person is None:
             raise HTTPException(404, detail={"error": f"no person with NIK {nik} in the registry"})
+        require_area(p, person["village_code"])
         return person
 
     @r.get("/people/{nik}/history", summary="every identity and enrolment report kept for a person; "

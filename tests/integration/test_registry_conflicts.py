@@ -30,7 +30,7 @@ async def test_programs_disagreeing_on_a_name_are_flagged_once_and_the_identity_
         assert item["kind"] == "name_mismatch" and item["nik"] == pkh["nik"]
         assert item["programme_identifiers"] == ["bpnt", "pkh"]
         assert item["details"]["registry"]["name"] == "Siti Aminah" and item["details"]["report"]["name"] == "Sumarni"
-        person = (await registry.http.get(f"/people/{pkh['nik']}")).json()
+        person = (await registry.http.get(f"/people/{pkh['nik']}", headers=h)).json()
         assert person["name"] == "Siti Aminah" and len(person["enrolments"]) == 3
         flagged = await events(nc, settings, "registry.conflict_flagged", 1)
         assert len(flagged) == 1

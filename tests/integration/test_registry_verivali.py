@@ -77,9 +77,9 @@ async def test_proposals_from_intake_and_http_wait_for_a_verifier(settings, nc, 
         unknown = f"/proposals/{uuid.uuid4()}/decision"
         assert (await registry.http.post(unknown, json={"decision": "accepted"}, headers=verifier)).status_code == 404
 
-        person = (await registry.http.get(f"/people/{from_intake.nik}")).json()
+        person = (await registry.http.get(f"/people/{from_intake.nik}", headers=verifier)).json()
         assert person["name"] == "Ngatijem" and person["enrolments"] == []
-        assert (await registry.http.get(f"/people/{body['nik']}")).status_code == 404
+        assert (await registry.http.get(f"/people/{body['nik']}", headers=verifier)).status_code == 404
         decided = await events(nc, settings, "registry.proposal_decided", 2)
         by_id = {e["data"]["proposal_id"]: e["data"] for e in decided}
         assert by_id[str(from_intake.proposal_id)]["decision"] == "accepted"

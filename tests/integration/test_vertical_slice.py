@@ -8,10 +8,16 @@ import json
 
 import pytest
 
+from services.kit.auth import Principal, Role, issue_token
 from tests import factories
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.integration
+
+
+def _staff(settings, area: str = "") -> dict:
+    token = issue_token(Principal("dinsos-1", Role.verifier, area), settings.auth_secret)
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def _receipts(nc, settings, program):
@@ -39,7 +45,12 @@ async def test_agency_enrolment_flows_to_registry_reporting_and_receipt(settings
         assert receipt["reference_id"] == report["reference_id"]
         assert receipt["status_reasons"] == []
 
-        r = await registry.http.get(f"/people/{report['nik']}")
+        # personal data: no token, no person; a village office elsewhere is refused
+        assert (await registry.http.get(f"/people/{report['nik']}")).status_code == 401
+        elsewhere = "3318"  # Kabupaten Pati; the report's village is in Rembang (3317)
+        assert (await registry.http.get(f"/people/{report['nik']}",
+                                        headers=_staff(settings, elsewhere))).status_code == 403
+        r = await registry.http.get(f"/people/{report['nik']}", headers=_staff(settings, report["village_code"]))
         assert r.status_code == 200
         person = r.json()
         assert person["name"] == "Siti Aminah" and person["no_kk"] == report["no_kk"]
@@ -82,10 +93,10 @@ async def test_bad_messages_get_rejected_receipts_and_dead_letters_and_consumer_
         assert "rjct.village_code.unknown" in codes(unknown_village)
         assert all(r["status_reason_message"] for r in got[unknown_village["message_id"]]["status_reasons"])
         assert got[good["message_id"]]["status"] == "succ"
-        assert (await registry.http.get(f"/people/{good['nik']}")).status_code == 200
-        r = await registry.http.get(f"/people/{bad_nik['nik']}")
+        assert (await registry.http.get(f"/people/{good['nik']}", headers=_staff(settings))).status_code == 200
+        r = await registry.http.get(f"/people/{bad_nik['nik']}", headers=_staff(settings))
         assert r.status_code == 400 and "not a real date" in r.text
-        assert (await registry.http.get(f"/people/{mismatch['nik']}")).status_code == 404
+        assert (await registry.http.get(f"/people/{mismatch['nik']}", headers=_staff(settings))).status_code == 404
 
         # every rejected message is on the dead-letter subject, with its reason and payload
         sub = await js.pull_subscribe(settings.names.deadletter("registry"), stream=settings.names.stream("DEADLETTER"))
