@@ -120,6 +120,8 @@ class SettlementRecorded(AuditEvent):
     reason: str | None = None
     funding: list[FundingLine]
     settled_at: dt.datetime
+    village_code: str | None = Field(default=None, pattern=r"^\d{10}$",
+                                     description="the payee's village (Kemendagri code), for realisation per area")
 
 
 class BudgetReleased(AuditEvent):

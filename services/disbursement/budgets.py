@@ -105,9 +105,13 @@ async def settle(s: AsyncSession, names: Names, cfg: DisbursementSettings, st: S
             await s.execute(sa.update(a).where(a.c.id == r.allocation_id).values(reserved=a.c.reserved - r.amount))
     await s.execute(sa.update(i).where(i.c.id == ins.id).values(status=st.status.value, reason=st.reason,
                                                                 settled_at=st.settled_at))
+    e = store.enrolments  # disbursement's own copy, from registry events
+    village = (await s.execute(sa.select(e.c.village_code).where(
+        e.c.nik == ins.nik, e.c.programme_identifier == ins.programme_identifier))).scalar()
     chain.emit(SettlementRecorded, instruction_id=ins.id, pseudonym=ins.pseudonym,
                programme_identifier=ins.programme_identifier, period=ins.period, status=st.status,
-               amount=ins.amount, reason=st.reason, funding=lines, settled_at=st.settled_at)
+               amount=ins.amount, reason=st.reason, funding=lines, settled_at=st.settled_at,
+               village_code=village)
     if st.status == SettlementStatus.failed:
         chain.emit(BudgetReleased, instruction_id=ins.id, programme_identifier=ins.programme_identifier,
                    period=ins.period, lines=lines, reason=st.reason or "")

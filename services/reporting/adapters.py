@@ -51,7 +51,7 @@ def _enrolment(env: Envelope[EnrolmentChanged]) -> list[Fact]:
 
 def _settlement(env: Envelope[SettlementRecorded]) -> list[Fact]:
     """A paid settlement: one payment per funding line (a payment may draw on several sources).
-    The event has no village yet; such payments count under an unknown area ("")."""
+    Events from before the settlement carried its village count under an unknown area ("")."""
     e = env.data
     if e.status != SettlementStatus.paid:
         return []

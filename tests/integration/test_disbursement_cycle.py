@@ -139,6 +139,22 @@ async def test_cycle_preview_commit_rerun_and_settlements(settings, nc, start):
         reasons = {json.loads(m.data)["reason_code"] for m in letters}
         assert reasons == {"rjct.instruction.unknown", "rjct.settlement.invalid"}
 
+        # the audit stream's settlements name the payee's village (for realisation per area), not the payee
+        recorded = await js.pull_subscribe(settings.names.subject("disbursement.settlement_recorded"),
+                                           stream=settings.names.stream("DISBURSEMENT"))
+        events: list = []
+        async def both_recorded():
+            try:
+                events.extend(json.loads(m.data)["data"] for m in await recorded.fetch(10, timeout=0.5))
+            except Exception:
+                pass
+            return len(events) >= 2
+        await eventually(both_recorded)
+        village_of = {p["nik"]: p["village_code"] for p in persons}
+        expected = {str(i.instruction_id): village_of[i.nik] for i in instr[:2]}
+        assert {e["instruction_id"]: e["village_code"] for e in events} == expected
+        assert not any(i.nik in json.dumps(events) for i in instr)
+
         allocs = {x["source"]: x for x in (await svc.http.get("/allocations", headers=h)).json()["items"]}
         assert allocs["csr"]["reserved"] + allocs["donation"]["reserved"] == 13 * 600_000  # 14 issued, 1 released
         assert allocs["csr"]["paid"] + allocs["donation"]["paid"] == 600_000

@@ -253,7 +253,7 @@ def check_known_recap(r: dict) -> None:
     assert villages[C] == {"village_code": C, "village_name": "Pondokrejo", "enrolled": 2, **zero_pay,
                            "complaints_received": 1, "complaints_resolved": 1,
                            "visits_due": 1, "visits_done": 1, "kube_groups": 0}
-    # settlements carry no village yet: their money is shown under an unrecorded area
+    # settlements published before they carried a village: their money shows under an unrecorded area
     assert villages[""]["people_paid"] == 5 and villages[""]["amount_paid"] == 202_688_000
     assert areas["331701"]["totals"]["visits_due"] == 3 and areas["331701"]["totals"]["complaints_received"] == 4
 
