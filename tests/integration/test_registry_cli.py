@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from services.registry import store
-from tests.integration.registry_support import count
+from tests.integration.registry_support import auth, count
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ async def test_agency_publishes_the_example_csv_and_gets_every_receipt(settings,
             ("8", "rjct.nik.invalid_birth_date"), ("9", "rjct.nik.sex_mismatch"), ("10", "rjct.village_code.unknown")}
         assert all(r["status_reason_message"] and r["reference_id"] for r in rejected)
         assert await count(registry, store.people) == 6
-        household = (await registry.http.get("/people/3317011204510200")).json()
+        household = (await registry.http.get("/people/3317011204510200", headers=auth(settings))).json()
         assert household["no_kk"] == "3317010103100099" and household["enrolments"][0]["programme_identifier"] == "pkh"
 
         # the same file again: nothing changes, nothing waits forever
