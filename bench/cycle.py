@@ -37,7 +37,7 @@ from contracts import wilayah  # noqa: E402
 from contracts.disbursement import FundingSource  # noqa: E402
 from services.disbursement import budgets, cycles, ledger, store  # noqa: E402
 from services.disbursement.config import DisbursementSettings  # noqa: E402
-from services.disbursement.relay import PipelinedRelay  # noqa: E402
+from services.kit.outbox import OutboxRelay  # noqa: E402
 from services.kit import db as kdb  # noqa: E402
 from services.kit.db import drop_database  # noqa: E402
 from services.kit.migrations import migrate  # noqa: E402
@@ -133,7 +133,7 @@ async def main(args) -> None:
         print(f"setup (not timed): {n:,} enrolments loaded in {time.perf_counter() - t:.1f} s", flush=True)
 
         js = nc.jetstream()
-        relay = PipelinedRelay(engine, store.outbox, js, batch=args.relay_batch, poll=0.01)
+        relay = OutboxRelay(engine, store.outbox, js, batch=args.relay_batch, poll=0.01)
         relay.start()
         t0 = time.perf_counter()
         res = await cycles.run(sessions, settings.names, cfg, "kamalia_merekah", "2026-11", "bench", relay.kick)

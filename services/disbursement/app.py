@@ -5,7 +5,7 @@ import asyncio
 
 from fastapi import FastAPI
 
-from services.disbursement import api, api_kube, cycles, handlers, ledger, relay, store
+from services.disbursement import api, api_kube, cycles, handlers, ledger, store
 from services.disbursement.config import DisbursementSettings
 from services.kit import logging as klog
 from services.kit.runtime import ServiceRuntime
@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None, cfg: DisbursementSettings | Non
         cfg.check_production()
     rt = ServiceRuntime("disbursement", settings, store.metadata)
     handlers.register(rt, cfg)
-    relay.install(rt, cfg.relay_batch)
+    rt.relay_batch = cfg.relay_batch  # a million-person cycle is a million outbox rows
 
     async def checkpoints() -> None:
         """Sign the chain head every `checkpoint_seconds` if events were added since the last one."""

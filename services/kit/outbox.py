@@ -29,6 +29,9 @@ from services.kit import logging as klog
 log = klog.get(__name__)
 
 
+ACK_TIMEOUT = 30.0  # seconds to wait for a batch's PubAcks before trying the batch again
+
+
 def outbox_table(metadata: sa.MetaData) -> sa.Table:
     return sa.Table(
         "outbox", metadata,
@@ -104,10 +107,16 @@ class OutboxRelay:
                 .with_for_update(skip_locked=True))).all()
             if not rows:
                 return 0
-            acks = await asyncio.gather(*[
-                self.js.publish(r.subject, r.payload, headers={**(r.headers or {}), "Nats-Msg-Id": str(r.id)})
-                for r in rows])
-            await conn.execute(sa.update(t).where(t.c.id.in_([r.id for r in rows])).values(published_at=sa.func.now()))
+            # pipelined: send the whole batch, then wait for every PubAck (one round trip per
+            # publish capped the relay at the round-trip rate). Rows are marked only when all acks
+            # are in; any error or timeout leaves them, and the re-send is dropped by Nats-Msg-Id.
+            futures = [await self.js.publish_async(r.subject, r.payload,
+                                                   headers={**(r.headers or {}), "Nats-Msg-Id": str(r.id)})
+                       for r in rows]
+            acks = await asyncio.wait_for(asyncio.gather(*futures), ACK_TIMEOUT)
+            await conn.execute(sa.update(t).where(t.c.id == sa.func.any(sa.cast([r.id for r in rows],
+                                                                                  sa.ARRAY(sa.Uuid))))
+                               .values(published_at=sa.func.now()))
         dups = sum(1 for a in acks if a.duplicate)
         self.published += len(rows)
         self.duplicates += dups

@@ -40,6 +40,7 @@ class ServiceRuntime:
         self.nc = None
         self.js = None
         self.relay: OutboxRelay | None = None
+        self.relay_batch: int | None = None  # a service with bulk volume sets a bigger batch
         self.on_start: list[Callable[[], Awaitable[Any]]] = []
         self.on_stop: list[Callable[[], Awaitable[Any]]] = []
         self._tasks: list[asyncio.Task] = []
@@ -49,7 +50,7 @@ class ServiceRuntime:
         self.js = self.nc.jetstream()
         # only add missing streams here; `sinergi migrate` is what updates their config
         await ensure_streams(self.js, self.settings, update=False)
-        self.relay = OutboxRelay(self.engine, self.outbox, self.js, batch=self.settings.outbox_batch,
+        self.relay = OutboxRelay(self.engine, self.outbox, self.js, batch=self.relay_batch or self.settings.outbox_batch,
                                  poll=self.settings.outbox_poll_seconds)
         self.relay.start()
         await self.broker.start()

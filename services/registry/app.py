@@ -5,7 +5,7 @@ from fastapi import FastAPI
 
 from services.kit.runtime import ServiceRuntime
 from services.kit.settings import Settings
-from services.registry import api, handlers, lookup, relay, store, verivali
+from services.registry import api, handlers, lookup, store, verivali
 from services.registry.settings import RegistrySettings
 
 
@@ -23,7 +23,7 @@ def runtime(settings: Settings | None = None, registry_settings: RegistrySetting
                 rt.name_search_trgm = await store.has_pg_trgm(s)
     # before the enrolment consumer starts (it is started by a later on_start hook)
     rt.on_start.insert(0, _detect_name_search)
-    relay.install(rt)
+    rt.relay_batch = 3000  # three outbox rows per accepted report
     handlers.register(rt)
     lookup.register(rt)
     verivali.register(rt)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from services.disbursement import audit, cycles, ledger, store
 from services.disbursement.config import DisbursementSettings
-from services.disbursement.relay import PipelinedRelay
+from services.kit.outbox import OutboxRelay
 from services.kit import db as kdb
 from services.kit.migrations import migrate
 from services.kit.settings import Settings
@@ -59,7 +59,7 @@ async def test_postgres_killed_mid_cycle(infra, nc):
                  "status_change_date": p["birth_date"]} for p in persons])
             await budgets.set_allocation(s, settings.names, cfg, FundingSource.apbdes, "kamalia_merekah", 2026,
                                          1000 * N, "test", "t")
-        relay = PipelinedRelay(engine, store.outbox, js, batch=500, poll=0.02)
+        relay = OutboxRelay(engine, store.outbox, js, batch=500, poll=0.02)
         relay.start()
         task = asyncio.create_task(cycles.run(sessions, settings.names, cfg, "kamalia_merekah", "2026-11", "t",
                                               relay.kick))

@@ -200,6 +200,14 @@ class _DiesAfterPublish:
         await self.js.publish(*a, **kw)
         raise Killed("killed after the broker acked")
 
+    async def publish_async(self, *a, **kw):
+        ack = await self.js.publish_async(*a, **kw)
+
+        async def died():
+            await ack
+            raise Killed("killed after the broker acked")
+        return asyncio.ensure_future(died())
+
 
 async def test_relay_killed_after_ack_republishes_and_jetstream_drops_the_repeat(settings, nc):
     js = nc.jetstream()
