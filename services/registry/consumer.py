@@ -16,15 +16,19 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from services.kit import logging as klog
+from services.kit.consumer import deliveries, one_by_one
 from services.kit.runtime import ServiceRuntime
 
 log = klog.get(__name__)
 
 
 def batch_consumer(rt: ServiceRuntime, *, subject: str, stream: str, durable: str, batch: int, timeout: float,
-                   handler: Callable[[list[Msg]], Awaitable[object]], ack_wait: float = 60.0) -> None:
+                   handler: Callable[[list[Msg]], Awaitable[object]], ack_wait: float = 60.0,
+                   poison_after: int = 3) -> None:
     """Run `handler` on batches from `durable` (created if missing) from start-up until stop.
-    A handler exception naks the batch (redelivered after a short delay); nothing is acked early."""
+    A handler exception naks the batch (redelivered after a short delay); from the `poison_after`th
+    delivery the batch is handled one message at a time and what still fails is dead-lettered
+    (kit.consumer). Nothing is acked before its transaction commits."""
 
     state: dict = {}
 
@@ -53,8 +57,18 @@ def batch_consumer(rt: ServiceRuntime, *, subject: str, stream: str, durable: st
                 raise  # not acked: the server redelivers after ack_wait
             except Exception as exc:
                 log.error("consumer.batch_failed", durable=durable, messages=len(msgs), error=str(exc)[:500])
-                await asyncio.gather(*(m.nak(delay=1.0) for m in msgs), return_exceptions=True)
-                continue
+                if deliveries(msgs) < poison_after:
+                    await asyncio.gather(*(m.nak(delay=1.0) for m in msgs), return_exceptions=True)
+                    continue
+                # a batch that keeps failing (a bug, not bad input: that gets a receipt) must not
+                # block everything behind it: one by one, and what still fails is dead-lettered
+                try:
+                    ok, dead = await one_by_one(rt, msgs, lambda _rt, one: handler(one))
+                except Exception as exc2:  # database away: dead letters need it too; try later
+                    log.error("consumer.split_failed", durable=durable, error=str(exc2)[:300])
+                    await asyncio.gather(*(m.nak(delay=1.0) for m in msgs), return_exceptions=True)
+                    continue
+                log.warning("consumer.poison_batch_split", durable=durable, processed=ok, dead_lettered=dead)
             await asyncio.gather(*(m.ack() for m in msgs), return_exceptions=True)
 
     async def start() -> None:
