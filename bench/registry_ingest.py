@@ -218,9 +218,9 @@ async def main() -> None:
                 msgs = await receipts.fetch(2000, timeout=0.05)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
                 msgs = []
-            for m in msgs:
-                r = json.loads(m.data)
-                status[r["message_id"]] = r["status"]
+            for m in msgs:  # contracts.agency.ReceiptBatch
+                for r in json.loads(m.data)["receipts"]:
+                    status[r["message_id"]] = r["status"]
             if msgs:
                 await asyncio.gather(*(m.ack() for m in msgs))
             if time.perf_counter() - last_report > 5:

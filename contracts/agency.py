@@ -78,4 +78,20 @@ class Receipt(BaseModel):
     status: ReceiptStatus
     status_reasons: list[StatusReason] = Field(default_factory=list)
     timestamp: dt.datetime
-    correlation_id: str | None = Field(default=None, description="the registry's event id for an accepted report")
+    correlation_id: str | None = Field(default=None, description="the registry's batch id: the `correlation_id` in "
+                                                                 "the envelope of the registry events the report led to")
+
+
+# a receipt batch stays far below NATS's 1 MB message limit
+MAX_RECEIPTS = 500
+
+
+class ReceiptBatch(BaseModel):
+    """What travels on `agency.<program>.receipts`: the receipts for the reports of one program
+    that the registry handled in one transaction (as G2P Connect / DCI answer a batch in one
+    `on-*` callback). Every report gets exactly one receipt in some batch; a repeated report
+    gets the same receipt again in a later batch."""
+
+    model_config = ConfigDict(extra="forbid")
+    programme_identifier: str
+    receipts: list[Receipt] = Field(min_length=1, max_length=MAX_RECEIPTS)

@@ -33,7 +33,7 @@ class Envelope(BaseModel, Generic[E]):
 
     model_config = ConfigDict(extra="forbid")
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4, description="unique id; also the Nats-Msg-Id")
-    event_type: str = Field(description="e.g. registry.enrolment_changed")
+    event_type: str = Field(description="e.g. registry.enrolments_changed")
     schema_version: int = Field(ge=1)
     occurred_at: dt.datetime = Field(default_factory=utcnow)
     producer: str = Field(description="the service that emitted it")

@@ -7,7 +7,7 @@ those schema files. Events come from `contracts.catalog.EVENTS`, so a new event 
 domain module is exported without touching this file.
 
     DIR/asyncapi.yaml
-    DIR/schemas/events/<event_type>.json          e.g. registry.enrolment_changed.json
+    DIR/schemas/events/<event_type>.json          e.g. registry.enrolments_changed.json
     DIR/schemas/messages/<name>.json              e.g. enrolment_report.json
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from contracts.agency import EnrolmentReport, Receipt
+from contracts.agency import EnrolmentReport, ReceiptBatch
 from contracts.catalog import EVENTS
 from contracts.deadletter import DeadLetter
 from contracts.envelope import Envelope, Event
@@ -57,8 +57,9 @@ _Settlement = getattr(_disb, "Settlement", None)
 MESSAGES: tuple[Message, ...] = (
     Message("enrolment_report", EnrolmentReport, "agency.{program}.enrolments", "AGENCY_ENROLMENTS", "receive",
             "A program agency reports one person's enrolment; set Nats-Msg-Id to message_id.", (PROGRAM,)),
-    Message("receipt", Receipt, "agency.{program}.receipts", "AGENCY_RECEIPTS", "send",
-            "The registry answers every enrolment report: succ, or rjct with every reason.", (PROGRAM,)),
+    Message("receipt_batch", ReceiptBatch, "agency.{program}.receipts", "AGENCY_RECEIPTS", "send",
+            "The registry answers every enrolment report (succ, or rjct with every reason), the reports of one "
+            "transaction together: look each up by message_id.", (PROGRAM,)),
     Message("dead_letter", DeadLetter, "deadletter.{service}", "DEADLETTER", "send",
             "A message a service could not accept, verbatim (base64) with the reason; for operators.",
             (("service", "the service that rejected it: intake, registry, disbursement, reporting"),)),

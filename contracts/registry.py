@@ -1,7 +1,8 @@
 """Events the registry (Basis Data Terpadu) emits on the REGISTRY stream.
 
-Personal data only where a consumer needs it: identity (name, birth date) travels in
-`person_registered` alone; the others carry the NIK as the key and what changed.
+Personal data only where a consumer needs it: names travel in `people_registered` alone; the
+others carry the NIK as the key and what changed. Bulk changes travel in batches (one event
+per registry transaction and up to MAX_ITEMS items), not one message per person.
 Names follow DCI's beneficiary registry where it has one (`programme_identifier`,
 `enrolment_status`, `status_change_date`).
 """
@@ -12,7 +13,7 @@ import uuid
 from enum import StrEnum
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from contracts.agency import EnrolmentStatus, Sex
 from contracts.envelope import Event
@@ -34,11 +35,15 @@ class VerificationResult(StrEnum):
         return self in (VerificationResult.verified, VerificationResult.corrected)
 
 
-class PersonRegistered(Event):
-    """A person entered the registry for the first time, or their identity data changed."""
+# Bulk ingest commits a thousand reports in one transaction; its changes travel together, a
+# few events per batch instead of one per person (one JetStream message each cost more than
+# the database writes). At most MAX_ITEMS per event keeps a message far below NATS's 1 MB.
+MAX_ITEMS = 500
 
-    event_type: ClassVar[str] = "registry.person_registered"
-    domain: ClassVar[str] = "registry"
+
+class PersonIdentity(BaseModel):
+    """A person as the registry now knows them (new, or identity data changed)."""
+
     nik: NIK
     no_kk: NoKK
     name: str
@@ -50,11 +55,18 @@ class PersonRegistered(Event):
                                                      "accepted proposal")
 
 
-class EnrolmentChanged(Event):
-    """A person's enrolment in a program changed (new, or a new status)."""
+class PeopleRegistered(Event):
+    """People entered the registry for the first time, or their identity data changed (one
+    registry transaction's worth, in the order applied)."""
 
-    event_type: ClassVar[str] = "registry.enrolment_changed"
+    event_type: ClassVar[str] = "registry.people_registered"
     domain: ClassVar[str] = "registry"
+    people: list[PersonIdentity] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class EnrolmentChange(BaseModel):
+    """One person's enrolment in a program changed (new, or a new status)."""
+
     nik: NIK
     no_kk: NoKK
     village_code: VillageCode
@@ -69,6 +81,15 @@ class EnrolmentChanged(Event):
         default=None, description="the person's latest verivali result (None: never verified); disbursement "
                                   "pays only `verified` people")
     verification_period: str | None = Field(default=None, description="the round that result belongs to")
+
+
+class EnrolmentsChanged(Event):
+    """Enrolments changed by one registry transaction (an ingest batch), in the order applied;
+    at most one change per (NIK, program) per event."""
+
+    event_type: ClassVar[str] = "registry.enrolments_changed"
+    domain: ClassVar[str] = "registry"
+    changes: list[EnrolmentChange] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
 class ConflictKind(StrEnum):

@@ -28,7 +28,7 @@ REGISTRY_LOOKUP = "registry.lookup"
 
 
 def event_subject(event_type: str) -> str:
-    """`registry.enrolment_changed` -> `registry.events.enrolment_changed`;
+    """`registry.enrolments_changed` -> `registry.events.enrolments_changed`;
     disbursement events keep `disbursement.<name>` (auditors subscribe to `disbursement.>`)."""
     domain, _, name = event_type.partition(".")
     return f"disbursement.{name}" if domain == "disbursement" else f"{domain}.events.{name}"

@@ -46,17 +46,18 @@ async def consume_registry(rt: ServiceRuntime, msgs: list[Msg]) -> None:
             if str(env.event_id) not in fresh:
                 continue
             d = env.data
-            if env.event_type == "registry.enrolment_changed":
-                row = {"nik": d.nik, "programme_identifier": d.programme_identifier, "no_kk": d.no_kk,
-                       "village_code": d.village_code, "birth_date": d.birth_date,
-                       "enrolment_status": str(d.enrolment_status), "status_change_date": d.status_change_date}
-                k = (d.nik, d.programme_identifier)
-                if k not in enrol or row["status_change_date"] >= enrol[k]["status_change_date"]:
-                    enrol[k] = row
-                vs = getattr(d, "verification_status", None)
-                if vs is not None:
-                    verif.setdefault(d.nik, {"nik": d.nik, "verified": str(vs) in VERIFIED, "result": str(vs),
-                                             "recorded_at": env.occurred_at})
+            if env.event_type == "registry.enrolments_changed":
+                for c in d.changes:
+                    row = {"nik": c.nik, "programme_identifier": c.programme_identifier, "no_kk": c.no_kk,
+                           "village_code": c.village_code, "birth_date": c.birth_date,
+                           "enrolment_status": str(c.enrolment_status), "status_change_date": c.status_change_date}
+                    k = (c.nik, c.programme_identifier)
+                    if k not in enrol or row["status_change_date"] >= enrol[k]["status_change_date"]:
+                        enrol[k] = row
+                    if c.verification_status is not None:
+                        verif.setdefault(c.nik, {"nik": c.nik, "verified": str(c.verification_status) in VERIFIED,
+                                                 "result": str(c.verification_status),
+                                                 "recorded_at": env.occurred_at})
             elif env.event_type == "registry.verification_recorded":
                 cur = verif.get(d.nik)
                 if cur is None or env.occurred_at >= cur["recorded_at"]:

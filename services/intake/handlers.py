@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 
 from contracts.catalog import EVENTS
 from contracts.envelope import utcnow
-from contracts.registry import EnrolmentChanged, ProposalDecided
+from contracts.registry import EnrolmentChange, EnrolmentsChanged, ProposalDecided
 from services.intake import cases, visits
 from services.intake.config import IntakeSettings
 from services.kit import logging as klog
@@ -24,7 +24,7 @@ from services.kit.runtime import ServiceRuntime
 log = klog.get(__name__)
 CONSUMER = "intake-registry-v1"
 POISON_AFTER = 5
-WANTED = {ProposalDecided.event_type: ProposalDecided, EnrolmentChanged.event_type: EnrolmentChanged}
+WANTED = {ProposalDecided.event_type: ProposalDecided, EnrolmentsChanged.event_type: EnrolmentsChanged}
 
 
 def _parse(m: Msg) -> tuple[str, str | None]:
@@ -48,7 +48,7 @@ async def follow_registry(rt: ServiceRuntime, cfg: IntakeSettings, msgs: list[Ms
         parsed = [(m, *_parse(m)) for m in msgs]
         fresh = await claim(s, rt.inbox, CONSUMER, [k for _m, k, _t in parsed])
         decided: list[ProposalDecided] = []
-        enrolments: list[EnrolmentChanged] = []
+        enrolments: list[EnrolmentChange] = []
         out: list[dict] = []
         seen: set[str] = set()
         for m, mid, etype in parsed:
@@ -66,7 +66,10 @@ async def follow_registry(rt: ServiceRuntime, cfg: IntakeSettings, msgs: list[Ms
                                           str(exc)[:1000], mid))
                 counts["invalid"] += 1
                 continue
-            (decided if isinstance(env.data, ProposalDecided) else enrolments).append(env.data)
+            if isinstance(env.data, ProposalDecided):
+                decided.append(env.data)
+            else:
+                enrolments.extend(env.data.changes)
         now = utcnow()
         out += await cases.apply_decisions(rt, s, decided, now)
         out += await visits.apply_enrolments(rt, cfg, s, enrolments, now)

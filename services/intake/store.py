@@ -71,7 +71,7 @@ ticket_counters = sa.Table(
     sa.Column("last", sa.Integer, nullable=False),
 )
 
-# people enrolled in a program with home visits, kept from registry.enrolment_changed
+# people enrolled in a program with home visits, kept from registry.enrolments_changed
 beneficiaries = sa.Table(
     "beneficiaries", metadata,
     sa.Column("nik", sa.String(16), primary_key=True),

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from contracts.agency import EnrolmentStatus
 from contracts.envelope import utcnow
 from contracts.intake import AidUse, CompanionAssigned, Condition, Need, VisitReportFiled
-from contracts.registry import EnrolmentChanged
+from contracts.registry import EnrolmentChange
 from contracts.values import NIK
 from services.intake import domain, store
 from services.intake.config import IntakeSettings
@@ -50,10 +50,10 @@ class VisitIn(BaseModel):
     notes: str = Field(default="", max_length=2000, description="free text; stays in intake")
 
 
-async def apply_enrolments(rt: ServiceRuntime, cfg: IntakeSettings, s, events: list[EnrolmentChanged],
+async def apply_enrolments(rt: ServiceRuntime, cfg: IntakeSettings, s, events: list[EnrolmentChange],
                            now: dt.datetime) -> list[dict]:
     """Keep the home-visit caseload in step with enrolments; end assignments of people who left."""
-    latest: dict[tuple[str, str], EnrolmentChanged] = {}
+    latest: dict[tuple[str, str], EnrolmentChange] = {}
     for e in events:
         if e.programme_identifier not in cfg.visit_programs:
             continue

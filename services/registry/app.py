@@ -23,7 +23,8 @@ def runtime(settings: Settings | None = None, registry_settings: RegistrySetting
                 rt.name_search_trgm = await store.has_pg_trgm(s)
     # before the enrolment consumer starts (it is started by a later on_start hook)
     rt.on_start.insert(0, _detect_name_search)
-    rt.relay_batch = 3000  # three outbox rows per accepted report
+    # batch events and receipt batches: a few large outbox rows per 1,000 reports (plus dead letters)
+    rt.relay_batch = 200
     handlers.register(rt)
     lookup.register(rt)
     verivali.register(rt)

@@ -66,13 +66,14 @@ async def publish_file(settings: Settings, path: Path, program: str, out: Path, 
 
     async def on_receipt(msg) -> None:
         try:
-            r = json.loads(msg.data)
+            batch = json.loads(msg.data)  # contracts.agency.ReceiptBatch
         except ValueError:
             return
-        if r.get("message_id") in by_id and r["message_id"] not in receipts:
-            receipts[r["message_id"]] = r
-            if len(receipts) >= expected:
-                done.set()
+        for r in batch.get("receipts", []) if isinstance(batch, dict) else []:
+            if r.get("message_id") in by_id and r["message_id"] not in receipts:
+                receipts[r["message_id"]] = r
+        if len(receipts) >= expected:
+            done.set()
 
     expected = len(reports)
     duplicates: list[str] = []

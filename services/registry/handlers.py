@@ -8,10 +8,10 @@ import uuid
 
 from nats.aio.msg import Msg
 
-from contracts.agency import ReceiptStatus
-from contracts.registry import ConflictFlagged, EnrolmentChanged, PersonRegistered
+from contracts.agency import MAX_RECEIPTS, ReceiptStatus
+from contracts.registry import MAX_ITEMS, ConflictFlagged, EnrolmentsChanged, PeopleRegistered
 from services.kit import logging as klog
-from services.kit.outbox import deadletter_row, event_row, message_row
+from services.kit.outbox import deadletter_row, event_row
 from services.kit.runtime import ServiceRuntime
 from services.registry import domain, names, store
 from services.registry.consumer import batch_consumer
@@ -28,115 +28,120 @@ def _message_key(m: Msg, raw: dict) -> str:
     return mid or f"seq-{m.metadata.sequence.stream}"
 
 
-def _receipt(program: str, message_id: str, raw: dict, status: ReceiptStatus, problems=(), corr=None) -> dict:
+def _receipt(program: str, message_id: str, raw: dict, status: ReceiptStatus, problems, corr: str,
+             now: str) -> dict:
     """A contracts.agency.Receipt as a plain dict (built per message on the bulk path; tested
     to validate as a Receipt)."""
     ref = raw.get("reference_id") if isinstance(raw.get("reference_id"), str) else ""
     return {"message_id": message_id, "reference_id": ref, "programme_identifier": program, "status": status.value,
             "status_reasons": [{"status_reason_code": f"rjct.{p.code}", "status_reason_message": p.message,
                                 "field": p.field} for p in problems],
-            "timestamp": _now_iso(), "correlation_id": corr}
+            "timestamp": now, "correlation_id": corr}
 
 
-def event_row_fast(names_, cls: type, data: dict, producer: str = SERVICE) -> dict:
-    """kit.outbox.event_row for the bulk path: the same envelope JSON, built without pydantic
-    (the values come from reports that passed every rule already; validating them again per
-    event cost more than the database writes). Tested equal to the validated form."""
-    eid = uuid.uuid4()
-    env = {"event_id": str(eid), "event_type": cls.event_type, "schema_version": cls.schema_version,
-           "occurred_at": _now_iso(), "producer": producer, "correlation_id": None, "causation_id": None,
-           "data": data}
-    return {"id": eid, "subject": names_.event(cls.event_type), "payload": json.dumps(env, default=str).encode()}
+def event_rows(names_, cls: type, field: str, items: list[dict], corr: str, producer: str = SERVICE) -> list[dict]:
+    """Outbox rows for a batch event (`cls` with its list in `field`), MAX_ITEMS items per event,
+    built without pydantic: the values come from reports that passed every rule already, and
+    validating them again cost more than the database writes. Tested to validate as `cls`."""
+    rows, now = [], _now_iso()
+    for i in range(0, len(items), MAX_ITEMS):
+        eid = uuid.uuid4()
+        env = {"event_id": str(eid), "event_type": cls.event_type, "schema_version": cls.schema_version,
+               "occurred_at": now, "producer": producer, "correlation_id": corr, "causation_id": None,
+               "data": {field: items[i:i + MAX_ITEMS]}}
+        rows.append({"id": eid, "subject": names_.event(cls.event_type), "payload": json.dumps(env).encode()})
+    return rows
+
+
+def receipt_rows(names_, bodies: dict[str, list[bytes]]) -> list[dict]:
+    """Outbox rows answering the reports of one transaction: per program, receipt batches of at
+    most MAX_RECEIPTS (each body is one receipt's JSON, already stored for repeats)."""
+    rows = []
+    for program, items in bodies.items():
+        head = b'{"programme_identifier": ' + json.dumps(program).encode() + b', "receipts": ['
+        for i in range(0, len(items), MAX_RECEIPTS):
+            rows.append({"id": uuid.uuid4(), "subject": names_.receipts(program),
+                         "payload": head + b", ".join(items[i:i + MAX_RECEIPTS]) + b"]}"})
+    return rows
 
 
 def _now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _receipt_id(program: str, message_id: str) -> uuid.UUID:
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"receipt/{program}/{message_id}")
-
-
 async def ingest(rt: ServiceRuntime, msgs: list[Msg]) -> dict[str, int]:
     """One batch: check every report, write the accepted ones in bulk, answer every message.
-    All in one transaction; the caller acknowledges the batch only after it commits."""
+    All in one transaction; the caller acknowledges the batch only after it commits.
+
+    The `receipts` table is this consumer's idempotency record: a report whose (program,
+    message_id) already has a receipt changes nothing and gets that receipt again."""
     names_ = rt.names
-    parsed = []
+    corr, now = str(uuid.uuid4()), _now_iso()
+    first: dict[tuple[str, str], tuple] = {}  # (program, message_id) -> (msg, checked, problems, body)
+    copies: list[tuple[str, str]] = []
     for m in msgs:
         program = names_.bare(m.subject).split(".")[1]
         checked, raw, problems = domain.check_report(m.data, program)
-        parsed.append((m, program, _message_key(m, raw), checked, raw, problems))
+        key = (program, _message_key(m, raw))
+        if key in first:
+            copies.append(key)
+            continue
+        status = ReceiptStatus.rjct if problems else ReceiptStatus.succ
+        body = json.dumps(_receipt(program, key[1], raw, status, problems, corr, now)).encode()
+        first[key] = (m, checked, problems, body)
 
     out: list[dict] = []
+    answers: dict[str, list[bytes]] = {}
     counts = {"accepted": 0, "rejected": 0, "duplicate": 0}
     async with rt.sessions.begin() as s:
-        fresh = await store.claim_bulk(s, CONSUMER, [f"{p[1]}/{p[2]}" for p in parsed])
-        seen: set[str] = set()
-        valid, receipts_rows, duplicates = [], [], []
-        for m, program, mid, checked, raw, problems in parsed:
-            key = f"{program}/{mid}"
-            if key not in fresh or key in seen:
-                duplicates.append((program, mid))
+        fresh = await store.record_receipts(s, [(k[0], k[1], v[3]) for k, v in first.items()])
+        valid = []
+        for key, (m, checked, problems, body) in first.items():
+            if key not in fresh:
+                copies.append(key)
                 continue
-            seen.add(key)
+            answers.setdefault(key[0], []).append(body)
             if problems:
-                rc = _receipt(program, mid, raw, ReceiptStatus.rjct, problems)
                 out.append(deadletter_row(names_, SERVICE, m.subject, m.data, f"rjct.{problems[0].code}",
-                                          "; ".join(p.message for p in problems), mid))
-                receipts_rows.append(rc)
+                                          "; ".join(p.message for p in problems), key[1]))
                 counts["rejected"] += 1
             else:
                 valid.append(checked)
-        events_by_key = await apply(rt, s, valid, out)
-        for c in valid:
-            corr = events_by_key.get((c.nik, c.program))
-            receipts_rows.append(_receipt(c.program, c.report.message_id, {"reference_id": c.report.reference_id},
-                                          ReceiptStatus.succ, corr=str(corr) if corr else None))
-            counts["accepted"] += 1
-        if receipts_rows:
-            bodies = [json.dumps(r) for r in receipts_rows]
-            await store.bulk_insert(s, store.receipts, [
-                {"programme_identifier": r["programme_identifier"], "message_id": r["message_id"], "receipt": b}
-                for r, b in zip(receipts_rows, bodies)], "on conflict do nothing")
-            out += [{"id": _receipt_id(r["programme_identifier"], r["message_id"]),
-                     "subject": names_.receipts(r["programme_identifier"]), "payload": b.encode()}
-                    for r, b in zip(receipts_rows, bodies)]
-        if duplicates:
-            # the same message again gets the same answer, once per copy (as a new message:
-            # the first may be long gone from the agency's view)
-            stored = await store.stored_receipts(s, duplicates)
-            out += [message_row(names_.receipts(key[0]), stored[key]) for key in duplicates if key in stored]
-            counts["duplicate"] = len(duplicates)
+        counts["accepted"] = len(valid)
+        await apply(rt, s, valid, out, corr)
+        if copies:
+            # the same message again gets the same answer, once per copy (the first answer may be
+            # long gone from the agency's view)
+            stored = await store.stored_receipts(s, [k for k in copies if k not in fresh])
+            for key in copies:
+                body = first[key][3] if key in fresh else stored.get(key)
+                if body is not None:
+                    answers.setdefault(key[0], []).append(body)
+            counts["duplicate"] = len(copies)
+        out += receipt_rows(names_, answers)
         await store.add_outbox(s, out)
     rt.kick()
     log.info("registry.ingested", **counts)
     return counts
 
 
-def _person_row(r: domain.CheckedReport) -> dict:
-    rep = r.report
-    return {"nik": r.nik, "no_kk": rep.no_kk, "name": rep.name, "sex": rep.sex, "birth_date": r.birth_date,
-            "village_code": r.village_code, "address": rep.address, "name_key": names.normalise(rep.name),
-            "reported_by": r.program}
-
-
 _IDENTITY = ("no_kk", "name", "sex", "birth_date", "village_code", "address")
 
 
-async def apply(rt: ServiceRuntime, s, valid: list[domain.CheckedReport], out: list[dict]
-                ) -> dict[tuple[str, str], uuid.UUID]:
-    """Write people, households and enrolments for accepted reports; queue their events and
-    any cross-program conflicts. Returns the enrolment event id per (NIK, program)."""
+async def apply(rt: ServiceRuntime, s, valid: list[domain.CheckedReport], out: list[dict], corr: str) -> None:
+    """Write people, households and enrolments for accepted reports; queue their events (a few
+    batch events per transaction) and any cross-program conflicts."""
     if not valid:
-        return {}
+        return
     names_ = rt.names
     win = domain.winners(valid)
     niks = sorted({r.nik for r in valid})
-    await store.lock_people(s, niks)
+    await store.lock_people(s, niks)  # from here to commit nobody else changes these people
     existing = await store.fetch_people(s, niks)
     current = await store.fetch_enrolments(s, niks)
 
     people_rows, history_rows, household_rows, conflicts, trigram_rows = [], [], {}, [], []
+    registered: list[dict] = []
     by_nik: dict[str, list[domain.CheckedReport]] = {}
     for r in valid:
         by_nik.setdefault(r.nik, []).append(r)
@@ -144,7 +149,7 @@ async def apply(rt: ServiceRuntime, s, valid: list[domain.CheckedReport], out: l
         old = existing.get(nik)
         cur = {k: getattr(old, k) for k in (*_IDENTITY, "reported_by", "name_key")} if old else None
         changed = False
-        for r in sorted(reports, key=lambda x: x.order):
+        for r in (sorted(reports, key=lambda x: x.order) if len(reports) > 1 else reports):
             rep = r.report
             if rep.is_head_of_household or rep.no_kk not in household_rows:
                 household_rows[rep.no_kk] = {"no_kk": rep.no_kk, "village_code": r.village_code,
@@ -163,26 +168,29 @@ async def apply(rt: ServiceRuntime, s, valid: list[domain.CheckedReport], out: l
                                         "report": {field: str(getattr(rep, field)), "reported_by": r.program,
                                                    "message_id": rep.message_id}}})
                     continue
-            row = _person_row(r)
+            row = {"no_kk": rep.no_kk, "name": rep.name, "sex": rep.sex, "birth_date": r.birth_date,
+                   "village_code": r.village_code, "address": rep.address, "name_key": names.normalise(rep.name),
+                   "reported_by": r.program}
             if cur is not None and cur["reported_by"] and cur["reported_by"] != r.program:
                 # another program agreeing on the identity: it may update the household and
                 # address, but the name keeps the spelling of the program that set it
                 row |= {k: cur[k] for k in ("name", "name_key", "birth_date", "reported_by")}
             if cur is None or any(cur[k] != row[k] for k in _IDENTITY):
-                history_rows.append({k: row[k] for k in ("nik", *_IDENTITY, "reported_by")}
-                                    | {"message_id": rep.message_id})
+                history_rows.append({"nik": nik, "no_kk": row["no_kk"], "name": row["name"], "sex": row["sex"],
+                                     "birth_date": row["birth_date"], "village_code": row["village_code"],
+                                     "address": row["address"], "reported_by": row["reported_by"],
+                                     "message_id": rep.message_id})
                 changed = True
             cur = row
         if changed:
-            people_rows.append(cur | {"nik": nik})
+            people_rows.append({"nik": nik, **{k: cur[k] for k in store._PEOPLE_SET}})
             if not rt.name_search_trgm and (old is None or old.name_key != cur["name_key"]
                                             or old.village_code != cur["village_code"]):
                 trigram_rows.append((nik, cur["village_code"], names.trigrams(cur["name_key"])))
-            out.append(event_row_fast(names_, PersonRegistered, {
-                "nik": nik, "no_kk": cur["no_kk"], "name": cur["name"], "sex": cur["sex"],
-                "birth_date": cur["birth_date"].isoformat(), "village_code": cur["village_code"],
-                "is_new": old is None, "reported_by": cur["reported_by"]}))
-    await store.upsert_people(s, [{k: p[k] for k in ("nik", *store._PEOPLE_SET)} for p in people_rows])
+            registered.append({"nik": nik, "no_kk": cur["no_kk"], "name": cur["name"], "sex": cur["sex"],
+                               "birth_date": cur["birth_date"].isoformat(), "village_code": cur["village_code"],
+                               "is_new": old is None, "reported_by": cur["reported_by"]})
+    await store.upsert_people(s, people_rows)
     await store.bulk_insert(s, store.person_history, history_rows)
     await store.replace_name_trigrams(s, trigram_rows)
     await store.upsert_households(s, list(household_rows.values()))
@@ -192,45 +200,49 @@ async def apply(rt: ServiceRuntime, s, valid: list[domain.CheckedReport], out: l
          "status_change_date": r.status_change_date, "message_id": r.report.message_id,
          "reference_id": r.report.reference_id, "reported_by": r.program} for r in valid])
 
-    enrol_rows, event_ids = [], {}
+    enrol_rows, changes = [], []
+    status = {k: e.enrolment_status for k, e in current.items()}  # (nik, program) -> status after this batch
     for key, r in win.items():
         cur_e = current.get(key)
         if not domain.supersedes(r, cur_e.status_change_date if cur_e else None, cur_e.message_id if cur_e else None):
             continue
+        rep = r.report
+        status[key] = rep.enrolment_status
         person = existing.get(r.nik)
         enrol_rows.append({"nik": r.nik, "programme_identifier": r.program,
-                           "enrolment_status": r.report.enrolment_status, "status_change_date": r.status_change_date,
-                           "message_id": r.report.message_id, "reference_id": r.report.reference_id,
-                           "reported_by": r.program})
-        row = event_row_fast(names_, EnrolmentChanged, {
-            "nik": r.nik, "no_kk": r.report.no_kk, "village_code": r.village_code,
-            "birth_date": r.birth_date.isoformat(), "programme_identifier": r.program,
-            "enrolment_status": r.report.enrolment_status,
+                           "enrolment_status": rep.enrolment_status, "status_change_date": r.status_change_date,
+                           "message_id": rep.message_id, "reference_id": rep.reference_id, "reported_by": r.program})
+        changes.append({
+            "nik": r.nik, "no_kk": rep.no_kk, "village_code": r.village_code, "birth_date": r.birth_date.isoformat(),
+            "programme_identifier": r.program, "enrolment_status": rep.enrolment_status,
             "previous_status": cur_e.enrolment_status if cur_e else None,
             "status_change_date": r.status_change_date.isoformat(), "reported_by": r.program,
-            "reference_id": r.report.reference_id,
+            "reference_id": rep.reference_id,
             "verification_status": person.verification_status if person else None,
             "verification_period": person.verification_period if person else None})
-        out.append(row)
-        event_ids[key] = row["id"]
     await store.upsert_enrolments(s, enrol_rows)
+    out += event_rows(names_, PeopleRegistered, "people", registered, corr)
+    out += event_rows(names_, EnrolmentsChanged, "changes", changes, corr)
 
-    # a death reported by one program while another still pays: flag it (once per situation)
-    if any(r.report.enrolment_status in ("deceased", "active") for r in valid):
-        villages = {nik: rs[-1].village_code for nik, rs in by_nik.items()}
-        for row in await store.active_and_deceased(s, [r.nik for r in valid]):
+    # a death reported by one program while another still pays: flag it (once per situation).
+    # Computed from what was read under the people locks plus this batch's winners: exact.
+    programs: dict[str, dict[str, list[str]]] = {}
+    for (nik, program), st in sorted(status.items()):
+        if st in ("deceased", "active"):
+            programs.setdefault(nik, {"deceased": [], "active": []})[st].append(program)
+    for nik, p in programs.items():
+        if p["deceased"] and p["active"] and nik in by_nik:
             conflicts.append({
-                "id": uuid.uuid4(), "nik": row.nik, "kind": "death_while_active",
-                "village_code": villages[row.nik],
-                "fingerprint": domain.fingerprint("death_while_active", *[f"deceased={p}" for p in row.deceased_in],
-                                                  *[f"active={p}" for p in row.active_in]),
-                "programme_identifiers": sorted({*row.deceased_in, *row.active_in}),
-                "details": {"deceased_in": row.deceased_in, "active_in": row.active_in}})
+                "id": uuid.uuid4(), "nik": nik, "kind": "death_while_active",
+                "village_code": by_nik[nik][-1].village_code,
+                "fingerprint": domain.fingerprint("death_while_active", *[f"deceased={x}" for x in p["deceased"]],
+                                                  *[f"active={x}" for x in p["active"]]),
+                "programme_identifiers": sorted({*p["deceased"], *p["active"]}),
+                "details": {"deceased_in": p["deceased"], "active_in": p["active"]}})
     for c in await store.flag(s, conflicts):
         out.append(event_row(names_, ConflictFlagged(
             conflict_id=c["id"], nik=c["nik"], kind=c["kind"], village_code=c["village_code"],
-            programme_identifiers=c["programme_identifiers"]), SERVICE))
-    return event_ids
+            programme_identifiers=c["programme_identifiers"]), SERVICE, correlation_id=uuid.UUID(corr)))
 
 
 def register(rt: ServiceRuntime) -> None:

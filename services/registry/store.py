@@ -157,7 +157,8 @@ enrolment_history = sa.Table(
     sa.Index("enrolment_history_person", "nik", "programme_identifier", "status_change_date"),
 )
 
-# the receipt given for each message, so a repeated message gets the same answer
+# the receipt given for each message: the enrolment consumer's idempotency record, and a
+# repeated message gets the same answer
 receipts = sa.Table(
     "receipts", metadata,
     sa.Column("programme_identifier", sa.Text, primary_key=True),
@@ -194,14 +195,15 @@ async def bulk_insert(session, table: sa.Table, rows: list[dict], tail: str = ""
     return res.all() if returning else []
 
 
-async def claim_bulk(session, consumer: str, message_ids: list[str]) -> set[str]:
-    """kit.outbox.claim in one statement: record ids in the inbox, return the ones not seen before."""
-    if not message_ids:
+async def record_receipts(session, rows: list[tuple[str, str, bytes]]) -> set[tuple[str, str]]:
+    """Store the receipt for each (program, message_id, receipt JSON); return the keys that had
+    none yet. The receipts table is the enrolment consumer's idempotency record (its inbox)."""
+    if not rows:
         return set()
-    ids = list(dict.fromkeys(message_ids))
-    rows = await bulk_insert(session, inbox, [{"consumer": consumer, "message_id": m} for m in ids],
-                             "on conflict do nothing", returning="message_id")
-    return {r[0] for r in rows}
+    got = await bulk_insert(session, receipts, [{"programme_identifier": p, "message_id": m, "receipt": b.decode()}
+                                                for p, m, b in rows],
+                            "on conflict do nothing", returning="programme_identifier, message_id")
+    return {(r[0], r[1]) for r in got}
 
 
 async def add_outbox(session, rows: list[dict]) -> None:
@@ -276,21 +278,6 @@ async def replace_name_trigrams(session, rows: list[tuple[str, str, set[str]]]) 
 async def has_pg_trgm(session) -> bool:
     return bool((await session.execute(sa.text(
         "select exists (select 1 from pg_extension where extname = 'pg_trgm')"))).scalar())
-
-
-async def active_and_deceased(session, niks: list[str]) -> list[sa.Row]:
-    """People (among `niks`) reported deceased by one program while another still has them active."""
-    if not niks:
-        return []
-    return (await session.execute(sa.text("""
-        select nik, array_agg(programme_identifier order by programme_identifier)
-                      filter (where enrolment_status = 'deceased') as deceased_in,
-                    array_agg(programme_identifier order by programme_identifier)
-                      filter (where enrolment_status = 'active') as active_in
-        from enrolments where nik = any(cast(:niks as text[]))
-        group by nik
-        having bool_or(enrolment_status = 'deceased') and bool_or(enrolment_status = 'active')
-    """), {"niks": sorted(set(niks))})).all()
 
 
 async def flag(session, rows: list[dict]) -> list[dict]:

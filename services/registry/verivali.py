@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from contracts.agency import Sex
 from contracts.catalog import EVENTS
 from contracts.intake import ProposalSubmitted
-from contracts.registry import (PersonRegistered, ProposalDecided, ProposalDecision, VerificationRecorded,
+from contracts.registry import (PeopleRegistered, PersonIdentity, ProposalDecided, ProposalDecision, VerificationRecorded,
                                 VerificationResult, VerificationRoundClosed, VerificationRoundOpened)
 from contracts.values import NIK, NoKK, VillageCode, nik_consistency, parse_nik
 from services.kit import logging as klog
@@ -129,9 +129,9 @@ async def _add_person(rt: ServiceRuntime, s, prop, out: list[dict]) -> bool:
     await store.upsert_households(s, [{"no_kk": prop.no_kk, "village_code": prop.village_code, "head_nik": None}])
     if not rt.name_search_trgm:
         await store.replace_name_trigrams(s, [(prop.nik, prop.village_code, names.trigrams(key))])
-    out.append(event_row(rt.names, PersonRegistered(
+    out.append(event_row(rt.names, PeopleRegistered(people=[PersonIdentity(
         nik=prop.nik, no_kk=prop.no_kk, name=prop.name, sex=prop.sex, birth_date=prop.birth_date,
-        village_code=prop.village_code, is_new=True, reported_by="verivali"), SERVICE))
+        village_code=prop.village_code, is_new=True, reported_by="verivali")]), SERVICE))
     return True
 
 

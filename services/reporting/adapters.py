@@ -18,7 +18,7 @@ from contracts.disbursement import (AllocationSet, KubeGrantMade, KubeGroupRegis
 from contracts.envelope import Envelope
 from contracts.intake import (CaseEscalated, CaseReferred, CaseRegistered, CaseResolved, CompanionAssigned,
                               VisitReportFiled)
-from contracts.registry import EnrolmentChanged
+from contracts.registry import EnrolmentsChanged
 from services.reporting import domain
 from services.reporting.facts import (AllocationFact, Assignment, ComplaintReceived, ComplaintReferred,
                                       ComplaintResolved, EnrolmentFact, Fact, KubeFlow, KubeGroup, PaymentFact,
@@ -43,10 +43,9 @@ def _day(env: Envelope) -> dt.date:
     return domain.local_date(env.occurred_at)
 
 
-def _enrolment(env: Envelope[EnrolmentChanged]) -> list[Fact]:
-    e = env.data
+def _enrolments(env: Envelope[EnrolmentsChanged]) -> list[Fact]:
     return [EnrolmentFact(e.programme_identifier, pseudonym(e.nik), e.village_code, e.enrolment_status.value,
-                          e.status_change_date)]
+                          e.status_change_date) for e in env.data.changes]
 
 
 def _settlement(env: Envelope[SettlementRecorded]) -> list[Fact]:
@@ -117,7 +116,7 @@ def _kube_paid(env: Envelope[KubeInstalmentPaid]) -> list[Fact]:
 
 ADAPTERS: dict[str, tuple[type[BaseModel], Callable[[Any], list[Fact]]]] = {
     cls.event_type: (cls, fn) for cls, fn in (
-        (EnrolmentChanged, _enrolment),
+        (EnrolmentsChanged, _enrolments),
         (SettlementRecorded, _settlement),
         (AllocationSet, _allocation),
         (CaseRegistered, _case_registered),

@@ -30,7 +30,7 @@ def _n(name: str) -> sa.Column:
     return sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
 
 
-# people per (program, village, status) now, from registry.enrolment_changed
+# people per (program, village, status) now, from registry.enrolments_changed
 enrolment_counts = sa.Table(
     "enrolment_counts", metadata,
     sa.Column("programme_identifier", sa.Text, primary_key=True),
