@@ -8,7 +8,7 @@ import uuid
 
 from contracts.catalog import EVENTS
 from contracts.envelope import envelope
-from contracts.registry import EnrolmentChanged
+from contracts.registry import MAX_ITEMS, EnrolmentChange, EnrolmentsChanged
 from services.kit.auth import Principal, Role, issue_token
 from tests import factories
 
@@ -35,14 +35,20 @@ def people(n: int, seed: int = 1, birth: dt.date = dt.date(1950, 3, 4)) -> list[
     return out
 
 
-def enrolment_event(person: dict, program: str, status: str = "active", verified: bool | None = True,
-                    effective: dt.date = dt.date(2026, 1, 1)) -> bytes:
+def enrolment_change(person: dict, program: str, status: str = "active", verified: bool | None = True,
+                     effective: dt.date = dt.date(2026, 1, 1)) -> EnrolmentChange:
     extra = {}
-    if verified is not None and "verification_status" in EnrolmentChanged.model_fields:
+    if verified is not None:
         extra["verification_status"] = "verified" if verified else "ineligible"
-    ev = EnrolmentChanged(nik=person["nik"], no_kk=person["no_kk"], village_code=person["village_code"],
-                          birth_date=person["birth_date"], programme_identifier=program, enrolment_status=status,
-                          status_change_date=effective, reported_by=program, **extra)
+    return EnrolmentChange(nik=person["nik"], no_kk=person["no_kk"], village_code=person["village_code"],
+                           birth_date=person["birth_date"], programme_identifier=program, enrolment_status=status,
+                           status_change_date=effective, reported_by=program, **extra)
+
+
+def enrolments_event(persons: list[dict], program: str, status: str = "active", verified: bool | None = True,
+                     effective: dt.date = dt.date(2026, 1, 1)) -> bytes:
+    """One registry.enrolments_changed for these people (at most MAX_ITEMS), as one ingest batch."""
+    ev = EnrolmentsChanged(changes=[enrolment_change(p, program, status, verified, effective) for p in persons])
     return envelope(ev, "registry").model_dump_json().encode()
 
 
@@ -57,14 +63,15 @@ def verification_event(person: dict, verified: bool) -> bytes | None:
 
 
 async def publish_enrolments(js, settings, persons, program, verified: bool | None = True, **kw) -> None:
-    """Enrolment events, and verification results the way the registry reports them."""
-    subj = settings.names.event("registry.enrolment_changed")
+    """Enrolment events in batches of up to MAX_ITEMS people, and verification results the way
+    the registry reports them."""
+    subj = settings.names.event("registry.enrolments_changed")
     vsubj = settings.names.event("registry.verification_recorded")
-    for i in range(0, len(persons), 500):
-        futs = [js.publish(subj, enrolment_event(p, program, verified=verified, **kw)) for p in persons[i:i + 500]]
+    for i in range(0, len(persons), MAX_ITEMS):
+        batch = persons[i:i + MAX_ITEMS]
+        futs = [js.publish(subj, enrolments_event(batch, program, verified=verified, **kw))]
         if verified is not None:
-            futs += [js.publish(vsubj, v) for p in persons[i:i + 500]
-                     if (v := verification_event(p, verified)) is not None]
+            futs += [js.publish(vsubj, v) for p in batch if (v := verification_event(p, verified)) is not None]
         await asyncio.gather(*futs)
 
 

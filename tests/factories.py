@@ -39,3 +39,11 @@ def enrolment(program: str = "pkh", *, status: str = "active", effective: str = 
     }
     report.update(overrides)
     return report
+
+
+def receipts_of(data: bytes) -> list[dict]:
+    """The receipts in one message on agency.<program>.receipts (a contracts.agency.ReceiptBatch,
+    validated here so every test that reads receipts also checks the contract)."""
+    from contracts.agency import ReceiptBatch
+    batch = ReceiptBatch.model_validate_json(data)
+    return [r.model_dump(mode="json") for r in batch.receipts]

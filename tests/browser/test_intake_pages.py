@@ -210,18 +210,17 @@ async def test_companion_files_a_visit_and_the_coordinator_sees_it(settings, nc)
     import httpx
 
     from contracts.agency import EnrolmentStatus
-    from contracts.registry import EnrolmentChanged
+    from contracts.registry import EnrolmentChange, EnrolmentsChanged
     from tests.conftest import eventually
     from tests.factories import kk
     from tests.integration.intake_support import publish_event
 
     elders = [nik(VILLAGE, dt.date(1939, 3, 1 + i), "F") for i in range(2)]
     async with serving(settings) as base, chromium() as browser:
-        for e in elders:
-            await publish_event(nc, settings, EnrolmentChanged(
-                nik=e, no_kk=kk(VILLAGE), village_code=VILLAGE, birth_date=dt.date(1939, 3, 1),
-                programme_identifier="kamalia_merekah", enrolment_status=EnrolmentStatus.active,
-                status_change_date=dt.date(2026, 1, 1), reported_by="kamalia_merekah"))
+        await publish_event(nc, settings, EnrolmentsChanged(changes=[EnrolmentChange(
+            nik=e, no_kk=kk(VILLAGE), village_code=VILLAGE, birth_date=dt.date(1939, 3, 1),
+            programme_identifier="kamalia_merekah", enrolment_status=EnrolmentStatus.active,
+            status_change_date=dt.date(2026, 1, 1), reported_by="kamalia_merekah") for e in elders]))
         coord = {"Authorization": "Bearer " + tok(settings, Role.coordinator, KEC, "koord")}
         async with httpx.AsyncClient(base_url=base) as http:
             async def assign(n):

@@ -121,9 +121,9 @@ async def _enrol_and_get_receipt(nats_url: str, report: dict) -> dict:
         deadline = asyncio.get_running_loop().time() + 30
         while True:
             msg = await sub.next_msg(timeout=max(0.1, deadline - asyncio.get_running_loop().time()))
-            receipt = json.loads(msg.data)
-            if receipt["message_id"] == report["message_id"]:
-                return receipt
+            for receipt in factories.receipts_of(msg.data):
+                if receipt["message_id"] == report["message_id"]:
+                    return receipt
     finally:
         await nc.close()
 

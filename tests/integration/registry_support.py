@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 
+import nats.errors
 import sqlalchemy as sa
 
 from services.kit.auth import Principal, Role, issue_token
+from tests import factories
 from tests.conftest import eventually
 
 
@@ -18,8 +20,8 @@ async def send(nc, settings, reports: list[dict], program: str | None = None) ->
     got: dict[str, dict] = {}
 
     async def cb(m):
-        r = json.loads(m.data)
-        got[r["message_id"]] = r
+        for r in factories.receipts_of(m.data):
+            got[r["message_id"]] = r
     sub = await nc.subscribe(settings.names.receipts("*"), cb=cb)
     js = nc.jetstream()
     for rep in reports:
@@ -30,16 +32,20 @@ async def send(nc, settings, reports: list[dict], program: str | None = None) ->
     return got
 
 
-async def events(nc, settings, event_type: str, expect: int, timeout: float = 10) -> list[dict]:
-    """The envelopes of one registry event type on the REGISTRY stream, waiting for at least `expect`."""
+async def events(nc, settings, event_type: str, expect: int, timeout: float = 10, items: str | None = None
+                 ) -> list[dict]:
+    """The envelopes of one registry event type on the REGISTRY stream, waiting for at least `expect`;
+    with `items` (a batch event's list field, e.g. "changes"), the items of every envelope instead."""
     js = nc.jetstream()
     sub = await js.pull_subscribe(settings.names.event(event_type), stream=settings.names.stream("REGISTRY"))
     out: list[dict] = []
 
     async def fetch():
         try:
-            out.extend(json.loads(m.data) for m in await sub.fetch(100, timeout=0.3))
-        except Exception:
+            for m in await sub.fetch(100, timeout=0.3):
+                env = json.loads(m.data)
+                out.extend(env["data"][items] if items else [env])
+        except nats.errors.TimeoutError:
             pass
         return len(out) >= expect
     await eventually(fetch, timeout=timeout)

@@ -8,7 +8,7 @@ import pytest
 
 from contracts import wilayah
 from contracts.agency import EnrolmentStatus
-from contracts.registry import EnrolmentChanged
+from contracts.registry import EnrolmentChange, EnrolmentsChanged
 from services.intake.domain import WIB
 from services.kit.auth import Role
 from tests.conftest import eventually
@@ -22,10 +22,15 @@ OTHER_KEC_VILLAGE = wilayah.villages_in("331705")[0]
 
 
 def enrolment(n: str, village: str, program: str = "kamalia_merekah", status=EnrolmentStatus.active,
-              day: dt.date = dt.date(2026, 1, 1)) -> EnrolmentChanged:
-    return EnrolmentChanged(nik=n, no_kk=kk(village), village_code=village, birth_date=dt.date(1940, 1, 1),
-                            programme_identifier=program, enrolment_status=status, status_change_date=day,
-                            reported_by=program)
+              day: dt.date = dt.date(2026, 1, 1)) -> EnrolmentChange:
+    return EnrolmentChange(nik=n, no_kk=kk(village), village_code=village, birth_date=dt.date(1940, 1, 1),
+                           programme_identifier=program, enrolment_status=status, status_change_date=day,
+                           reported_by=program)
+
+
+def enrolments(*changes: EnrolmentChange) -> EnrolmentsChanged:
+    """The registry's event for one ingest batch."""
+    return EnrolmentsChanged(changes=list(changes))
 
 
 def visit(n: str, day: dt.date, **kw) -> dict:
@@ -46,16 +51,16 @@ async def test_monthly_visits_from_assignment_to_coordinator_view(settings, nc, 
     last_month_day = today.replace(day=1) - dt.timedelta(days=1)
 
     async with start("intake", settings) as svc:
-        for e in elders:
-            await publish_event(nc, settings, enrolment(e, VILLAGE))
-        await publish_event(nc, settings, enrolment(far, OTHER_KEC_VILLAGE))
-        await publish_event(nc, settings, enrolment(not_visited_program, VILLAGE, program="kip"))
+        # one ingest batch: the elders, one in another kecamatan, one in a program without visits
+        await publish_event(nc, settings, enrolments(*(enrolment(e, VILLAGE) for e in elders),
+                                                     enrolment(far, OTHER_KEC_VILLAGE),
+                                                     enrolment(not_visited_program, VILLAGE, program="kip")))
 
         async def assigned(n, companion):
             r = await svc.http.post("/assignments", json={"companion": companion, "nik": n}, headers=coord)
             return r if r.status_code == 201 else None
         # the caseload arrives from the registry's events
-        await eventually(lambda: _consumed(nc, settings, 5))
+        await eventually(lambda: _consumed(nc, settings, 1))
         assert (await assigned(elders[0], "ani")) is not None
         assert (await assigned(elders[1], "ani")).json()["programme_identifier"] == "kamalia_merekah"
         assert (await assigned(elders[2], "budi")) is not None
@@ -111,8 +116,8 @@ async def test_monthly_visits_from_assignment_to_coordinator_view(settings, nc, 
         # reassigning elder 1 to budi ends ani's assignment
         assert (await assigned(elders[1], "budi")) is not None
         # elder 2 leaves the program: budi's assignment ends with it
-        await publish_event(nc, settings, enrolment(elders[2], VILLAGE, status=EnrolmentStatus.exited,
-                                                    day=dt.date(2026, 6, 1)))
+        await publish_event(nc, settings, enrolments(enrolment(elders[2], VILLAGE, status=EnrolmentStatus.exited,
+                                                               day=dt.date(2026, 6, 1))))
 
         async def budi_load():
             items = (await svc.http.get("/companions/budi/caseload", headers=budi)).json()["items"]
@@ -122,8 +127,8 @@ async def test_monthly_visits_from_assignment_to_coordinator_view(settings, nc, 
         assert {(e["data"]["companion"], e["data"]["nik"]) for e in ended if not e["data"]["active"]} == {
             ("ani", elders[1]), ("budi", elders[2])}
         # an older event arriving late does not bring the beneficiary back
-        await publish_event(nc, settings, enrolment(elders[2], VILLAGE, day=dt.date(2026, 2, 1)))
-        await eventually(lambda: _consumed(nc, settings, 7))
+        await publish_event(nc, settings, enrolments(enrolment(elders[2], VILLAGE, day=dt.date(2026, 2, 1))))
+        await eventually(lambda: _consumed(nc, settings, 3))
         r = await svc.http.post("/assignments", json={"companion": "budi", "nik": elders[2]}, headers=coord)
         assert r.status_code == 404
 

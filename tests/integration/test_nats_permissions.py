@@ -28,7 +28,7 @@ API = "$JS.API"
 ACK = ".1.1.1.1.1.1"  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
 
 DATA = ["agency.pkh.enrolments", "agency.kamalia.enrolments", "agency.pkh.receipts", "agency.kamalia.receipts",
-        "registry.events.person_registered", "intake.events.case_registered", "disbursement.cycle_completed",
+        "registry.events.people_registered", "intake.events.case_registered", "disbursement.cycle_completed",
         "channel.bri.instructions", "channel.bri.settlements", "channel.pos.instructions", "channel.pos.settlements",
         "deadletter.registry", "deadletter.intake", "deadletter.disbursement", "deadletter.reporting",
         "registry.lookup", "_INBOX.agency-kamalia.fake-reply", "_INBOX.svc-intake.fake-reply", "$SYS.REQ.SERVER.PING"]
@@ -49,7 +49,7 @@ JSAPI = [
     f"{API}.CONSUMER.CREATE.CHANNEL.instructions-pos.channel.pos.instructions",
     f"{API}.CONSUMER.CREATE.CHANNEL.instructions-pos.channel.bri.instructions",
     f"{API}.CONSUMER.MSG.NEXT.CHANNEL.instructions-bri", f"{API}.CONSUMER.MSG.NEXT.CHANNEL.instructions-pos",
-    f"{API}.CONSUMER.CREATE.REGISTRY.audit-inspektorat.registry.events.person_registered",
+    f"{API}.CONSUMER.CREATE.REGISTRY.audit-inspektorat.registry.events.people_registered",
     f"{API}.CONSUMER.CREATE.DISBURSEMENT.audit-inspektorat.disbursement.cycle_completed",
     f"{API}.CONSUMER.CREATE.DISBURSEMENT.reporting-disbursement-v1.disbursement.cycle_completed",
     f"{API}.CONSUMER.CREATE.DISBURSEMENT",
@@ -86,7 +86,7 @@ def _channel(c: str) -> set[str]:
 
 MAY_PUBLISH: dict[str, set[str]] = {
     "svc-intake": {"intake.events.case_registered", "registry.lookup", "deadletter.intake"} | _INFO | _reads("REGISTRY"),
-    "svc-registry": {"registry.events.person_registered", "agency.pkh.receipts", "agency.kamalia.receipts",
+    "svc-registry": {"registry.events.people_registered", "agency.pkh.receipts", "agency.kamalia.receipts",
                      "deadletter.registry"} | _INFO | _reads("AGENCY_ENROLMENTS") | _reads("INTAKE"),
     "svc-disbursement": {"disbursement.cycle_completed", "channel.bri.instructions", "channel.pos.instructions",
                          "registry.lookup", "deadletter.disbursement"} | _INFO | _reads("REGISTRY") | _reads("CHANNEL"),

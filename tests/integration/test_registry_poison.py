@@ -29,8 +29,8 @@ async def test_a_report_that_crashes_the_handler_is_dead_lettered_and_the_rest_f
     receipts: dict[str, dict] = {}
 
     async def collect(m):
-        r = json.loads(m.data)
-        receipts[r["message_id"]] = r
+        for r in factories.receipts_of(m.data):
+            receipts[r["message_id"]] = r
     await nc.subscribe(settings.names.receipts("pkh"), cb=collect)
     async with start("registry", settings):
         for rep in (poison, good):  # one batch: the good report must not be held hostage

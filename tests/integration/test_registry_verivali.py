@@ -86,8 +86,8 @@ async def test_proposals_from_intake_and_http_wait_for_a_verifier(settings, nc, 
         assert by_id[str(from_intake.proposal_id)]["case_id"] == str(from_intake.case_id)
         assert by_id[http_id] | {} == by_id[http_id] and by_id[http_id]["decision"] == "rejected"
         assert by_id[http_id]["reason"] == "already in DTKS under another KK"
-        registered = await events(nc, settings, "registry.person_registered", 1)
-        assert registered[0]["data"]["reported_by"] == "verivali"
+        registered = await events(nc, settings, "registry.people_registered", 1)
+        assert [p["reported_by"] for p in registered[0]["data"]["people"]] == ["verivali"]
 
         # the malformed intake event went to the dead letters with its reason
         sub = await js.pull_subscribe(settings.names.deadletter("registry"), stream=settings.names.stream("DEADLETTER"))
@@ -133,8 +133,8 @@ async def test_a_verification_round_records_results_and_lists_who_was_not_verifi
         # disbursement learns the status with the next enrolment change too
         await send(nc, settings, [{**reps[0], "message_id": "later", "enrolment_status": "suspended",
                                    "status_change_date": "2026-06-01"}])
-        changed = await events(nc, settings, "registry.enrolment_changed", 4)
-        last = next(e["data"] for e in changed if e["data"]["enrolment_status"] == "suspended")
+        changed = await events(nc, settings, "registry.enrolments_changed", 4, items="changes")
+        last = next(c for c in changed if c["enrolment_status"] == "suspended")
         assert last["verification_status"] == "verified" and last["verification_period"] == rnd["period"]
 
         r = await registry.http.post(f"/verification-rounds/{rid}/close", headers=verifier)

@@ -13,7 +13,7 @@ from contracts.disbursement import (AllocationSet, FundingLine, KubeGrantMade, K
                                     KubeInstalmentPaid, KubeLoanIssued, SettlementRecorded)
 from contracts.envelope import envelope
 from contracts.intake import CaseEscalated, CaseReferred, CaseRegistered, CaseResolved, CompanionAssigned, VisitReportFiled
-from contracts.registry import EnrolmentChanged
+from contracts.registry import EnrolmentChange, EnrolmentsChanged
 from tests import factories
 from tests.conftest import eventually
 
@@ -44,10 +44,10 @@ async def publish(js, names, event, *, event_id: uuid.UUID | None = None, msg_id
 
 def _enrolment(n: int, program: str, village: str, status: str, day: str, previous: str | None = None):
     birth = dt.date(1950, 1, n)
-    return EnrolmentChanged(nik=_nik(village, n), no_kk=factories.kk(village, serial=n),
-                            village_code=village, birth_date=birth, programme_identifier=program,
-                            enrolment_status=status, previous_status=previous,
-                            status_change_date=dt.date.fromisoformat(day), reported_by=program)
+    return EnrolmentChange(nik=_nik(village, n), no_kk=factories.kk(village, serial=n),
+                           village_code=village, birth_date=birth, programme_identifier=program,
+                           enrolment_status=status, previous_status=previous,
+                           status_change_date=dt.date.fromisoformat(day), reported_by=program)
 
 
 def _nik(village: str, n: int) -> str:
@@ -75,17 +75,20 @@ async def publish_known_dataset(js, names) -> int:
     """Publishes the data set; returns how many events reporting must fold in."""
     ev: list[tuple] = []  # (event, occurred_at)
     # enrolments. End of March: pkh p1 (A), p3 (B) active, p2 suspended 15 Mar, p4 starts in April;
-    # kamalia p5, p6 (C) active, p7 (B) exited in February.
-    ev += [(e, None) for e in (
+    # kamalia p5, p6 (C) active, p7 (B) exited in February. Two registry batches (at most one
+    # change per person and program in each): the enrolments, then the status changes.
+    enrolled = EnrolmentsChanged(changes=[
         _enrolment(1, "pkh", A, "active", "2026-01-10"),
         _enrolment(2, "pkh", A, "active", "2026-02-05"),
         _enrolment(3, "pkh", B, "active", "2026-03-01"),
         _enrolment(4, "pkh", C, "active", "2026-04-02"),
-        _enrolment(2, "pkh", A, "suspended", "2026-03-15", "active"),
         _enrolment(5, "kamalia_merekah", C, "active", "2025-12-01"),
         _enrolment(6, "kamalia_merekah", C, "active", "2026-03-31"),
-        _enrolment(7, "kamalia_merekah", B, "active", "2026-02-01"),
-        _enrolment(7, "kamalia_merekah", B, "exited", "2026-02-20", "active"))]
+        _enrolment(7, "kamalia_merekah", B, "active", "2026-02-01")])
+    changed = EnrolmentsChanged(changes=[
+        _enrolment(2, "pkh", A, "suspended", "2026-03-15", "active"),
+        _enrolment(7, "kamalia_merekah", B, "exited", "2026-02-20", "active")])
+    ev += [(enrolled, None), (changed, None)]
     # settlements. March: pkh r1 twice (1 person, 2 payments), r3 split APBN 400k + APBD Kab 200k;
     # kamalia r5 (CSR), r6 (Baznas; a second, failed one does not count); rtlh r8 199,988,000 (APBDes).
     # Earlier: pkh r1 Feb (in the year to date), Dec 2025 (not); rtlh r8 January.
@@ -293,7 +296,7 @@ async def test_redelivered_and_repeated_events_count_once_bad_ones_are_dead_lett
         await js.publish(subject, raw(pay.event_type, pay.model_dump(mode="json") | {"amount": -5}),
                          headers={"Nats-Msg-Id": "negative-1"})
         await js.publish(subject, raw("disbursement.something_reporting_ignores", {"x": 1}))
-        await js.publish(names.event("registry.person_registered"), raw("registry.person_registered", {"a": 1}))
+        await js.publish(names.event("registry.people_registered"), raw("registry.people_registered", {"a": 1}))
 
         async def paid():
             r = (await rep.http.get("/reports/monthly", params={"period": "2026-03"})).json()

@@ -10,53 +10,68 @@ from pydantic import ValidationError
 
 from contracts.catalog import EVENTS
 from contracts.envelope import Envelope, envelope
-from contracts.registry import EnrolmentChanged, PersonRegistered
+from contracts.registry import MAX_ITEMS, EnrolmentChange, EnrolmentsChanged, PeopleRegistered, PersonIdentity
 from contracts.subjects import REGISTRY_LOOKUP, STREAMS, Names, event_subject
 from services.kit.outbox import decode_envelope, event_row
 from tests import factories
 
 
-def _person() -> PersonRegistered:
+def _identity(serial: int = 1) -> PersonIdentity:
     v = factories.village()
-    return PersonRegistered(nik=factories.nik(v, dt.date(1960, 7, 1), "F"), no_kk=factories.kk(v), name="Siti",
-                            sex="F", birth_date=dt.date(1960, 7, 1), village_code=v, is_new=True)
+    return PersonIdentity(nik=factories.nik(v, dt.date(1960, 7, 1), "F", serial=serial),
+                          no_kk=factories.kk(v, serial=serial), name="Siti", sex="F", birth_date=dt.date(1960, 7, 1),
+                          village_code=v, is_new=True)
+
+
+def _people() -> PeopleRegistered:
+    return PeopleRegistered(people=[_identity(1), _identity(2)])
 
 
 def test_envelope_round_trip_keeps_every_field():
     corr, cause = uuid.uuid4(), uuid.uuid4()
-    env = envelope(_person(), "registry", correlation_id=corr, causation_id=cause)
-    assert env.event_type == "registry.person_registered" and env.schema_version == 1
+    env = envelope(_people(), "registry", correlation_id=corr, causation_id=cause)
+    assert env.event_type == "registry.people_registered" and env.schema_version == 1
     assert env.occurred_at.tzinfo is not None
     back = decode_envelope(env.model_dump_json().encode(), EVENTS)
     assert back == env
-    assert isinstance(back.data, PersonRegistered)
+    assert isinstance(back.data, PeopleRegistered)
+    assert [p.nik for p in back.data.people] == [p.nik for p in env.data.people]
+    assert all(isinstance(p, PersonIdentity) for p in back.data.people)
     assert back.correlation_id == corr and back.causation_id == cause
 
 
 def test_decode_rejects_unknown_type_bad_json_and_bad_data():
-    env = json.loads(envelope(_person(), "registry").model_dump_json())
+    env = json.loads(envelope(_people(), "registry").model_dump_json())
     with pytest.raises(ValueError, match="unknown event_type"):
         decode_envelope(json.dumps({**env, "event_type": "registry.nope"}).encode(), EVENTS)
     with pytest.raises(ValueError):
         decode_envelope(b"{not json", EVENTS)
     with pytest.raises(ValueError, match="unknown event_type"):
         decode_envelope(b"[1, 2]", EVENTS)
+    bad = [{**env["data"]["people"][0], "nik": "3317019907600001"}, *env["data"]["people"][1:]]  # one bad item
     with pytest.raises(ValidationError):
-        decode_envelope(json.dumps({**env, "data": {**env["data"], "nik": "3317019907600001"}}).encode(), EVENTS)
+        decode_envelope(json.dumps({**env, "data": {"people": bad}}).encode(), EVENTS)
+    with pytest.raises(ValidationError):
+        decode_envelope(json.dumps({**env, "data": {"people": []}}).encode(), EVENTS)  # a batch is never empty
+    with pytest.raises(ValidationError):
+        decode_envelope(json.dumps({**env, "data": {"people": env["data"]["people"][:1] * (MAX_ITEMS + 1)}}).encode(),
+                        EVENTS)
     with pytest.raises(ValidationError):
         decode_envelope(json.dumps({**env, "extra": 1}).encode(), EVENTS)
     with pytest.raises(ValidationError):
-        Envelope[PersonRegistered].model_validate({**env, "schema_version": 0})
+        Envelope[PeopleRegistered].model_validate({**env, "schema_version": 0})
 
 
 def test_catalog_collects_every_domain_event_once():
-    assert {"registry.person_registered", "registry.enrolment_changed"} <= set(EVENTS)
+    assert {"registry.people_registered", "registry.enrolments_changed"} <= set(EVENTS)
+    assert not {"registry.person_registered", "registry.enrolment_changed"} & set(EVENTS)
     for t, cls in EVENTS.items():
         assert cls.event_type == t and t.split(".")[0] == cls.domain
 
 
 def test_event_subject():
-    assert event_subject("registry.enrolment_changed") == "registry.events.enrolment_changed"
+    assert event_subject("registry.enrolments_changed") == "registry.events.enrolments_changed"
+    assert event_subject("registry.people_registered") == "registry.events.people_registered"
     assert event_subject("intake.proposal_submitted") == "intake.events.proposal_submitted"
     assert event_subject("disbursement.budget_reserved") == "disbursement.budget_reserved"
 
@@ -72,7 +87,7 @@ def test_names_without_prefix_are_the_production_names():
 
 def test_names_with_prefix_namespace_every_subject_and_stream():
     n = Names("t1234")
-    assert n.event("registry.enrolment_changed") == "t1234.registry.events.enrolment_changed"
+    assert n.event("registry.enrolments_changed") == "t1234.registry.events.enrolments_changed"
     assert n.event("disbursement.budget_reserved") == "t1234.disbursement.budget_reserved"
     assert n.stream("REGISTRY") == "T1234_REGISTRY"
     assert n.enrolments("pkh") == "t1234.agency.pkh.enrolments"
@@ -93,9 +108,10 @@ def test_no_stream_captures_the_lookup_subject():
 
 def test_event_row_uses_the_event_id_as_row_id_and_the_prefixed_subject():
     n = Names("tx")
-    ev = EnrolmentChanged(nik=_person().nik, no_kk=factories.kk("3317012001"), village_code="3317012001",
-                          birth_date=dt.date(1960, 7, 1), programme_identifier="pkh", enrolment_status="active",
-                          status_change_date=dt.date(2026, 1, 1), reported_by="pkh")
+    ev = EnrolmentsChanged(changes=[EnrolmentChange(
+        nik=_identity().nik, no_kk=factories.kk("3317012001"), village_code="3317012001",
+        birth_date=dt.date(1960, 7, 1), programme_identifier="pkh", enrolment_status="active",
+        status_change_date=dt.date(2026, 1, 1), reported_by="pkh")])
     row = event_row(n, ev, "registry")
-    assert row["subject"] == "tx.registry.events.enrolment_changed"
+    assert row["subject"] == "tx.registry.events.enrolments_changed"
     assert json.loads(row["payload"])["event_id"] == str(row["id"])

@@ -15,11 +15,11 @@ import jsonschema
 import pytest
 import yaml
 
-from contracts.agency import Receipt, ReceiptStatus
+from contracts.agency import Receipt, ReceiptBatch, ReceiptStatus
 from contracts.catalog import EVENTS
 from contracts.envelope import envelope
 from contracts.export import MESSAGES, export, stream_of
-from contracts.registry import EnrolmentChanged
+from contracts.registry import EnrolmentChange, EnrolmentsChanged
 from contracts.subjects import event_subject
 from tests import factories
 
@@ -65,16 +65,21 @@ def test_event_schema_accepts_a_real_envelope_and_rejects_a_wrong_one(exported):
     out, _ = exported
     v = factories.village()
     nik = factories.nik(v, dt.date(1960, 7, 1), "F")
-    env = envelope(EnrolmentChanged(nik=nik, no_kk=factories.kk(v), village_code=v, birth_date=dt.date(1960, 7, 1),
-                                    programme_identifier="pkh", enrolment_status="active",
-                                    status_change_date=dt.date(2026, 1, 1), reported_by="pkh"), "registry")
+    change = EnrolmentChange(nik=nik, no_kk=factories.kk(v), village_code=v, birth_date=dt.date(1960, 7, 1),
+                             programme_identifier="pkh", enrolment_status="active",
+                             status_change_date=dt.date(2026, 1, 1), reported_by="pkh")
+    other = change.model_copy(update={"programme_identifier": "kamalia_merekah"})
+    env = envelope(EnrolmentsChanged(changes=[change, other]), "registry")
     good = json.loads(env.model_dump_json())
-    val = _validator(out / "schemas" / "events" / "registry.enrolment_changed.json")
+    val = _validator(out / "schemas" / "events" / "registry.enrolments_changed.json")
     assert list(val.iter_errors(good)) == []
-    for broken in ({**good, "event_type": "registry.person_registered"},       # const per file
-                   {**good, "data": {**good["data"], "nik": "12345"}},          # pattern
-                   {**good, "data": {**good["data"], "enrolment_status": "x"}},  # enum
-                   {**good, "surprise": 1}):                                    # extra forbidden
+    first, *rest = good["data"]["changes"]
+    for broken in ({**good, "event_type": "registry.people_registered"},                     # const per file
+                   {**good, "data": {"changes": [{**first, "nik": "12345"}, *rest]}},          # pattern
+                   {**good, "data": {"changes": [{**first, "enrolment_status": "x"}, *rest]}},  # enum
+                   {**good, "data": {"changes": []}},                                          # never empty
+                   {**good, "data": first},                                                    # one, not a batch
+                   {**good, "surprise": 1}):                                                   # extra forbidden
         assert list(val.iter_errors(broken)), broken
 
 
@@ -82,16 +87,19 @@ def test_message_schemas_accept_what_the_models_produce(exported):
     out, _ = exported
     r = Receipt(message_id="m1", programme_identifier="pkh", status=ReceiptStatus.succ,
                 timestamp=dt.datetime.now(dt.timezone.utc), correlation_id=str(uuid.uuid4()))
-    val = _validator(out / "schemas" / "messages" / "receipt.json")
-    assert list(val.iter_errors(json.loads(r.model_dump_json()))) == []
-    assert list(val.iter_errors({**json.loads(r.model_dump_json()), "status": "ok"}))
+    batch = json.loads(ReceiptBatch(programme_identifier="pkh", receipts=[r]).model_dump_json())
+    val = _validator(out / "schemas" / "messages" / "receipt_batch.json")
+    assert list(val.iter_errors(batch)) == []
+    assert list(val.iter_errors({**batch, "receipts": [{**batch["receipts"][0], "status": "ok"}]}))
+    assert list(val.iter_errors({**batch, "receipts": []}))
+    assert list(val.iter_errors(batch["receipts"][0]))  # a bare receipt is not what travels
     rep = _validator(out / "schemas" / "messages" / "enrolment_report.json")
     assert list(rep.iter_errors(factories.enrolment("pkh"))) == []
     assert list(rep.iter_errors({**factories.enrolment("pkh"), "sex": "X"}))
 
 
 def test_stream_of_matches_the_stream_filters():
-    assert stream_of("registry.events.person_registered") == "REGISTRY"
+    assert stream_of("registry.events.people_registered") == "REGISTRY"
     assert stream_of("disbursement.payment_settled") == "DISBURSEMENT"
     assert stream_of("agency.{program}.enrolments") == "AGENCY_ENROLMENTS"
     assert stream_of("channel.{channel}.settlements") == "CHANNEL"
@@ -129,7 +137,7 @@ def test_the_cli_rejects_a_broken_reference(exported, asyncapi_cli, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(out, broken)
     doc = broken / "asyncapi.yaml"
-    doc.write_text(doc.read_text().replace("schemas/messages/receipt.json", "schemas/messages/missing.json"))
+    doc.write_text(doc.read_text().replace("schemas/messages/receipt_batch.json", "schemas/messages/missing.json"))
     res = subprocess.run([str(asyncapi_cli), "validate", str(doc)], capture_output=True, text=True, timeout=120,
                          env=_asyncapi_env(tmp_path))
     assert res.returncode != 0 and "missing.json" in res.stdout + res.stderr
