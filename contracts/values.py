@@ -39,10 +39,15 @@ def _century(yy: int, today: dt.date | None = None) -> int:
     return 1900 + yy if 2000 + yy > today.year else 2000 + yy
 
 
-def parse_nik(nik: str) -> tuple[NikParts | None, list[Problem]]:
+def _digits(s: str, n: int) -> bool:
+    """Exactly n ASCII digits (str.isdigit alone also takes other scripts' digits)."""
+    return isinstance(s, str) and len(s) == n and s.isascii() and s.isdigit()
+
+
+def parse_nik(nik: str, today: dt.date | None = None) -> tuple[NikParts | None, list[Problem]]:
     """Split a NIK `PPKKCC DDMMYY SSSS` into its parts and list every rule it breaks."""
     problems: list[Problem] = []
-    if not re.fullmatch(r"\d{16}", nik or ""):
+    if not _digits(nik, 16):
         return None, [Problem("nik.format", "NIK must be exactly 16 digits", "nik")]
     region = nik[:6]
     if not wilayah.exists(region):
@@ -55,7 +60,7 @@ def parse_nik(nik: str) -> tuple[NikParts | None, list[Problem]]:
         day -= 40
     birth = None
     try:
-        birth = dt.date(_century(yy), month, day)
+        birth = dt.date(_century(yy, today), month, day)
     except ValueError:
         problems.append(Problem(
             "nik.invalid_birth_date",
@@ -92,7 +97,7 @@ def nik_consistency(parts: NikParts, birth_date: dt.date | None, sex: str | None
 
 def kk_problems(no_kk: str) -> list[Problem]:
     """No. KK: 16 digits, the first six a known kecamatan code, serial not all zeros."""
-    if not re.fullmatch(r"\d{16}", no_kk or ""):
+    if not _digits(no_kk, 16):
         return [Problem("kk.format", "No. KK must be exactly 16 digits", "no_kk")]
     problems = []
     if not wilayah.exists(no_kk[:6]):
@@ -106,7 +111,7 @@ def kk_problems(no_kk: str) -> list[Problem]:
 
 def village_problems(code: str) -> list[Problem]:
     d = wilayah.digits(code or "")
-    if not re.fullmatch(r"\d{10}", d):
+    if not _digits(d, 10):
         return [Problem("village_code.format",
                         "village code must be the 10-digit Kemendagri code, e.g. 3317012001", "village_code")]
     if not wilayah.is_village(d):

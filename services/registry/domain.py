@@ -87,13 +87,21 @@ def check_report(data: bytes, subject_program: str, today: dt.date | None = None
     """
     today = today or dt.date.today()
     try:
-        raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return None, {}, [Problem("json.invalid", f"the message is not valid JSON ({exc})")]
-    if not isinstance(raw, dict):
-        return None, {}, [Problem("json.not_object", "the message must be one JSON object per person")]
+        # the common case in one step (pydantic-core parses the JSON); only a report that fails
+        # is parsed again, for the ids its receipt echoes and for naming every failed rule
+        rep = EnrolmentReport.model_validate_json(data)
+        raw = {"message_id": rep.message_id, "reference_id": rep.reference_id}
+    except ValidationError:
+        rep = None
+    if rep is None:
+        try:
+            raw = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return None, {}, [Problem("json.invalid", f"the message is not valid JSON ({exc})")]
+        if not isinstance(raw, dict):
+            return None, {}, [Problem("json.not_object", "the message must be one JSON object per person")]
     try:
-        rep = EnrolmentReport.model_validate(raw)
+        rep = rep or EnrolmentReport.model_validate(raw)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -106,7 +114,7 @@ def check_report(data: bytes, subject_program: str, today: dt.date | None = None
         problems.append(Problem("programme_identifier.mismatch",
                                 f"programme_identifier {rep.programme_identifier!r} does not match the subject's "
                                 f"program {subject_program!r}", "programme_identifier"))
-    parts, nik_errs = parse_nik(rep.nik)
+    parts, nik_errs = parse_nik(rep.nik, today)
     problems += nik_errs
     problems += kk_problems(rep.no_kk)
     problems += village_problems(rep.village_code)
