@@ -221,8 +221,8 @@ async def main() -> None:
             for m in msgs:  # contracts.agency.ReceiptBatch
                 for r in json.loads(m.data)["receipts"]:
                     status[r["message_id"]] = r["status"]
-            if msgs:
-                await asyncio.gather(*(m.ack() for m in msgs))
+            for m in msgs:
+                await m.ack()
             if time.perf_counter() - last_report > 5:
                 last_report = time.perf_counter()
                 print(f"  {len(status):,} receipts after {last_report - t0:.1f} s", flush=True)

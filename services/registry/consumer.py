@@ -69,7 +69,13 @@ def batch_consumer(rt: ServiceRuntime, *, subject: str, stream: str, durable: st
                     await asyncio.gather(*(m.nak(delay=1.0) for m in msgs), return_exceptions=True)
                     continue
                 log.warning("consumer.poison_batch_split", durable=durable, processed=ok, dead_lettered=dead)
-            await asyncio.gather(*(m.ack() for m in msgs), return_exceptions=True)
+            # one after another: an ack only appends to nats-py's write buffer, and a task per
+            # message (gather) cost more than the ack itself
+            for m in msgs:
+                try:
+                    await m.ack()
+                except Exception:  # connection lost: not acked, redelivered, answered from receipts
+                    pass
 
     async def start() -> None:
         state["task"] = asyncio.create_task(run(), name=f"consumer-{durable}")

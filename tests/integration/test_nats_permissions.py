@@ -309,9 +309,9 @@ async def test_services_and_agencies_work_under_their_own_identity(deployed, inf
             async def my_receipt():
                 with contextlib.suppress(Exception):
                     for m in await _fetch(sub, 10, timeout=0.5):
-                        r = json.loads(m.data)
-                        if r["message_id"] == report["message_id"]:
-                            return r
+                        for r in json.loads(m.data)["receipts"]:
+                            if r["message_id"] == report["message_id"]:
+                                return r
             receipt = await eventually(my_receipt, timeout=20)
             assert receipt["status"] == "succ"
             # reporting consumed and acked the registry's events as svc-reporting
