@@ -181,7 +181,7 @@ async def main() -> None:
     ap.add_argument("-n", type=int, default=100_000, help="enrolment reports to publish")
     ap.add_argument("--invalid", type=float, default=0.05, help="share of invalid reports")
     ap.add_argument("--workers", type=int, default=2, help="registry processes on the one durable consumer")
-    ap.add_argument("--batch", type=int, default=1000, help="reports per consumer batch and transaction")
+    ap.add_argument("--batch", type=int, default=2000, help="reports per consumer batch and transaction")
     args = ap.parse_args()
 
     run = "bench" + uuid.uuid4().hex[:8]

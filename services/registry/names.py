@@ -8,6 +8,7 @@ Muhammad. `normalise` maps all of them to one key; PostgreSQL then compares keys
 """
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -22,12 +23,16 @@ _WORDS = {
 # old spelling -> current spelling, in this order (dj before j->y collapse, oe before double letters)
 _SPELLING = [("oe", "u"), ("dj", "j"), ("tj", "c"), ("ch", "kh"), ("nj", "ny"), ("sj", "sy"), ("y", "j")]
 _DOUBLE = re.compile(r"(.)\1+")
+_APOSTROPHE = re.compile(r"['`]")
+_NOT_LETTER = re.compile(r"[^a-z ]+")
 
 
+# bulk ingest normalises every reported name, and a regency's names repeat a great deal
+@functools.lru_cache(maxsize=1 << 16)
 def normalise(name: str) -> str:
     """A search key: lower case, no accents or punctuation, one spelling, single letters."""
     text = unicodedata.normalize("NFKD", name or "").encode("ascii", "ignore").decode().lower()
-    words = re.sub(r"[^a-z ]+", " ", re.sub(r"['`]", "", text)).split()  # Ni'mah -> nimah
+    words = _NOT_LETTER.sub(" ", _APOSTROPHE.sub("", text)).split()  # Ni'mah -> nimah
     out = []
     for w in words:
         w = _WORDS.get(w, w)

@@ -16,7 +16,8 @@ class RegistrySettings(BaseSettings):
     # auto: pg_trgm if the database has it, else the registry's own trigram table
     name_search: Literal["auto", "pg_trgm", "trigram_table"] = "auto"
     name_match_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
-    batch_size: int = Field(default=1000, ge=1, le=10000, description="enrolment reports per pull and transaction")
+    # 2,000 measured best on 2 cores (ingest 3,670 / 4,483 / 4,097 events/s at 1,000 / 2,000 / 5,000)
+    batch_size: int = Field(default=2000, ge=1, le=10000, description="enrolment reports per pull and transaction")
     # short on purpose: nats-py's fetch often returns a partial batch and then sits out the
     # whole timeout even with thousands waiting; 0.2 s here capped ingest at ~1,000/s (measured)
     batch_timeout: float = Field(default=0.02, gt=0, description="seconds a partial batch waits")
