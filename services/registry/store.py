@@ -254,14 +254,16 @@ async def upsert_households(session, rows: list[dict]) -> None:
 
 async def upsert_enrolments(session, rows: list[dict]) -> None:
     # the later effective date wins, ties by message id: out-of-order reports cannot regress,
-    # even when two batches race (the row lock makes the second compare with the first's result)
+    # even when two batches race (the row lock makes the second compare with the first's result).
+    # Message ids compare by code point (COLLATE "C"), as domain.supersedes does in Python: under
+    # a server default like en_US.UTF-8, "a-1" < "B-1" and the two would disagree on ties.
     await bulk_insert(session, enrolments, rows,
                       "on conflict (nik, programme_identifier) do update set "
                       "enrolment_status = excluded.enrolment_status, status_change_date = excluded.status_change_date, "
                       "message_id = excluded.message_id, reference_id = excluded.reference_id, "
                       "reported_by = excluded.reported_by, updated_at = now() "
-                      "where (excluded.status_change_date, excluded.message_id) > "
-                      "(enrolments.status_change_date, enrolments.message_id)")
+                      "where (excluded.status_change_date, excluded.message_id collate \"C\") > "
+                      "(enrolments.status_change_date, enrolments.message_id collate \"C\")")
 
 
 async def replace_name_trigrams(session, rows: list[tuple[str, str, set[str]]]) -> None:
@@ -319,7 +321,7 @@ async def person_history_view(session, nik: str, as_of=None) -> dict | None:
                                  .order_by(person_history.c.id))).all()
     eh = enrolment_history
     hist = (await session.execute(sa.select(eh).where(eh.c.nik == nik).order_by(
-        eh.c.programme_identifier, eh.c.status_change_date, eh.c.message_id))).all()
+        eh.c.programme_identifier, eh.c.status_change_date, eh.c.message_id.collate("C")))).all()
     if not ids and not hist:
         return None
     identity = [{"no_kk": r.no_kk, "name": r.name, "sex": r.sex, "birth_date": r.birth_date.isoformat(),

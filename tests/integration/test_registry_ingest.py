@@ -135,6 +135,26 @@ async def test_ties_on_the_effective_date_resolve_by_message_id_in_any_order(set
     await got.sub.unsubscribe()
 
 
+async def test_ties_agree_in_sql_and_events_under_a_language_collation(settings, nc, start):
+    """A regency's PostgreSQL may default to en_US (the postgres image does): there "a-1" sorts
+    before "B-1", by code point after it. The stored winner and the announced change must agree."""
+    js = nc.jetstream()
+    got = await Receipts().start(nc, settings)
+    base = factories.enrolment("pkh", effective="2026-05-01")
+    upper = {**base, "message_id": "B-1", "enrolment_status": "suspended"}
+    lower = {**base, "message_id": "a-1", "enrolment_status": "exited"}
+    async with start("registry", settings) as registry:
+        async with registry.rt.sessions.begin() as s:
+            await s.execute(sa.text('alter table enrolments alter column message_id type text collate "en-US-x-icu"'))
+        for rep in (upper, lower):
+            await publish(js, settings, "pkh", rep)
+            await eventually(lambda: got.first(rep["message_id"]))
+        stored = (await _state(registry, base["nik"]))[0]
+        changed = await eventually(lambda: _changes(js, settings))
+        assert stored == [(changed[-1]["enrolment_status"], "a-1")] == [("exited", "a-1")]
+    await got.sub.unsubscribe()
+
+
 async def test_same_message_in_one_batch_and_again_later_changes_nothing(settings, nc, start):
     js = nc.jetstream()
     got = await Receipts().start(nc, settings)
