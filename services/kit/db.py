@@ -11,7 +11,10 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     # made while a table was nearly empty (a sequential scan) for as long as no ANALYZE comes:
     # bulk-filled tables then get slower with every batch (registry ingest: 0.37 s -> 1.3 s per
     # 1,000 reports within 60,000). Custom plans cost a fraction of a millisecond to make.
+    # hide_parameters: a failed statement's error (logged by consumers) must not carry its bound
+    # values - NIKs and names - and the log masking cannot catch a NIK cut short by truncation
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                               hide_parameters=True,
                                connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}})
 
 

@@ -128,72 +128,98 @@ async def ingest(rt: ServiceRuntime, msgs: list[Msg]) -> dict[str, int]:
 _IDENTITY = ("no_kk", "name", "sex", "birth_date", "village_code", "address")
 
 
+def _identity(nik: str, old: dict | None, reports: list[domain.CheckedReport]
+              ) -> tuple[dict | None, list[dict], list[dict]]:
+    """A person's identity after this batch's reports (in effective order) on top of `old`
+    (None: new to the registry). Returns (identity if it changed else None, history rows,
+    conflicts). Pure: the caller decides whether the person is new."""
+    cur, history, conflicts = old, [], []
+    for r in reports:
+        rep = r.report
+        if cur is not None:
+            kinds = domain.identity_conflicts(cur["name"], cur["birth_date"], cur["reported_by"], r)
+            if kinds:  # keep the identity we have; a verifier decides
+                for kind in kinds:
+                    field = "name" if kind == "name_mismatch" else "birth_date"
+                    conflicts.append({
+                        "id": uuid.uuid4(), "nik": nik, "kind": kind, "village_code": cur["village_code"],
+                        "fingerprint": domain.fingerprint(kind, f"{cur['reported_by']}={cur[field]}",
+                                                          f"{r.program}={getattr(rep, field)}"),
+                        "programme_identifiers": sorted({cur["reported_by"], r.program}),
+                        "details": {"registry": {field: str(cur[field]), "reported_by": cur["reported_by"]},
+                                    "report": {field: str(getattr(rep, field)), "reported_by": r.program,
+                                               "message_id": rep.message_id}}})
+                continue
+        row = {"no_kk": rep.no_kk, "name": rep.name, "sex": rep.sex, "birth_date": r.birth_date,
+               "village_code": r.village_code, "address": rep.address, "name_key": names.normalise(rep.name),
+               "reported_by": r.program}
+        if cur is not None and cur["reported_by"] and cur["reported_by"] != r.program:
+            # another program agreeing on the identity: it may update the household and
+            # address, but the name keeps the spelling of the program that set it
+            row |= {k: cur[k] for k in ("name", "name_key", "birth_date", "reported_by")}
+        if cur is None or any(cur[k] != row[k] for k in _IDENTITY):
+            history.append({"nik": nik, **{k: row[k] for k in _IDENTITY}, "reported_by": row["reported_by"],
+                            "message_id": rep.message_id})
+        cur = row
+    return (cur if history else None), history, conflicts
+
+
 async def apply(rt: ServiceRuntime, s, valid: list[domain.CheckedReport], out: list[dict], corr: str) -> None:
     """Write people, households and enrolments for accepted reports; queue their events (a few
-    batch events per transaction) and any cross-program conflicts."""
+    batch events per transaction) and any cross-program conflicts.
+
+    Concurrency (several registry processes): a person is only changed by a transaction holding
+    their `people` row. New people are inserted first (a concurrent insert of the same NIK waits
+    for this commit, then finds it existing); existing ones are locked `FOR UPDATE`; both in NIK
+    order, so no deadlocks. Row locks, not advisory locks: thousands of those per batch filled
+    PostgreSQL's shared lock table ("out of shared memory") for every database on the server."""
     if not valid:
         return
     names_ = rt.names
     win = domain.winners(valid)
-    niks = sorted({r.nik for r in valid})
-    await store.lock_people(s, niks)  # from here to commit nobody else changes these people
-    existing = await store.fetch_people(s, niks)
-    current = await store.fetch_enrolments(s, niks)
-
-    people_rows, history_rows, household_rows, conflicts, trigram_rows = [], [], {}, [], []
-    registered: list[dict] = []
     by_nik: dict[str, list[domain.CheckedReport]] = {}
     for r in valid:
         by_nik.setdefault(r.nik, []).append(r)
+    for reports in by_nik.values():
+        if len(reports) > 1:
+            reports.sort(key=lambda x: x.order)
+
+    as_new = {nik: _identity(nik, None, reports) for nik, reports in sorted(by_nik.items())}
+    created = await store.insert_new_people(s, [{"nik": nik, **{k: ident[k] for k in store._PEOPLE_SET}}
+                                                for nik, (ident, _h, _c) in as_new.items()])
+    existing = await store.lock_people(s, sorted(set(by_nik) - created))
+    current = await store.fetch_enrolments(s, sorted(by_nik))
+
+    people_rows, history_rows, household_rows, conflicts, trigram_rows = [], [], {}, [], []
+    registered: list[dict] = []
     for nik, reports in by_nik.items():
-        old = existing.get(nik)
-        cur = {k: getattr(old, k) for k in (*_IDENTITY, "reported_by", "name_key")} if old else None
-        changed = False
-        for r in (sorted(reports, key=lambda x: x.order) if len(reports) > 1 else reports):
+        for r in reports:
             rep = r.report
             if rep.is_head_of_household or rep.no_kk not in household_rows:
                 household_rows[rep.no_kk] = {"no_kk": rep.no_kk, "village_code": r.village_code,
                                              "head_nik": nik if rep.is_head_of_household else None}
-            if cur is not None:
-                kinds = domain.identity_conflicts(cur["name"], cur["birth_date"], cur["reported_by"], r)
-                if kinds:  # keep the identity we have; a verifier decides
-                    for kind in kinds:
-                        field = "name" if kind == "name_mismatch" else "birth_date"
-                        conflicts.append({
-                            "id": uuid.uuid4(), "nik": nik, "kind": kind, "village_code": cur["village_code"],
-                            "fingerprint": domain.fingerprint(kind, f"{cur['reported_by']}={cur[field]}",
-                                                              f"{r.program}={getattr(rep, field)}"),
-                            "programme_identifiers": sorted({cur["reported_by"], r.program}),
-                            "details": {"registry": {field: str(cur[field]), "reported_by": cur["reported_by"]},
-                                        "report": {field: str(getattr(rep, field)), "reported_by": r.program,
-                                                   "message_id": rep.message_id}}})
-                    continue
-            row = {"no_kk": rep.no_kk, "name": rep.name, "sex": rep.sex, "birth_date": r.birth_date,
-                   "village_code": r.village_code, "address": rep.address, "name_key": names.normalise(rep.name),
-                   "reported_by": r.program}
-            if cur is not None and cur["reported_by"] and cur["reported_by"] != r.program:
-                # another program agreeing on the identity: it may update the household and
-                # address, but the name keeps the spelling of the program that set it
-                row |= {k: cur[k] for k in ("name", "name_key", "birth_date", "reported_by")}
-            if cur is None or any(cur[k] != row[k] for k in _IDENTITY):
-                history_rows.append({"nik": nik, "no_kk": row["no_kk"], "name": row["name"], "sex": row["sex"],
-                                     "birth_date": row["birth_date"], "village_code": row["village_code"],
-                                     "address": row["address"], "reported_by": row["reported_by"],
-                                     "message_id": rep.message_id})
-                changed = True
-            cur = row
-        if changed:
-            people_rows.append({"nik": nik, **{k: cur[k] for k in store._PEOPLE_SET}})
-            if not rt.name_search_trgm and (old is None or old.name_key != cur["name_key"]
-                                            or old.village_code != cur["village_code"]):
-                trigram_rows.append((nik, cur["village_code"], names.trigrams(cur["name_key"])))
-            registered.append({"nik": nik, "no_kk": cur["no_kk"], "name": cur["name"], "sex": cur["sex"],
-                               "birth_date": cur["birth_date"].isoformat(), "village_code": cur["village_code"],
-                               "is_new": old is None, "reported_by": cur["reported_by"]})
+        old = existing.get(nik)
+        if nik in created:
+            ident, hist, conf = as_new[nik]
+        else:
+            ident, hist, conf = _identity(nik, {k: getattr(old, k) for k in (*_IDENTITY, "reported_by", "name_key")},
+                                          reports)
+            if ident is not None:
+                people_rows.append({"nik": nik, **{k: ident[k] for k in store._PEOPLE_SET}})
+        history_rows += hist
+        conflicts += conf
+        if ident is not None:
+            if not rt.name_search_trgm and (old is None or old.name_key != ident["name_key"]
+                                            or old.village_code != ident["village_code"]):
+                trigram_rows.append((nik, ident["village_code"], names.trigrams(ident["name_key"])))
+            registered.append({"nik": nik, "no_kk": ident["no_kk"], "name": ident["name"], "sex": ident["sex"],
+                               "birth_date": ident["birth_date"].isoformat(), "village_code": ident["village_code"],
+                               "is_new": nik in created, "reported_by": ident["reported_by"]})
     await store.upsert_people(s, people_rows)
     await store.bulk_insert(s, store.person_history, history_rows)
     await store.replace_name_trigrams(s, trigram_rows)
-    await store.upsert_households(s, list(household_rows.values()))
+    # in key order: two batches sharing households then lock them in the same order
+    await store.upsert_households(s, [household_rows[k] for k in sorted(household_rows)])
 
     await store.bulk_insert(s, store.enrolment_history, [
         {"nik": r.nik, "programme_identifier": r.program, "enrolment_status": r.report.enrolment_status,

@@ -212,19 +212,20 @@ async def add_outbox(session, rows: list[dict]) -> None:
                                         for r in rows], "on conflict (id) do nothing")
 
 
-async def lock_people(session, niks: list[str]) -> None:
-    """Serialise concurrent batches touching the same people (sorted: no deadlocks)."""
-    if niks:
-        await session.execute(sa.text("select pg_advisory_xact_lock(hashtextextended(n, 0)) "
-                                      "from unnest(cast(:niks as text[])) as n order by n"),
-                              {"niks": sorted(set(niks))})
+async def insert_new_people(session, rows: list[dict]) -> set[str]:
+    """Insert the people that are not in the registry yet (rows: nik first, then _PEOPLE_SET);
+    return their NIKs. In NIK order: the uncommitted rows are this transaction's locks on them."""
+    got = await bulk_insert(session, people, sorted(rows, key=lambda r: r["nik"]), "order by 1 on conflict do nothing",
+                            returning="nik")
+    return {r[0] for r in got}
 
 
-async def fetch_people(session, niks: list[str]) -> dict[str, sa.Row]:
+async def lock_people(session, niks: list[str]) -> dict[str, sa.Row]:
+    """Lock existing people (row locks, NIK order: no deadlocks) and read them as committed now."""
     if not niks:
         return {}
     rows = (await session.execute(sa.select(people).where(people.c.nik == sa.func.any(
-        sa.cast(sorted(set(niks)), ARRAY(sa.Text)))))).all()
+        sa.cast(sorted(set(niks)), ARRAY(sa.Text)))).order_by(people.c.nik).with_for_update())).all()
     return {r.nik: r for r in rows}
 
 

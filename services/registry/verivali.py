@@ -118,7 +118,8 @@ async def _add_person(rt: ServiceRuntime, s, prop, out: list[dict]) -> bool:
     key = names.normalise(prop.name)
     row = {"nik": prop.nik, "no_kk": prop.no_kk, "name": prop.name, "sex": prop.sex, "birth_date": prop.birth_date,
            "village_code": prop.village_code, "address": prop.address, "name_key": key, "reported_by": "verivali"}
-    await store.lock_people(s, [prop.nik])
+    # the insert is the lock: a concurrent ingest inserting this NIK is waited for, and a person
+    # who exists is never created twice
     created = (await s.execute(insert(store.people).values(row).on_conflict_do_nothing()
                                .returning(store.people.c.nik))).first()
     if not created:
