@@ -160,8 +160,9 @@ async def claim(session: AsyncSession, inbox: sa.Table, consumer: str, message_i
     """
     if not message_ids:
         return set()
+    # sorted: two transactions claiming overlapping ids (a redelivery race) wait, never deadlock
     res = await session.execute(
-        insert(inbox).values([{"consumer": consumer, "message_id": m} for m in dict.fromkeys(message_ids)])
+        insert(inbox).values([{"consumer": consumer, "message_id": m} for m in sorted(set(message_ids))])
         .on_conflict_do_nothing().returning(inbox.c.message_id))
     return set(res.scalars().all())
 

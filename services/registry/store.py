@@ -200,8 +200,9 @@ async def record_receipts(session, rows: list[tuple[str, str, bytes]]) -> set[tu
     none yet. The receipts table is the enrolment consumer's idempotency record (its inbox)."""
     if not rows:
         return set()
+    # in key order: two batches holding the same messages (a redelivery race) wait, not deadlock
     got = await bulk_insert(session, receipts, [{"programme_identifier": p, "message_id": m, "receipt": b.decode()}
-                                                for p, m, b in rows],
+                                                for p, m, b in sorted(rows, key=lambda r: (r[0], r[1]))],
                             "on conflict do nothing", returning="programme_identifier, message_id")
     return {(r[0], r[1]) for r in got}
 

@@ -68,3 +68,16 @@ async def test_concurrent_batches_on_the_same_people_neither_deadlock_nor_double
         last = {h.nik: (h.name, h.address, h.no_kk) for h in hist}
         assert last == current
         assert len([h for h in hist if h.nik == people[0]["nik"]]) >= 2  # the address changes were kept
+
+
+async def test_the_same_batch_twice_at_once_is_applied_once(settings, start):
+    """A redelivery can reach a second process while the first still holds the batch."""
+    reports = [factories.enrolment("kis") for _ in range(200)]
+    async with start("registry", settings) as registry:
+        first, second = await asyncio.gather(handlers.ingest(registry.rt, _batch(settings, reports)),
+                                             handlers.ingest(registry.rt, _batch(settings, reports[::-1])))
+        assert sorted([first["accepted"], second["accepted"]]) == [0, 200]
+        assert first["duplicate"] + second["duplicate"] == 200
+        async with registry.rt.sessions() as s:
+            history = (await s.execute(sa.select(sa.func.count()).select_from(store.enrolment_history))).scalar()
+        assert history == 200
