@@ -25,8 +25,7 @@ from contracts.intake import CaseCategory, CaseKind, CaseLevel, CaseStatus, Chan
 from services.intake import cases, visits
 from services.intake.config import IntakeSettings
 from services.intake.domain import LEVEL_ROLES, RuleError, today_wib
-from services.kit.auth import Principal, Role, _Throttle, decode_token, issue_token
-from services.kit.auth import _users as staff_accounts
+from services.kit.auth import LoginThrottle, Principal, Role, decode_token, issue_token, staff_accounts
 from services.kit.runtime import ServiceRuntime
 
 HERE = Path(__file__).parent
@@ -129,7 +128,7 @@ def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
     async def login_form(request: Request) -> Response:
         return _page(request, "masuk.html", None)
 
-    throttle = _Throttle()
+    throttle = LoginThrottle()
 
     @r.post("/masuk")
     async def login(request: Request) -> Response:

@@ -82,7 +82,7 @@ def decode_token(token: str, secret: str) -> Principal:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def _users(request: Request):
+def staff_accounts(request: Request):
     """The staff accounts file of this service (SINERGI_USERS_FILE), or None when not configured."""
     from services.kit.users import UsersFile
 
@@ -100,7 +100,7 @@ def current_principal(request: Request,
                             headers={"WWW-Authenticate": "Bearer"})
     settings = request.app.state.runtime.settings
     p = decode_token(creds.credentials, settings.auth_secret)
-    users = _users(request)
+    users = staff_accounts(request)
     # a disabled or deleted account loses access at once, not when its token expires
     if users is not None and not users.active(p.user):
         raise HTTPException(401, detail={"error": f"account {p.user} is disabled or unknown"})
@@ -125,7 +125,7 @@ def require_area(p: Principal, region_code: str) -> None:
 
 # --- login -------------------------------------------------------------------------------
 
-class _Throttle:
+class LoginThrottle:
     """Failed logins per username: after MAX in WINDOW the account is refused for WINDOW (per
     process; a guess-rate limit, not a lockout an attacker could use to lock everyone out forever)."""
     MAX, WINDOW = 5, dt.timedelta(minutes=15)
@@ -153,12 +153,12 @@ def router() -> APIRouter:
 
     log = klog.get(__name__)
     r = APIRouter(prefix="/auth", tags=["auth"])
-    throttle = _Throttle()
+    throttle = LoginThrottle()
 
     @r.post("/token", summary="log in with a staff account; returns a bearer token that expires")
     async def token(request: Request, form: OAuth2PasswordRequestForm = Depends()) -> dict:
         settings = request.app.state.runtime.settings
-        users = _users(request)
+        users = staff_accounts(request)
         if users is None:
             raise HTTPException(503, detail={"error": "no staff accounts configured (SINERGI_USERS_FILE)"})
         if throttle.blocked(form.username):
