@@ -280,4 +280,5 @@ def register(rt: ServiceRuntime) -> None:
         await ingest(rt, msgs)
 
     batch_consumer(rt, subject=rt.names.enrolments("*"), stream=rt.names.stream("AGENCY_ENROLMENTS"),
-                   durable=CONSUMER, batch=cfg.batch_size, timeout=cfg.batch_timeout, handler=on_enrolments)
+                   durable=CONSUMER, batch=cfg.batch_size, timeout=cfg.batch_timeout, handler=on_enrolments,
+                   ack_wait=cfg.ack_wait)

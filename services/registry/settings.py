@@ -21,3 +21,6 @@ class RegistrySettings(BaseSettings):
     # short on purpose: nats-py's fetch often returns a partial batch and then sits out the
     # whole timeout even with thousands waiting; 0.2 s here capped ingest at ~1,000/s (measured)
     batch_timeout: float = Field(default=0.02, gt=0, description="seconds a partial batch waits")
+    # how long a batch held by a process that died waits before JetStream hands it to another
+    # (set when the durable consumer is first created); longer than the slowest batch
+    ack_wait: float = Field(default=60.0, ge=5.0, description="seconds before an unacknowledged batch is redelivered")
