@@ -91,6 +91,7 @@ class OutboxRelay:
         self.batch, self.poll = batch, poll
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._stopping = False
         self.published = 0
         self.duplicates = 0  # publishes JetStream reported as repeats (a relay died before marking)
 
@@ -125,12 +126,14 @@ class OutboxRelay:
         return len(rows)
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 n = await self.drain_once()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker or database away: keep the rows, try again
+                if self._stopping:  # a cancellation the driver turned into an error: stop anyway
+                    return
                 log.warning("outbox.publish_failed", error=str(exc)[:300])
                 await asyncio.sleep(1.0)
                 continue
@@ -145,12 +148,13 @@ class OutboxRelay:
         self._task = asyncio.create_task(self.run(), name="outbox-relay")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task:
             self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+            # bounded: a service must stop even if a driver swallowed the cancellation
+            done, _ = await asyncio.wait({self._task}, timeout=10)
+            if not done:
+                log.warning("outbox.stop_timeout")
 
 
 async def claim(session: AsyncSession, inbox: sa.Table, consumer: str, message_ids: list[str]) -> set[str]:

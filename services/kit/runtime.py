@@ -60,8 +60,8 @@ class ServiceRuntime:
 
     async def stop(self) -> None:
         for hook in self.on_stop:
-            with contextlib.suppress(Exception):
-                await hook()
+            with contextlib.suppress(Exception):  # a hook that hangs must not keep the service up
+                await asyncio.wait_for(hook(), 30)
         for t in self._tasks:
             t.cancel()
         with contextlib.suppress(Exception):

@@ -38,7 +38,7 @@ def batch_consumer(rt: ServiceRuntime, *, subject: str, stream: str, durable: st
         psub = await rt.js.pull_subscribe(subject, durable=durable, stream=stream, config=cfg,
                                           pending_msgs_limit=batch * 8)
         state["psub"] = psub
-        while True:
+        while not state.get("stopping"):
             try:
                 msgs = await psub.fetch(batch, timeout=timeout)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
@@ -46,6 +46,8 @@ def batch_consumer(rt: ServiceRuntime, *, subject: str, stream: str, durable: st
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # connection trouble: nats-py reconnects, try again shortly
+                if state.get("stopping"):
+                    return
                 log.warning("consumer.fetch_failed", durable=durable, error=str(exc)[:300])
                 await asyncio.sleep(1.0)
                 continue
@@ -56,6 +58,8 @@ def batch_consumer(rt: ServiceRuntime, *, subject: str, stream: str, durable: st
             except asyncio.CancelledError:
                 raise  # not acked: the server redelivers after ack_wait
             except Exception as exc:
+                if state.get("stopping"):  # cancelled mid-batch (the driver may say so as an error)
+                    return
                 log.error("consumer.batch_failed", durable=durable, messages=len(msgs), error=str(exc)[:500])
                 if deliveries(msgs) < poison_after:
                     await asyncio.gather(*(m.nak(delay=1.0) for m in msgs), return_exceptions=True)
@@ -82,10 +86,14 @@ def batch_consumer(rt: ServiceRuntime, *, subject: str, stream: str, durable: st
 
     async def stop() -> None:
         # stop fetching before the connection drains (a pending pull would hold the drain for 30 s)
+        state["stopping"] = True
         task = state.get("task")
         if task:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            # bounded: a service must stop even if a driver swallowed the cancellation
+            done, _ = await asyncio.wait({task}, timeout=10)
+            if not done:
+                log.warning("consumer.stop_timeout", durable=durable)
         if state.get("psub"):
             await state["psub"].unsubscribe()
 
