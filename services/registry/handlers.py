@@ -202,8 +202,10 @@ async def apply(rt: ServiceRuntime, s, valid: list[domain.CheckedReport], out: l
         if nik in created:
             ident, hist, conf = as_new[nik]
         else:
-            ident, hist, conf = _identity(nik, {k: getattr(old, k) for k in (*_IDENTITY, "reported_by", "name_key")},
-                                          reports)
+            # (old is None only if the person vanished between the two statements: then the upsert
+            # below writes them again)
+            ident, hist, conf = _identity(
+                nik, {k: getattr(old, k) for k in (*_IDENTITY, "reported_by", "name_key")} if old else None, reports)
             if ident is not None:
                 people_rows.append({"nik": nik, **{k: ident[k] for k in store._PEOPLE_SET}})
         history_rows += hist

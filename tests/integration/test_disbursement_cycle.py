@@ -11,7 +11,6 @@ import pytest
 import sqlalchemy as sa
 
 from contracts.disbursement import PaymentInstruction
-from contracts.envelope import envelope
 from services.disbursement import store
 from services.kit.auth import Role
 from tests import disbursement_support as ds
@@ -62,7 +61,7 @@ async def test_cycle_preview_commit_rerun_and_settlements(settings, nc, start):
         r = await svc.http.post(f"/cycles/kamalia_merekah/{PERIOD}", headers=ds.headers(settings, Role.auditor))
         assert r.status_code == 403
         assert (await svc.http.post(f"/cycles/kamalia_merekah/{PERIOD}")).status_code == 401
-        r = await svc.http.post(f"/cycles/kamalia_merekah/2026-13", headers=h)
+        r = await svc.http.post("/cycles/kamalia_merekah/2026-13", headers=h)
         assert r.status_code == 422 and "YYYY-MM" in r.text
         r = await svc.http.post(f"/cycles/nope/{PERIOD}", headers=h)
         assert r.status_code == 404
