@@ -3,6 +3,7 @@ registry events out (through the outbox, in the same transaction)."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import uuid
 
@@ -26,6 +27,15 @@ def _message_key(m: Msg, raw: dict) -> str:
     if mid is None and m.headers:
         mid = m.headers.get("Nats-Msg-Id")
     return mid or f"seq-{m.metadata.sequence.stream}"
+
+
+def _stored_key(message_id: str) -> str:
+    """The message id as the receipts table keys it: an id beyond the contract's 128 characters
+    (rejected, but still answered) is keyed by its digest, since a database index entry cannot
+    hold a few kilobytes and the whole batch would fail with it."""
+    if len(message_id) <= 128:
+        return message_id
+    return "sha256:" + hashlib.sha256(message_id.encode()).hexdigest()
 
 
 def _receipt(program: str, message_id: str, raw: dict, status: ReceiptStatus, problems, corr: str,
@@ -77,33 +87,35 @@ async def ingest(rt: ServiceRuntime, msgs: list[Msg]) -> dict[str, int]:
     message_id) already has a receipt changes nothing and gets that receipt again."""
     names_ = rt.names
     corr, now = str(uuid.uuid4()), _now_iso()
-    first: dict[tuple[str, str], tuple] = {}  # (program, message_id) -> (msg, checked, problems, body)
+    # (program, stored key of message_id) -> (msg, message_id, checked, problems, receipt JSON)
+    first: dict[tuple[str, str], tuple] = {}
     copies: list[tuple[str, str]] = []
     for m in msgs:
         program = names_.bare(m.subject).split(".")[1]
         checked, raw, problems = domain.check_report(m.data, program)
-        key = (program, _message_key(m, raw))
+        mid = _message_key(m, raw)
+        key = (program, _stored_key(mid))
         if key in first:
             copies.append(key)
             continue
         status = ReceiptStatus.rjct if problems else ReceiptStatus.succ
-        body = json.dumps(_receipt(program, key[1], raw, status, problems, corr, now)).encode()
-        first[key] = (m, checked, problems, body)
+        body = json.dumps(_receipt(program, mid, raw, status, problems, corr, now)).encode()
+        first[key] = (m, mid, checked, problems, body)
 
     out: list[dict] = []
     answers: dict[str, list[bytes]] = {}
     counts = {"accepted": 0, "rejected": 0, "duplicate": 0}
     async with rt.sessions.begin() as s:
-        fresh = await store.record_receipts(s, [(k[0], k[1], v[3]) for k, v in first.items()])
+        fresh = await store.record_receipts(s, [(k[0], k[1], v[4]) for k, v in first.items()])
         valid = []
-        for key, (m, checked, problems, body) in first.items():
+        for key, (m, mid, checked, problems, body) in first.items():
             if key not in fresh:
                 copies.append(key)
                 continue
             answers.setdefault(key[0], []).append(body)
             if problems:
                 out.append(deadletter_row(names_, SERVICE, m.subject, m.data, f"rjct.{problems[0].code}",
-                                          "; ".join(p.message for p in problems), key[1]))
+                                          "; ".join(p.message for p in problems), mid))
                 counts["rejected"] += 1
             else:
                 valid.append(checked)
@@ -114,7 +126,7 @@ async def ingest(rt: ServiceRuntime, msgs: list[Msg]) -> dict[str, int]:
             # long gone from the agency's view)
             stored = await store.stored_receipts(s, [k for k in copies if k not in fresh])
             for key in copies:
-                body = first[key][3] if key in fresh else stored.get(key)
+                body = first[key][4] if key in fresh else stored.get(key)
                 if body is not None:
                     answers.setdefault(key[0], []).append(body)
             counts["duplicate"] = len(copies)

@@ -18,8 +18,9 @@ from sqlalchemy.dialects.postgresql import insert
 from contracts.agency import Sex
 from contracts.catalog import EVENTS
 from contracts.intake import ProposalSubmitted
-from contracts.registry import (PeopleRegistered, PersonIdentity, ProposalDecided, ProposalDecision, VerificationRecorded,
-                                VerificationResult, VerificationRoundClosed, VerificationRoundOpened)
+from contracts.registry import (PeopleRegistered, PersonIdentity, ProposalDecided, ProposalDecision,
+                                VerificationRecorded, VerificationResult, VerificationRoundClosed,
+                                VerificationRoundOpened)
 from contracts.values import NIK, NoKK, VillageCode, nik_consistency, parse_nik
 from services.kit import logging as klog
 from services.kit.auth import Principal, Role, require, require_area

@@ -32,6 +32,19 @@ async def send(nc, settings, reports: list[dict], program: str | None = None) ->
     return got
 
 
+async def drain(js, subject: str, stream: str, wait: float = 0.5) -> list[dict]:
+    """Every message body on `subject` in `stream` from the start, until none comes for `wait` s."""
+    sub = await js.pull_subscribe(subject, stream=stream)
+    out: list[dict] = []
+    while True:
+        try:
+            out += [json.loads(m.data) for m in await sub.fetch(1000, timeout=wait)]
+        except nats.errors.TimeoutError:
+            break
+    await sub.unsubscribe()
+    return out
+
+
 async def events(nc, settings, event_type: str, expect: int, timeout: float = 10, items: str | None = None
                  ) -> list[dict]:
     """The envelopes of one registry event type on the REGISTRY stream, waiting for at least `expect`;

@@ -15,7 +15,6 @@ import subprocess
 import sys
 
 import httpx
-import nats.errors
 import pytest
 import sqlalchemy as sa
 
@@ -25,6 +24,7 @@ from services.kit.migrations import migrate
 from services.registry import store
 from tests import factories
 from tests.conftest import eventually
+from tests.integration.registry_support import drain
 
 pytestmark = pytest.mark.integration
 N = int(os.environ.get("SINERGI_REGISTRY_CRASH_N", "12000"))
@@ -49,20 +49,6 @@ async def _ready(port: int, proc: subprocess.Popen) -> None:
         except httpx.HTTPError:
             return False
     await eventually(ok, timeout=60, interval=0.1)
-
-
-async def _drain(js, subject: str, stream: str) -> list[dict]:
-    """Every message body on `subject` in `stream`, from the start."""
-    sub = await js.pull_subscribe(subject, stream=stream)
-    out: list[dict] = []
-    while True:
-        try:
-            msgs = await sub.fetch(1000, timeout=1)
-        except nats.errors.TimeoutError:
-            break
-        out += [json.loads(m.data) for m in msgs]
-    await sub.unsubscribe()
-    return out
 
 
 async def test_sigkill_during_ingest_then_restart_loses_nothing_and_doubles_nothing(settings, nc):
@@ -130,14 +116,14 @@ async def test_sigkill_during_ingest_then_restart_loses_nothing_and_doubles_noth
 
     assert 0 < at_kill[0] and at_kill[-1] < N, at_kill  # the kills really fell during ingest
     assert history == people == len(valid)
-    receipts = [r for b in await _drain(js, settings.names.receipts("*"), settings.names.stream("AGENCY_RECEIPTS"))
+    receipts = [r for b in await drain(js, settings.names.receipts("*"), settings.names.stream("AGENCY_RECEIPTS"), 1)
                 for r in b["receipts"]]
     by_id: dict[str, set[str]] = collections.defaultdict(set)
     for r in receipts:
         by_id[r["message_id"]].add(json.dumps(r, sort_keys=True))
     assert set(by_id) == {r["message_id"] for r in reports}  # every report answered
     assert all(len(v) == 1 for v in by_id.values())  # a repeated answer is the same answer
-    events = await _drain(js, settings.names.event("registry.enrolments_changed"), settings.names.stream("REGISTRY"))
+    events = await drain(js, settings.names.event("registry.enrolments_changed"), settings.names.stream("REGISTRY"), 1)
     announced = collections.Counter((c["nik"], c["programme_identifier"]) for e in events for c in e["data"]["changes"])
     assert set(announced) == {(r["nik"], r["programme_identifier"]) for r in valid}
     assert set(announced.values()) == {1}  # each change once, whatever the kills interrupted

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import string
 
 import pytest
 import sqlalchemy as sa
@@ -11,6 +13,7 @@ import sqlalchemy as sa
 from services.registry import store
 from tests import factories
 from tests.conftest import eventually
+from tests.integration.registry_support import drain
 from tests.unit.test_registry_rules import CASES
 
 pytestmark = pytest.mark.integration
@@ -85,19 +88,10 @@ async def _state(registry, nik: str) -> tuple[list, int]:
     return [tuple(r) for r in cur], hist
 
 
-async def _events(js, settings, event: str) -> list[dict]:
-    sub = await js.pull_subscribe(settings.names.event(event), stream=settings.names.stream("REGISTRY"))
-    out = []
-    while True:
-        try:
-            out += [json.loads(m.data) for m in await sub.fetch(100, timeout=0.5)]
-        except Exception:
-            return out
-
-
 async def _changes(js, settings) -> list[dict]:
     """Every enrolment change the registry announced, in order (batch events flattened)."""
-    return [c for e in await _events(js, settings, "registry.enrolments_changed") for c in e["data"]["changes"]]
+    events = await drain(js, settings.names.event("registry.enrolments_changed"), settings.names.stream("REGISTRY"))
+    return [c for e in events for c in e["data"]["changes"]]
 
 
 async def test_later_effective_date_wins_whatever_the_arrival_order(settings, nc, start):
@@ -175,4 +169,28 @@ async def test_same_message_in_one_batch_and_again_later_changes_nothing(setting
         await asyncio.sleep(0)  # the relay has published; one event per real change
         changed = await eventually(lambda: _changes(js, settings))
         assert [c["enrolment_status"] for c in changed] == ["active", "exited"]
+    await got.sub.unsubscribe()
+
+
+async def test_an_overlong_message_id_gets_its_rejection_and_does_not_hold_up_the_batch(settings, nc, start):
+    """A message_id far over the contract's 128 characters (too big for a database key) is still
+    answered with its reason, in the same batch as its neighbours, never a failed batch."""
+    js = nc.jetstream()
+    got = await Receipts().start(nc, settings)
+    long_id = "".join(random.Random(3).choices(string.ascii_letters + string.digits, k=9000))  # incompressible
+    bad = factories.enrolment("pkh", message_id=long_id)
+    good = factories.enrolment("pkh")
+    async with start("registry", settings) as registry:
+        await publish(js, settings, "pkh", bad, msg_id="hdr-long")
+        await publish(js, settings, "pkh", good)
+        await eventually(lambda: got.first(long_id) and got.first(good["message_id"]), timeout=8)
+        r = got.first(long_id)
+        assert r["status"] == "rjct"
+        assert [s["status_reason_code"] for s in r["status_reasons"]] == ["rjct.message_id.string_too_long"]
+        assert got.first(good["message_id"])["status"] == "succ"
+        await publish(js, settings, "pkh", bad, msg_id="hdr-long-again")  # the same message again
+        await eventually(lambda: len(got.by_id[long_id]) == 2)
+        assert got.by_id[long_id][1] == r
+        async with registry.rt.sessions() as s:
+            assert (await s.execute(sa.select(sa.func.count()).select_from(store.enrolment_history))).scalar() == 1
     await got.sub.unsubscribe()
