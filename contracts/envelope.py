@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,7 +25,7 @@ E = TypeVar("E", bound=BaseModel)
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class Envelope(BaseModel, Generic[E]):
@@ -45,7 +45,9 @@ class Envelope(BaseModel, Generic[E]):
 def envelope(event: Event, producer: str, *, event_id: uuid.UUID | None = None,
              correlation_id: uuid.UUID | None = None, causation_id: uuid.UUID | None = None,
              occurred_at: dt.datetime | None = None) -> Envelope[Any]:
-    return Envelope[type(event)](  # type: ignore[misc]
+    # parametrized at run time, so the JSON schema and validation name the concrete event type
+    model = cast("type[Envelope[Any]]", Envelope[type(event)])  # type: ignore[misc]
+    return model(
         event_id=event_id or uuid.uuid4(), event_type=event.event_type,
         schema_version=event.schema_version, producer=producer,
         correlation_id=correlation_id, causation_id=causation_id,

@@ -82,9 +82,9 @@ def stream_of(subject: str) -> str | None:
     for stream, filters in STREAMS.items():
         for f in filters:
             ft = f.split(".")
-            if ft[-1] == ">" and len(tokens) >= len(ft) and all(a in ("*", b) for a, b in zip(ft[:-1], tokens)):
+            if ft[-1] == ">" and len(tokens) >= len(ft) and all(a in ("*", b) for a, b in zip(ft[:-1], tokens, strict=False)):
                 return stream
-            if len(ft) == len(tokens) and all(a == b or a == "*" for a, b in zip(ft, tokens)):
+            if len(ft) == len(tokens) and all(a == b or a == "*" for a, b in zip(ft, tokens, strict=True)):
                 return stream
     return None
 
@@ -104,7 +104,7 @@ def message_schema(model: type[BaseModel]) -> dict[str, Any]:
     return {"$schema": DIALECT, **model.model_json_schema()}
 
 
-def _write(path: Path, data: dict) -> Path:
+def _write(path: Path, data: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
     return path

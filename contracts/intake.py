@@ -75,7 +75,7 @@ class CaseLevel(StrEnum):
     kabupaten = "kabupaten"      # SLRT regional manager
     agency = "agency"            # the program's agency (Dinsos, Kemensos, Baznas...)
 
-    def next(self) -> "CaseLevel | None":
+    def next(self) -> CaseLevel | None:
         order = list(CaseLevel)
         i = order.index(self)
         return order[i + 1] if i + 1 < len(order) else None

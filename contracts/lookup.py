@@ -16,7 +16,7 @@ class LookupRequest(BaseModel):
     limit: int = Field(default=10, ge=1, le=50)
 
     @model_validator(mode="after")
-    def _one_key(self) -> "LookupRequest":
+    def _one_key(self) -> LookupRequest:
         if not (self.nik or self.no_kk or (self.name and self.village_code)):
             raise ValueError("give nik, no_kk, or name with village_code")
         return self

@@ -46,7 +46,7 @@ def audit_table(metadata: sa.MetaData, name: str = "audit_log") -> sa.Table:
 
 
 def row(p: Principal | None, action: str, *, target: str | None = None, area: str | None = None,
-        detail: dict[str, Any] | None = None, client: str | None = None, system: str | None = None) -> dict:
+        detail: dict[str, Any] | None = None, client: str | None = None, system: str | None = None) -> dict[str, Any]:
     if p is None and not system:
         raise ValueError("an audit row needs the acting user (or system=<component> for automatic actions)")
     return {"actor": p.user if p else f"system:{system}", "role": p.role.value if p else "system",
@@ -64,7 +64,7 @@ async def record(session: AsyncSession | AsyncConnection, table: sa.Table, p: Pr
 
 
 async def trail(session: AsyncSession | AsyncConnection, table: sa.Table, *, actor: str | None = None,
-                target: str | None = None, limit: int = 500) -> list[dict]:
+                target: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
     """Rows, newest first, for an auditor or a data-subject request (docs/SECURITY.md)."""
     q = sa.select(table).order_by(table.c.id.desc()).limit(limit)
     if actor:

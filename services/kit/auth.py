@@ -10,14 +10,19 @@ a disabled account's tokens stop working at once.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordRequestForm
 
 from contracts import wilayah
+
+if TYPE_CHECKING:
+    from services.kit.users import UsersFile
 
 
 class Role(StrEnum):
@@ -58,7 +63,7 @@ def check_secret(secret: str, env: str) -> None:
 
 
 def issue_token(p: Principal, secret: str, ttl: dt.timedelta = dt.timedelta(hours=8)) -> str:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ttl = min(ttl, MAX_TTL)
     return jwt.encode({"sub": p.user, "role": p.role.value, "area": p.area, "programs": list(p.programs),
                        "aud": AUDIENCE, "iat": now, "exp": now + ttl}, secret, algorithm=ALGORITHM)
@@ -82,14 +87,14 @@ def decode_token(token: str, secret: str) -> Principal:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def staff_accounts(request: Request):
+def staff_accounts(request: Request) -> UsersFile | None:
     """The staff accounts file of this service (SINERGI_USERS_FILE), or None when not configured."""
     from services.kit.users import UsersFile
 
     path = getattr(request.app.state.runtime.settings, "users_file", None)
     if not path:
         return None
-    cache = request.app.state.__dict__.setdefault("_sinergi_users", {})
+    cache: dict[str, UsersFile] = request.app.state.__dict__.setdefault("_sinergi_users", {})
     return cache.setdefault(path, UsersFile(path))
 
 
@@ -108,7 +113,7 @@ def current_principal(request: Request,
     return p
 
 
-def require(*roles: Role):
+def require(*roles: Role) -> Callable[[Principal], Principal]:
     """A FastAPI dependency: the caller must hold one of `roles`."""
     def _dep(p: Principal = Depends(current_principal)) -> Principal:
         if roles and p.role not in roles:
@@ -134,13 +139,13 @@ class LoginThrottle:
         self.failures: dict[str, list[dt.datetime]] = {}
 
     def blocked(self, user: str) -> bool:
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         recent = [t for t in self.failures.get(user, []) if now - t < self.WINDOW]
         self.failures[user] = recent
         return len(recent) >= self.MAX
 
     def failed(self, user: str) -> None:
-        self.failures.setdefault(user, []).append(dt.datetime.now(dt.timezone.utc))
+        self.failures.setdefault(user, []).append(dt.datetime.now(dt.UTC))
 
     def ok(self, user: str) -> None:
         self.failures.pop(user, None)
@@ -156,7 +161,7 @@ def router() -> APIRouter:
     throttle = LoginThrottle()
 
     @r.post("/token", summary="log in with a staff account; returns a bearer token that expires")
-    async def token(request: Request, form: OAuth2PasswordRequestForm = Depends()) -> dict:
+    async def token(request: Request, form: OAuth2PasswordRequestForm = Depends()) -> dict[str, Any]:
         settings = request.app.state.runtime.settings
         users = staff_accounts(request)
         if users is None:
@@ -177,7 +182,7 @@ def router() -> APIRouter:
                 "expires_in": int(min(ttl, MAX_TTL).total_seconds()), "role": p.role.value, "area": p.area}
 
     @r.get("/me", summary="who the bearer token belongs to")
-    async def me(p: Principal = Depends(current_principal)) -> dict:
+    async def me(p: Principal = Depends(current_principal)) -> dict[str, Any]:
         return {"user": p.user, "role": p.role.value, "area": p.area, "programs": list(p.programs)}
 
     return r

@@ -23,7 +23,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import bcrypt
 import typer
@@ -47,7 +47,7 @@ class Program(BaseModel):
 class Tls(BaseModel):
     cert: Path
     key: Path
-    ca: Optional[Path] = None  # given: clients must present a certificate signed by it
+    ca: Path | None = None  # given: clients must present a certificate signed by it
     verify_clients: bool = False
 
 
@@ -56,7 +56,7 @@ class DeployConfig(BaseModel):
     programs: list[Program] = Field(min_length=1)
     channels: list[str] = Field(default_factory=list, description="payment channels, e.g. bri, pos")
     auditors: list[str] = Field(default_factory=lambda: ["inspektorat"])
-    tls: Optional[Tls] = None
+    tls: Tls | None = None
     nats_host: str = "nats"  # the name parties use to reach the server (goes into their credentials)
     cluster: bool = False  # three NATS nodes, streams with three replicas (compose profile `cluster`)
 
@@ -102,7 +102,7 @@ def load_config(path: Path) -> DeployConfig:
 
 # --- NATS configuration text -------------------------------------------------------------
 
-def _value(v, indent: int) -> str:
+def _value(v: Any, indent: int) -> str:
     pad = "  " * indent
     if isinstance(v, dict):
         inner = "\n".join(f"{pad}  {k}: {_value(x, indent + 1)}" for k, x in v.items())
@@ -125,12 +125,12 @@ class Raw(str):
     """A value written as is (e.g. `always`, sizes)."""
 
 
-def render(conf: dict) -> str:
+def render(conf: dict[str, Any]) -> str:
     # `include` is a directive, not a key: no colon
     return "\n".join(f"include {v}" if k == "include" else f"{k}: {_value(v, 0)}" for k, v in conf.items()) + "\n"
 
 
-def auth_block(ids: list[Identity], passwords: dict[str, str]) -> dict:
+def auth_block(ids: list[Identity], passwords: dict[str, str]) -> dict[str, Any]:
     users = []
     for ident in ids:
         hashed = bcrypt.hashpw(passwords[ident.user].encode(), bcrypt.gensalt(BCRYPT_COST)).decode()
@@ -139,8 +139,8 @@ def auth_block(ids: list[Identity], passwords: dict[str, str]) -> dict:
 
 
 def server_conf(*, name: str, port: int, store_dir: str, conf_dir: str, tls: Tls | None,
-                monitor_port: int | None = 8222, cluster: dict | None = None) -> dict:
-    conf: dict = {"server_name": name, "listen": f"0.0.0.0:{port}"}
+                monitor_port: int | None = 8222, cluster: dict[str, Any] | None = None) -> dict[str, Any]:
+    conf: dict[str, Any] = {"server_name": name, "listen": f"0.0.0.0:{port}"}
     if monitor_port:
         conf["http_port"] = monitor_port  # /healthz for docker-compose; not published outside
     conf["max_payload"] = 1048576

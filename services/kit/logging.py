@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -72,7 +73,7 @@ def mask_value(value: Any) -> Any:
 _mask_value = mask_value  # the earlier private name
 
 
-def mask_personal_data(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def mask_personal_data(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event_dict.items()):
         event_dict[key] = _mask_key(key, value) if is_sensitive(key) and key != "event" else mask_value(value)
     return event_dict
@@ -81,7 +82,7 @@ def mask_personal_data(_logger: Any, _name: str, event_dict: dict[str, Any]) -> 
 def configure(service: str, level: str = "info", fmt: str = "json") -> None:
     lvl = getattr(logging, level.upper(), logging.INFO)
     renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
-    processors = [
+    processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -105,5 +106,7 @@ def configure(service: str, level: str = "info", fmt: str = "json") -> None:
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
 
 
-def get(name: str | None = None) -> structlog.stdlib.BoundLogger:
-    return structlog.get_logger(name)
+def get(name: str | None = None) -> structlog.typing.FilteringBoundLogger:
+    """A logger of the pipeline `configure` set up (its wrapper class is a filtering bound logger)."""
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)
+    return logger

@@ -10,7 +10,7 @@ from importlib import resources
 
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import MetaData, text
+from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.kit.db import ensure_database
@@ -36,19 +36,21 @@ async def migrate(service: str, url: str, revision: str = "head") -> None:
 def run_env(metadata: MetaData) -> None:
     """Body of every service's migrations/env.py."""
     url = context.config.attributes.get("url") or context.config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("alembic config has no database url (use kit.migrations.alembic_config)")
     if context.is_offline_mode():
         context.configure(url=url, target_metadata=metadata, literal_binds=True)
         with context.begin_transaction():
             context.run_migrations()
         return
 
-    def _run(connection):
+    def _run(connection: Connection) -> None:
         context.configure(connection=connection, target_metadata=metadata, compare_type=True)
         with context.begin_transaction():
             connection.execute(text("select pg_advisory_xact_lock(:k)"), {"k": _LOCK_ID})
             context.run_migrations()
 
-    async def _online():
+    async def _online() -> None:
         engine = create_async_engine(url)
         try:
             async with engine.connect() as conn:

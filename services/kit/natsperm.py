@@ -14,6 +14,7 @@ one can read another party's replies, e.g. a `registry.lookup` answer full of NI
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from contracts.subjects import REGISTRY_LOOKUP, STREAMS
 
@@ -54,8 +55,8 @@ class Identity:
     def inbox_prefix(self) -> str:
         return f"_INBOX.{self.user}"
 
-    def permissions(self) -> dict:
-        perms: dict = {"publish": {"allow": self.publish}, "subscribe": {"allow": self.subscribe}}
+    def permissions(self) -> dict[str, Any]:
+        perms: dict[str, Any] = {"publish": {"allow": self.publish}, "subscribe": {"allow": self.subscribe}}
         if self.subscribe_deny:
             perms["subscribe"]["deny"] = self.subscribe_deny
         if self.allow_responses:

@@ -12,11 +12,15 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.kit.settings import SERVICES, Settings
+
+if TYPE_CHECKING:
+    import typer
 
 _NIK_COLUMNS = sa.text("""
     select table_name, column_name from information_schema.columns
@@ -29,16 +33,16 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-async def export_person(settings: Settings, nik: str) -> dict:
+async def export_person(settings: Settings, nik: str) -> dict[str, Any]:
     if not re.fullmatch(r"\d{16}", nik):
         raise ValueError("a NIK has 16 digits")
-    out: dict = {"nik": nik, "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+    out: dict[str, Any] = {"nik": nik, "generated_at": dt.datetime.now(dt.UTC).isoformat(),
                  "legal_basis": "UU 27/2022 (Pelindungan Data Pribadi): hak akses dan salinan data", "services": {}}
     for svc in SERVICES:
         engine = create_async_engine(settings.db_url(svc))
         try:
             async with engine.connect() as conn:
-                found: dict[str, list[dict]] = {}
+                found: dict[str, list[dict[str, Any]]] = {}
                 for table, column in (await conn.execute(_NIK_COLUMNS)).all():
                     rows = await conn.execute(sa.text(f"select * from {_quote(table)} where {_quote(column)} = :nik"),
                                               {"nik": nik})
@@ -53,7 +57,7 @@ async def export_person(settings: Settings, nik: str) -> dict:
     return out
 
 
-def register_cli(app) -> None:
+def register_cli(app: typer.Typer) -> None:
     import asyncio
 
     import typer

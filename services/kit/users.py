@@ -11,8 +11,9 @@ import datetime as dt
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from argon2 import PasswordHasher
@@ -21,6 +22,11 @@ from pydantic import BaseModel, Field, ValidationError
 
 from contracts import wilayah
 from services.kit.auth import Principal, Role
+
+if TYPE_CHECKING:
+    import typer
+
+T = TypeVar("T")
 
 _hasher = PasswordHasher()  # Argon2id, the library's current recommended parameters
 _DUMMY = _hasher.hash("no such user: spend the same time as a real check")
@@ -106,14 +112,14 @@ class UsersFile:
         try:
             user = StaffUser(username=username, password_hash=_hasher.hash(password), role=role,
                              area=check_area(role, area), programs=list(programs or []),
-                             created_at=dt.datetime.now(dt.timezone.utc))
+                             created_at=dt.datetime.now(dt.UTC))
         except ValidationError as exc:
             raise UserError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
         users[username] = user
         self._save(users)
         return user
 
-    def _change(self, username: str, **values) -> StaffUser:
+    def _change(self, username: str, **values: Any) -> StaffUser:
         users = dict(self.load())
         if username not in users:
             raise UserError(f"no user {username!r}")
@@ -144,7 +150,7 @@ class UsersFile:
         return bool(user and not user.disabled)
 
 
-def register_cli(app) -> None:
+def register_cli(app: typer.Typer) -> None:
     """`sinergi users add|list|disable|enable|password` (called from kit.deploy.register)."""
     import typer
     from rich.console import Console
@@ -154,7 +160,7 @@ def register_cli(app) -> None:
     app.add_typer(users_app, name="users")
     out = Console(stderr=True)
 
-    def _file(path: Optional[Path]) -> UsersFile:
+    def _file(path: Path | None) -> UsersFile:
         if path is None:
             from services.kit.settings import Settings
             configured = Settings().users_file
@@ -165,7 +171,7 @@ def register_cli(app) -> None:
 
     file_opt = typer.Option(None, "--file", help="users file (default: SINERGI_USERS_FILE)")
 
-    def _run(fn):
+    def _run(fn: Callable[[], T]) -> T:
         try:
             return fn()
         except UserError as exc:
@@ -176,7 +182,7 @@ def register_cli(app) -> None:
             area: str = typer.Option("", help="region code: a village for village_office, a kecamatan for kecamatan"),
             program: list[str] = typer.Option([], help="program codes (program managers), repeatable"),
             password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from stdin"),
-            file: Optional[Path] = file_opt) -> None:
+            file: Path | None = file_opt) -> None:
         """Create an account; asks for the password (never on the command line)."""
         import sys
         pw = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
@@ -185,7 +191,7 @@ def register_cli(app) -> None:
         out.print(f"[green]added {u.username} ({u.role.value}, area {u.area or 'whole regency'})")
 
     @users_app.command("list")
-    def list_(file: Optional[Path] = file_opt) -> None:
+    def list_(file: Path | None = file_opt) -> None:
         """Accounts with role, area and state (no password hashes)."""
         t = Table("user", "role", "area", "programs", "state", "created")
         for u in _file(file).load().values():
@@ -194,19 +200,19 @@ def register_cli(app) -> None:
         Console().print(t)
 
     @users_app.command("disable")
-    def disable(username: str, file: Optional[Path] = file_opt) -> None:
+    def disable(username: str, file: Path | None = file_opt) -> None:
         """Stop an account now: it cannot log in and its tokens stop working."""
         _run(lambda: _file(file).set_disabled(username, True))
         out.print(f"[yellow]disabled {username}")
 
     @users_app.command("enable")
-    def enable(username: str, file: Optional[Path] = file_opt) -> None:
+    def enable(username: str, file: Path | None = file_opt) -> None:
         _run(lambda: _file(file).set_disabled(username, False))
         out.print(f"[green]enabled {username}")
 
     @users_app.command("password")
     def password(username: str, password_stdin: bool = typer.Option(False, "--password-stdin"),
-                 file: Optional[Path] = file_opt) -> None:
+                 file: Path | None = file_opt) -> None:
         """Set a new password."""
         import sys
         pw = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(

@@ -77,4 +77,4 @@ async def intake_events(nc, settings, event_type: str) -> list[dict]:
 
 
 def utc(*args) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=dt.timezone.utc)
+    return dt.datetime(*args, tzinfo=dt.UTC)

@@ -38,9 +38,9 @@ class Deployed:
     def url(self) -> str:
         return f"{'tls' if self.cfg.tls else 'nats'}://127.0.0.1:{self.port}"
 
-    def start(self) -> "Deployed":
-        log = open(self.root / "nats-server.log", "ab")
-        self.proc = subprocess.Popen([nats_binary(), "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
+    def start(self) -> Deployed:
+        with open(self.root / "nats-server.log", "ab") as log:  # the server keeps its own copy of the fd
+            self.proc = subprocess.Popen([nats_binary(), "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + 15
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -75,7 +75,7 @@ class Party:
         self.errors: list[str] = []
         self.nc = None
 
-    async def connect(self, d: Deployed, password: str | None = None, tls: ssl.SSLContext | None = None) -> "Party":
+    async def connect(self, d: Deployed, password: str | None = None, tls: ssl.SSLContext | None = None) -> Party:
         async def on_error(e: Exception) -> None:
             self.errors.append(str(e).lower())
 
