@@ -89,7 +89,8 @@ async def nc(infra):
 class RunningService:
     def __init__(self, app, client: httpx.AsyncClient) -> None:
         self.app, self.http = app, client
-        self.rt = app.state.runtime
+        self.rt = app.state.kit  # services.kit.runtime.Kit: names, sessions, bus, relay, consumers
+        self.deps = app.state.deps  # the service's typed composition (services/<svc>/app.py)
 
 
 @contextlib.asynccontextmanager

@@ -1,111 +1,398 @@
-"""A JetStream batch consumer that cannot be blocked by one poison message.
+"""The one JetStream consumer every service uses.
 
-`batch_subscriber(rt, subject, stream, durable, handler)` registers a FastStream pull batch
-subscriber (ack after the handler returns, NACK_ON_ERROR so a database error is retried).
-Bad *input* is the handler's job (receipt, dead letter). This helper covers the other case:
-the handler keeps raising on a batch (a bug, a value it did not foresee). Without it that
-batch would be redelivered forever and block everything behind it.
+    Consumer(kit, ConsumerSpec(durable="intake-registry-v1", stream=..., subject=...,
+                               decode=decode_registry_event, handle=follow_registry))
 
-After a batch has been delivered `poison_after` times, the batch is split and each message
-is handled on its own; the ones that still raise go to `deadletter.<service>` through the
-outbox, with the exception as the reason, and the whole batch is acked. Because the handler
-is transactional and idempotent (kit inbox), the messages that succeed one by one are
-processed exactly once. A database outage does not dead-letter anything: writing the dead
-letter needs the database too, so the batch is nacked and tried again.
+A loop on nats-py's pull API (FastStream is not used: docs/ARCHITECTURE.md says why):
+
+1. **Fetch.** Idle, it waits for one message with a long poll (`idle_wait`), so an idle
+   system costs a request every few seconds, not ten a second; busy, it fetches batches of
+   up to `batch` with a short wait for a partial batch (`fetch_wait`).
+2. **Decode.** `spec.decode(msg)` turns bytes into a contract value through kit/decode.py.
+   Whatever the bytes are, no exception escapes: a `Rejection` keeps its reason code and any
+   other exception becomes `rjct.message.invalid`. `None` means "not for this consumer":
+   acknowledged, not handled.
+3. **Handle, in one unit of work.** The kit claims the delivery keys in its inbox (unless the
+   service keeps its own idempotency record), dead-letters the rejected deliveries (unless the
+   handler answers them itself, as the registry does with receipts) and calls
+   `spec.handle(uow, deliveries)` with the fresh, accepted ones. Commit, then ack.
+4. **Failure.** A database or connection error (`transient`) naks the whole batch with a
+   growing delay and dead-letters nothing (writing a dead letter needs the database too). Any
+   other exception bisects the batch at once: halves that succeed are committed and acked; a
+   single message that still fails is nak'ed with a delay until it has been delivered
+   `max_deliveries` times, then dead-lettered (`rjct.handler.error`). One bad message among
+   2,000 costs about 2 x log2(2,000) = 22 small transactions per delivery, not 2,000.
+
+Health (`problem()`): the loop must be running, and messages must not wait while no batch
+comes (`stall_after`). The loop checks that itself and re-subscribes; `/readyz` reports it.
 """
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from faststream import AckPolicy, Context
-from faststream.nats import JStream, PullSub
+import nats.errors
+import sqlalchemy.exc
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from services.kit import logging as klog
-from services.kit.outbox import add, deadletter_row
+from services.kit.decode import Rejection
+from services.kit.outbox import claim
+from services.kit.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from services.kit.runtime import Kit
 
 log = klog.get(__name__)
+T = TypeVar("T")
 
-BatchHandler = Callable[[Any, list[Msg]], Awaitable[Any]]
-REASON_CODE = "rjct.handler.error"
-
-
-def deliveries(msgs: list[Msg]) -> int:
-    """How many times the most-redelivered message of this batch has been delivered."""
-    return max((m.metadata.num_delivered or 1) for m in msgs) if msgs else 0
-
-
-def _msg_id(m: Msg) -> str | None:
-    return (m.headers or {}).get("Nats-Msg-Id")
+HANDLER_ERROR = "rjct.handler.error"
+# SQLSTATE classes worth retrying: connection (08), transaction rollback: deadlock or
+# serialization (40), insufficient resources (53), operator intervention: shutdown (57),
+# lock not available (55P03). Everything else (22 data, 23 integrity, 42 syntax) repeats.
+_TRANSIENT_SQLSTATE = ("08", "40", "53", "57", "55P03")
 
 
-async def dead_letter(rt: Any, m: Msg, exc: BaseException) -> None:
-    """Record one message the handler cannot process, with the exception as the reason."""
-    reason = f"{type(exc).__name__}: {exc}"[:2000]
-    async with rt.sessions.begin() as s:
-        await add(s, rt.outbox, [deadletter_row(rt.names, rt.service, m.subject, m.data, REASON_CODE, reason,
-                                                _msg_id(m))])
-    rt.kick()
+def transient(exc: BaseException) -> bool:
+    """An error that says nothing about the message: the database or the network is away."""
+    if isinstance(exc, (OSError, ConnectionError, asyncio.TimeoutError, TimeoutError,
+                        sqlalchemy.exc.TimeoutError, nats.errors.Error)):
+        return True
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, sqlalchemy.exc.InterfaceError):
+            return True
+        exc = exc.orig if exc.orig is not None else exc
+    # asyncpg's errors carry the SQLSTATE; SQLAlchemy's adapter wraps them (orig, then cause)
+    for e in (exc, exc.__cause__):
+        state = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
+        if isinstance(state, str):
+            return state.startswith(_TRANSIENT_SQLSTATE)
+    return False
 
 
-async def one_by_one(rt: Any, msgs: list[Msg], handler: BatchHandler) -> tuple[int, int]:
-    """Handle each message alone; dead-letter those that still fail. Returns (ok, dead-lettered)."""
-    ok = dead = 0
-    for i, m in enumerate(msgs):
-        if i and i % 50 == 0:  # one by one is slow: keep the rest of the batch from timing out
-            for rest in msgs[i:]:
-                await rest.in_progress()
-        try:
-            await handler(rt, [m])
-            ok += 1
-        except Exception as exc:  # noqa: BLE001 - any failure of a lone message makes it a dead letter
-            await dead_letter(rt, m, exc)
-            dead += 1
-            log.error("consumer.dead_lettered", subject=m.subject, msg_id=_msg_id(m),
-                      deliveries=m.metadata.num_delivered, error=f"{type(exc).__name__}: {exc}"[:300])
-    return ok, dead
+@dataclass(slots=True)
+class Delivery(Generic[T]):
+    """One message as the handler sees it."""
+
+    msg: Msg
+    key: str                          # idempotency key (Nats-Msg-Id, else the stream sequence)
+    value: T | None = None
+    rejection: Rejection | None = None
+
+    @property
+    def subject(self) -> str:
+        return self.msg.subject
+
+    @property
+    def data(self) -> bytes:
+        return self.msg.data
+
+    @property
+    def deliveries(self) -> int:
+        return self.msg.metadata.num_delivered or 1
+
+    @property
+    def stream_seq(self) -> int:
+        return self.msg.metadata.sequence.stream
+
+    def where(self) -> dict[str, Any]:
+        """Where the original lies (for a dead letter)."""
+        return {"stream": self.msg.metadata.stream, "stream_seq": self.stream_seq, "deliveries": self.deliveries}
 
 
-def batch_subscriber(rt: Any, subject: str, stream: str, durable: str, handler: BatchHandler, *,
-                     batch_size: int = 500, timeout: float = 0.1, poison_after: int = 3,
-                     retry_delay: float = 0.2, ack_wait: float | None = 10.0) -> Any:
-    """Register `handler(rt, msgs)` for batches of raw nats messages on `subject` (in `stream`).
+def default_key(msg: Msg) -> str:
+    return (msg.headers or {}).get("Nats-Msg-Id") or f"seq-{msg.metadata.sequence.stream}"
 
-    `subject` and `stream` are full names (already through `rt.names`). The stream is never
-    declared here (`declare=False`): `kit.streams.ensure_streams` owns stream configuration.
-    A failing batch is retried after `retry_delay * delivery` seconds (NACK_ON_ERROR alone
-    would redeliver at once and burn the retries on a database blip in milliseconds).
 
-    `ack_wait` (seconds) bounds how long a fetched batch that never reached the handler
-    waits for redelivery (server default 30 s). FastStream 0.7.8 used to drop such batches on
-    a timeout-class mix-up (fixed by `kit.natsfix`); this is the defence if another path does.
-    Set when the durable is first created: nats-py ignores a changed config for an existing
-    durable.
-    """
+Decode = Callable[[Msg], Any]
+Handle = Callable[[UnitOfWork, list[Delivery[Any]]], Awaitable[None]]
 
-    async def on_batch(body: list[Any], msg: Any = Context("message")) -> None:
-        msgs: list[Msg] = msg.raw_message
-        try:
-            await handler(rt, msgs)
-            return
-        except Exception as exc:
-            n = deliveries(msgs)
-            if n < poison_after:
-                log.warning("consumer.batch_failed", subject=subject, durable=durable, size=len(msgs),
-                            deliveries=n, error=f"{type(exc).__name__}: {exc}"[:300])
-                await asyncio.sleep(retry_delay * n)
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    durable: str
+    stream: str                       # full names (through `Names`)
+    subject: str
+    decode: Decode
+    handle: Handle
+    batch: int = 500
+    fetch_wait: float = 0.1           # how long a partial batch waits for more
+    idle_wait: float = 2.0            # long poll for the first message after an idle spell
+    ack_wait: float = 60.0            # seconds before an unacknowledged batch is redelivered
+    max_deliveries: int = 3           # a message failing the handler this often is dead-lettered
+    inbox: bool = True                # claim keys in the kit inbox (False: the service keeps its own)
+    handles_rejections: bool = False  # True: rejected deliveries go to the handler (receipts)
+    key: Callable[[Msg], str] = default_key
+    backoff: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30)
+    stall_after: float = 30.0         # messages pending and no batch this long: stalled
+
+
+@dataclass
+class ConsumerStats:
+    handled: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    retried: int = 0
+    batches: int = 0
+    failures: int = 0
+    resubscribed: int = 0
+    by_code: dict[str, int] = field(default_factory=dict)
+
+
+class Consumer:
+    def __init__(self, kit: Kit, spec: ConsumerSpec) -> None:
+        self.kit, self.spec = kit, spec
+        self.stats = ConsumerStats()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._psub: Any = None
+        self._generation = -1
+        self.last_batch_at = time.monotonic()
+        self.last_check_at = time.monotonic()
+        self.pending = 0                  # messages waiting on the server, as last asked
+        self.stalled: str | None = None
+        self.last_error: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create (or find) the durable consumer, then run the loop: a permission or config
+        error shows at start-up, not later in a log."""
+        await self._subscription()
+        self._task = asyncio.create_task(self._run(), name=f"consumer-{self.spec.durable}")
+
+    async def stop(self) -> None:
+        # stop fetching before the connection drains (a pending pull would hold the drain)
+        self._stopping = True
+        if self._task:
+            self._task.cancel()
+            # bounded: a service must stop even if a driver swallowed the cancellation
+            done, _ = await asyncio.wait({self._task}, timeout=10)
+            if not done:
+                log.warning("consumer.stop_timeout", durable=self.spec.durable)
+        await self._unsubscribe()
+
+    def problem(self) -> str | None:
+        """None while healthy; else what is wrong, for `/readyz`."""
+        if self._task is None:
+            return "not started"
+        if self._task.done():
+            exc = None if self._task.cancelled() else self._task.exception()
+            return f"not running: {exc!r}"
+        return self.stalled
+
+    async def check(self, timeout: float = 2.0) -> str | None:
+        """Ask the server how many messages wait; stalled if some do and no batch came for
+        `stall_after` seconds. Also what the loop runs by itself every few seconds."""
+        problem = self.problem()
+        if problem and not self.stalled:
+            return problem
+        info = await self.kit.bus.js.consumer_info(self.spec.stream, self.spec.durable, timeout=timeout)
+        self.pending = int(info.num_pending or 0)
+        self.last_check_at = time.monotonic()
+        idle = time.monotonic() - self.last_batch_at
+        if self.pending and idle > self.spec.stall_after:
+            self.stalled = f"stalled: {self.pending} messages waiting, no batch for {idle:.0f} s"
+        else:
+            self.stalled = None
+        return self.stalled
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _subscription(self) -> Any:
+        bus = self.kit.bus
+        if self._psub is None or self._generation != bus.generation:
+            s = self.spec
+            cfg = ConsumerConfig(durable_name=s.durable, ack_policy=AckPolicy.EXPLICIT,
+                                 deliver_policy=DeliverPolicy.ALL, ack_wait=s.ack_wait,
+                                 max_ack_pending=max(s.batch * 4, 1000), filter_subject=s.subject)
+            self._psub = await bus.js.pull_subscribe(s.subject, durable=s.durable, stream=s.stream, config=cfg,
+                                                     pending_msgs_limit=s.batch * 8)
+            self._generation = bus.generation
+        return self._psub
+
+    async def _unsubscribe(self) -> None:
+        psub, self._psub = self._psub, None
+        if psub is not None:
+            try:
+                await psub.unsubscribe()
+            except Exception as exc:  # a replaced connection is already closed
+                log.debug("consumer.unsubscribe_failed", error=str(exc)[:200])
+
+    async def _run(self) -> None:
+        busy = False
+        while not self._stopping:
+            try:
+                psub = await self._subscription()
+                msgs = await (psub.fetch(self.spec.batch, timeout=self.spec.fetch_wait) if busy
+                              else psub.fetch(1, timeout=self.spec.idle_wait))
+            except (nats.errors.TimeoutError, asyncio.TimeoutError, TimeoutError):
+                busy = False
+                await self._self_check()
+                continue
+            except asyncio.CancelledError:
                 raise
-            log.error("consumer.poison_batch", subject=subject, durable=durable, size=len(msgs), deliveries=n,
-                      error=f"{type(exc).__name__}: {exc}"[:300])
-        # outside the except block: a failure here (database down) nacks the batch for a later try
-        ok, dead = await one_by_one(rt, msgs, handler)
-        log.warning("consumer.poison_batch_split", subject=subject, durable=durable, processed=ok, dead_lettered=dead)
+            except Exception as exc:  # connection trouble: nats-py reconnects; try again shortly
+                if self._stopping:
+                    return
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning("consumer.fetch_failed", durable=self.spec.durable, error=self.last_error)
+                await asyncio.sleep(1.0)
+                await self._self_check()
+                continue
+            if not msgs:
+                continue
+            busy = True
+            self.last_batch_at = time.monotonic()
+            self.stalled = None
+            try:
+                await self.process(msgs)
+            except asyncio.CancelledError:
+                raise  # not acked: the server redelivers after ack_wait
+            except Exception as exc:  # must not happen (process catches); never kill the loop
+                if self._stopping:
+                    return
+                log.error("consumer.process_failed", durable=self.spec.durable, error=repr(exc)[:500])
+                await self._settle(msgs, ack=False)
 
-    on_batch.__name__ = f"on_{durable.replace('-', '_')}"
-    return rt.broker.subscriber(
-        subject, stream=JStream(stream, declare=False), durable=durable,
-        pull_sub=PullSub(batch_size=batch_size, timeout=timeout, batch=True),
-        config=ConsumerConfig(ack_wait=ack_wait) if ack_wait else None,
-        ack_policy=AckPolicy.NACK_ON_ERROR)(on_batch)
+    async def _self_check(self) -> None:
+        """Every few seconds: are messages waiting that we do not get? Then re-subscribe."""
+        if time.monotonic() - self.last_check_at < min(10.0, self.spec.stall_after / 3):
+            return
+        try:
+            if await self.check():
+                log.error("consumer.stalled", durable=self.spec.durable, pending=self.pending,
+                          action="re-subscribing")
+                self.stats.resubscribed += 1
+                await self._unsubscribe()
+                self.last_batch_at = time.monotonic()  # give the new subscription its chance
+        except Exception as exc:
+            self.last_check_at = time.monotonic()
+            log.warning("consumer.check_failed", durable=self.spec.durable, error=str(exc)[:200])
+
+    # -- one batch -------------------------------------------------------------------------
+
+    def decode(self, msg: Msg) -> Delivery[Any]:
+        spec = self.spec
+        try:
+            key = spec.key(msg)
+        except Exception:
+            key = f"seq-{msg.metadata.sequence.stream}"
+        d: Delivery[Any] = Delivery(msg, key)
+        try:
+            d.value = spec.decode(msg)
+        except Rejection as rej:
+            d.rejection = rej
+        except Exception as exc:  # a decoder that raised something else: still a clear answer
+            d.rejection = Rejection("rjct.message.invalid", f"{type(exc).__name__}: {exc}"[:500])
+        return d
+
+    async def process(self, msgs: list[Msg]) -> None:
+        """Decode, handle (bisecting on failure), ack. Never raises for a bad message."""
+        self.stats.batches += 1
+        batch = [self.decode(m) for m in msgs]
+        await self._handle(batch, time.monotonic())
+
+    async def _attempt(self, batch: list[Delivery[Any]]) -> None:
+        spec = self.spec
+        async with self.kit.unit_of_work() as uow:
+            todo = batch
+            if spec.inbox:
+                fresh = await claim(uow.session, self.kit.inbox, spec.durable, [d.key for d in batch])
+                todo, seen = [], set()
+                for d in batch:
+                    if d.key in fresh and d.key not in seen:
+                        seen.add(d.key)
+                        todo.append(d)
+                self.stats.duplicates += len(batch) - len(todo)
+            rejected = [d for d in todo if d.rejection is not None]
+            if not spec.handles_rejections:
+                for d in rejected:
+                    assert d.rejection is not None
+                    uow.dead_letter(d.subject, d.data, d.rejection.code, d.rejection.reason, msg_id=d.key,
+                                    **d.where())
+                todo = [d for d in todo if d.rejection is None]
+            skipped = sum(1 for d in todo if d.value is None and d.rejection is None)
+            todo = [d for d in todo if d.value is not None or d.rejection is not None]
+            if todo:
+                await spec.handle(uow, todo)
+        self.stats.skipped += skipped
+        self.stats.rejected += len(rejected)
+        self.stats.handled += len(todo)
+        for d in rejected:
+            assert d.rejection is not None
+            self.stats.by_code[d.rejection.code] = self.stats.by_code.get(d.rejection.code, 0) + 1
+            log.info("consumer.rejected", durable=spec.durable, code=d.rejection.code, key=d.key[:100])
+
+    async def _handle(self, batch: list[Delivery[Any]], started: float) -> None:
+        try:
+            await self._attempt(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._failed(batch, exc, started)
+            return
+        await self._settle([d.msg for d in batch], ack=True)
+
+    async def _failed(self, batch: list[Delivery[Any]], exc: Exception, started: float) -> None:
+        spec = self.spec
+        self.stats.failures += 1
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        self.last_error = error
+        if transient(exc) or self._stopping:
+            n = max(d.deliveries for d in batch)
+            log.warning("consumer.batch_failed", durable=spec.durable, size=len(batch), deliveries=n, error=error,
+                        retry_in=self._delay(n))
+            await self._settle([d.msg for d in batch], ack=False, delay=self._delay(n))
+            return
+        if len(batch) > 1:
+            if time.monotonic() - started > spec.ack_wait / 3:  # keep the rest from being redelivered
+                await asyncio.gather(*(d.msg.in_progress() for d in batch), return_exceptions=True)
+            half = len(batch) // 2
+            log.warning("consumer.batch_split", durable=spec.durable, size=len(batch), error=error)
+            await self._handle(batch[:half], started)
+            await self._handle(batch[half:], started)
+            return
+        d = batch[0]
+        if d.deliveries < spec.max_deliveries:
+            self.stats.retried += 1
+            log.warning("consumer.message_failed", durable=spec.durable, key=d.key[:100], deliveries=d.deliveries,
+                        error=error, retry_in=self._delay(d.deliveries))
+            await self._settle([d.msg], ack=False, delay=self._delay(d.deliveries))
+            return
+        try:
+            async with self.kit.unit_of_work() as uow:
+                if spec.inbox:
+                    await claim(uow.session, self.kit.inbox, spec.durable, [d.key])
+                uow.dead_letter(d.subject, d.data, HANDLER_ERROR, error, msg_id=d.key, **d.where())
+        except Exception as exc2:  # the database is away: dead letters need it too; later
+            log.error("consumer.dead_letter_failed", durable=spec.durable, error=str(exc2)[:300])
+            await self._settle([d.msg], ack=False, delay=self._delay(d.deliveries))
+            return
+        self.stats.dead_lettered += 1
+        self.stats.by_code[HANDLER_ERROR] = self.stats.by_code.get(HANDLER_ERROR, 0) + 1
+        log.error("consumer.dead_lettered", durable=spec.durable, key=d.key[:100], deliveries=d.deliveries,
+                  error=error)
+        await self._settle([d.msg], ack=True)
+
+    def _delay(self, deliveries: int) -> float:
+        b = self.spec.backoff
+        return b[min(max(deliveries, 1), len(b)) - 1]
+
+    async def _settle(self, msgs: list[Msg], *, ack: bool, delay: float | None = None) -> None:
+        # one after another: an ack only appends to nats-py's write buffer, and a task per
+        # message (gather) cost more than the ack itself
+        for m in msgs:
+            try:
+                if ack:
+                    await m.ack()
+                else:
+                    await m.nak(delay=delay)
+            except Exception:  # connection lost: not acked, redelivered, answered idempotently
+                pass

@@ -59,3 +59,28 @@ def run_env(metadata: MetaData) -> None:
             await engine.dispose()
 
     asyncio.run(_online())
+
+
+def outbox_set_aside_upgrade(op) -> None:  # noqa: ANN001 - alembic's op module
+    """The outbox columns for rows set aside by the relay (kit.outbox): every service's
+    revision `*_outbox_set_aside` calls this."""
+    import sqlalchemy as sa
+
+    op.add_column("outbox", sa.Column("failed_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("outbox", sa.Column("failure", sa.Text(), nullable=True))
+    op.add_column("outbox", sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False))
+    op.drop_index("outbox_unpublished", table_name="outbox", postgresql_where=sa.text("published_at is null"))
+    op.create_index("outbox_pending", "outbox", ["seq"], unique=False,
+                    postgresql_where=sa.text("published_at is null and failed_at is null"))
+
+
+def outbox_set_aside_downgrade(op) -> None:  # noqa: ANN001
+    import sqlalchemy as sa
+
+    op.drop_index("outbox_pending", table_name="outbox",
+                  postgresql_where=sa.text("published_at is null and failed_at is null"))
+    op.create_index("outbox_unpublished", "outbox", ["seq"], unique=False,
+                    postgresql_where=sa.text("published_at is null"))
+    op.drop_column("outbox", "attempts")
+    op.drop_column("outbox", "failure")
+    op.drop_column("outbox", "failed_at")

@@ -1,35 +1,57 @@
 """Transactional outbox: events are rows written in the same transaction as the change they
-describe; a relay publishes them to JetStream with `Nats-Msg-Id` = the row id and marks them
-published. A crash between publish and mark makes the relay publish again, and JetStream's
-de-duplication window (and every consumer's inbox) drops the repeat.
+describe (through a `UnitOfWork`, kit/uow.py); one relay per process publishes them to
+JetStream with `Nats-Msg-Id` = the row id and marks them published. A crash between publish
+and mark makes the relay publish again, and JetStream's de-duplication window (and every
+consumer's inbox) drops the repeat.
 
 Rows are claimed with `FOR UPDATE SKIP LOCKED`, never by tailing an id: concurrent
 transactions commit out of id order. Published rows are kept (`published_at` set) so a
 damaged stream can be re-published from the database.
+
+A row that cannot be published never blocks the rows behind it (issue 11: one 1.33 MB dead
+letter held back every receipt and event, across restarts). Too large for the server, or
+refused by JetStream (a 400: the stream will never take it), it is set aside at once
+(`failed_at`, `failure`); refused for another reason while its neighbours go out (a subject
+no stream captures), it is set aside after `MAX_ATTEMPTS` rounds. Each set-aside row is
+replaced by a dead letter that fits: reference (the row id), digest, size and the first
+64 KiB of the payload. When JetStream is down nothing is set aside: the whole round waits.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
-import json
+import datetime as dt
+import hashlib
+import time
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
+import nats.errors
+import nats.js.errors
 import sqlalchemy as sa
-from nats.js import JetStreamContext
 from pydantic import BaseModel
 from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from contracts.deadletter import DeadLetter
-from contracts.envelope import Envelope, Event, envelope, utcnow
+from contracts.deadletter import MAX_KEPT_PAYLOAD, DeadLetter
+from contracts.envelope import Event, envelope, utcnow
 from contracts.subjects import Names
 from services.kit import logging as klog
 
 log = klog.get(__name__)
 
+ACK_TIMEOUT = 30.0  # seconds to wait for a round's PubAcks before trying the rest again
+MAX_ATTEMPTS = 5    # rounds a refused row may fail while others succeed before it is set aside
+HEADER_ROOM = 1024  # bytes of a message that headers and protocol may take beside the payload
 
-ACK_TIMEOUT = 30.0  # seconds to wait for a batch's PubAcks before trying the batch again
+
+class OutboxRow(TypedDict, total=False):
+    id: uuid.UUID
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
 
 
 def outbox_table(metadata: sa.MetaData) -> sa.Table:
@@ -42,7 +64,11 @@ def outbox_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("headers", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.Column("published_at", sa.DateTime(timezone=True)),
-        sa.Index("outbox_unpublished", "seq", postgresql_where=sa.text("published_at is null")),
+        # set aside: could not be published; `failure` says why (a dead letter replaced it)
+        sa.Column("failed_at", sa.DateTime(timezone=True)),
+        sa.Column("failure", sa.Text),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+        sa.Index("outbox_pending", "seq", postgresql_where=sa.text("published_at is null and failed_at is null")),
     )
 
 
@@ -56,96 +82,225 @@ def inbox_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
-def event_row(names: Names, event: Event, producer: str, **meta: Any) -> dict:
+def event_row(names: Names, event: Event, producer: str, **meta: Any) -> OutboxRow:
     env = envelope(event, producer, **meta)
     return {"id": env.event_id, "subject": names.event(event.event_type),
             "payload": env.model_dump_json().encode(), "headers": {}}
 
 
-def message_row(subject: str, body: BaseModel | bytes, msg_id: uuid.UUID | None = None) -> dict:
+def message_row(subject: str, body: BaseModel | bytes, msg_id: uuid.UUID | None = None) -> OutboxRow:
     payload = body if isinstance(body, bytes) else body.model_dump_json().encode()
     return {"id": msg_id or uuid.uuid4(), "subject": subject, "payload": payload, "headers": {}}
 
 
+def dead_letter(service: str, subject: str, data: bytes, reason_code: str, reason: str, *,
+                msg_id: str | None = None, stream: str | None = None, stream_seq: int | None = None,
+                deliveries: int | None = None) -> DeadLetter:
+    """A dead letter that always fits in a NATS message: the payload is kept up to 64 KiB,
+    with the whole original's size and digest (and where it lies, when it came from a stream)."""
+    kept = data[:MAX_KEPT_PAYLOAD]
+    return DeadLetter(service=service, subject=subject, reason_code=reason_code, reason=reason[:2000],
+                      msg_id=msg_id[:512] if msg_id else None, payload_b64=base64.b64encode(kept).decode(),
+                      received_at=utcnow(), payload_size=len(data),
+                      payload_sha256=hashlib.sha256(data).hexdigest(), payload_truncated=len(kept) < len(data),
+                      stream=stream, stream_seq=stream_seq, deliveries=deliveries)
+
+
+def deadletter_id(service: str, subject: str, key: str) -> uuid.UUID:
+    """Deterministic: a redelivered bad message dead-letters once."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"deadletter/{service}/{subject}/{key}")
+
+
 def deadletter_row(names: Names, service: str, subject: str, data: bytes, reason_code: str, reason: str,
-                   msg_id: str | None) -> dict:
-    dl = DeadLetter(service=service, subject=subject, reason_code=reason_code, reason=reason, msg_id=msg_id,
-                    payload_b64=base64.b64encode(data).decode(), received_at=utcnow())
-    # deterministic id: a redelivered bad message dead-letters once
-    return message_row(names.deadletter(service), dl,
-                       uuid.uuid5(uuid.NAMESPACE_URL, f"deadletter/{service}/{subject}/{msg_id or data.hex()[:200]}"))
+                   msg_id: str | None, **where: Any) -> OutboxRow:
+    dl = dead_letter(service, subject, data, reason_code, reason, msg_id=msg_id, **where)
+    key = msg_id or (f"seq-{where['stream_seq']}" if where.get("stream_seq") else hashlib.sha256(data).hexdigest())
+    return message_row(names.deadletter(service), dl, deadletter_id(service, subject, key))
 
 
-async def add(session: AsyncSession | AsyncConnection, table: sa.Table, rows: list[dict]) -> None:
+async def add(session: AsyncSession | AsyncConnection, table: sa.Table, rows: Sequence[OutboxRow]) -> None:
     if rows:
         # on conflict: the same deterministic row twice (a retried batch) is one event
-        await session.execute(insert(table).on_conflict_do_nothing(index_elements=["id"]), rows)
+        await session.execute(insert(table).on_conflict_do_nothing(index_elements=["id"]), list(rows))
+
+
+@dataclass(frozen=True)
+class Backlog:
+    pending: int                 # rows waiting to be published (capped at `cap`)
+    oldest_age: float            # seconds the oldest of them has waited (0 if none)
+    set_aside: int               # rows that could not be published (each replaced by a dead letter)
+
+
+def _permanent(exc: BaseException) -> bool:
+    """Refused for good: too large for the client, or a JetStream 400 (e.g. message size
+    exceeds the stream's maximum). A 503 (no stream captures the subject) may be passing."""
+    return isinstance(exc, (nats.errors.MaxPayloadError, nats.js.errors.BadRequestError))
 
 
 class OutboxRelay:
-    """Publishes unpublished outbox rows; run one per service process (several are safe)."""
+    """Publishes unpublished outbox rows; run one per service process (several are safe).
 
-    def __init__(self, engine: AsyncEngine, table: sa.Table, js: JetStreamContext, *, batch: int = 1000,
-                 poll: float = 0.05) -> None:
-        self.engine, self.table, self.js = engine, table, js
+    `connection` is a callable returning the current NATS client (the bus may replace it after
+    a stall). Counters and `last_*` feed `/metrics` and `/readyz`.
+    """
+
+    def __init__(self, engine: AsyncEngine, table: sa.Table, connection: Any, names: Names, service: str, *,
+                 batch: int = 1000, poll: float = 0.05) -> None:
+        self.engine, self.table, self.connection = engine, table, connection
+        self.names, self.service = names, service
         self.batch, self.poll = batch, poll
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.published = 0
         self.duplicates = 0  # publishes JetStream reported as repeats (a relay died before marking)
+        self.set_aside = 0
+        self.last_error: str | None = None
+        self.last_round_at = time.monotonic()
+        self.latency = 0.0   # seconds the last round's publishes took to be acknowledged
 
     def kick(self) -> None:
         """Called after a commit that added rows, so they go out without waiting for a poll."""
         self._wake.set()
 
     async def drain_once(self) -> int:
+        """One round: publish up to `batch` rows, mark what was acknowledged, set aside what
+        cannot go. Returns how many rows were published."""
         t = self.table
+        nc = self.connection()
+        js = nc.jetstream()
+        limit = max(1024, nc.max_payload - HEADER_ROOM)
         async with self.engine.begin() as conn:
             rows = (await conn.execute(
-                sa.select(t.c.id, t.c.subject, t.c.payload, t.c.headers)
-                .where(t.c.published_at.is_(None)).order_by(t.c.seq).limit(self.batch)
+                sa.select(t.c.id, t.c.subject, t.c.payload, t.c.headers, t.c.attempts)
+                .where(t.c.published_at.is_(None), t.c.failed_at.is_(None)).order_by(t.c.seq).limit(self.batch)
                 .with_for_update(skip_locked=True))).all()
             if not rows:
                 return 0
-            # pipelined: send the whole batch, then wait for every PubAck (one round trip per
-            # publish capped the relay at the round-trip rate). Rows are marked only when all acks
-            # are in; any error or timeout leaves them, and the re-send is dropped by Nats-Msg-Id.
-            futures = [await self.js.publish_async(r.subject, r.payload,
-                                                   headers={**(r.headers or {}), "Nats-Msg-Id": str(r.id)})
-                       for r in rows]
-            acks = await asyncio.wait_for(asyncio.gather(*futures), ACK_TIMEOUT)
-            await conn.execute(sa.update(t).where(t.c.id == sa.func.any(sa.cast([r.id for r in rows],
-                                                                                  sa.ARRAY(sa.Uuid))))
-                               .values(published_at=sa.func.now()))
-        dups = sum(1 for a in acks if a.duplicate)
-        self.published += len(rows)
+            # pipelined: send the whole round, then wait for every PubAck (one round trip per
+            # publish capped the relay at the round-trip rate)
+            started = time.monotonic()
+            futures: dict[uuid.UUID, asyncio.Future[Any]] = {}
+            aside: dict[uuid.UUID, tuple[Any, str, str]] = {}
+            for r in rows:
+                if len(r.payload) > limit:
+                    aside[r.id] = (r, "rjct.outbox.too_large",
+                                   f"{len(r.payload)} bytes; the server takes at most {limit}")
+                    continue
+                try:
+                    futures[r.id] = await js.publish_async(r.subject, r.payload,
+                                                           headers={**(r.headers or {}), "Nats-Msg-Id": str(r.id)})
+                except nats.errors.MaxPayloadError as exc:
+                    aside[r.id] = (r, "rjct.outbox.too_large", str(exc) or "maximum payload exceeded")
+            done: set[asyncio.Future[Any]] = set()
+            if futures:
+                done, _pending = await asyncio.wait(futures.values(), timeout=ACK_TIMEOUT)
+            ok: list[uuid.UUID] = []
+            refused: dict[uuid.UUID, BaseException] = {}
+            dups = 0
+            for rid, fut in futures.items():
+                if fut not in done:
+                    continue  # no answer in time: tried again next round
+                exc = fut.exception()
+                if exc is None:
+                    ok.append(rid)
+                    dups += bool(fut.result().duplicate)
+                elif _permanent(exc):
+                    aside[rid] = (next(r for r in rows if r.id == rid), "rjct.outbox.refused", str(exc)[:500])
+                else:
+                    refused[rid] = exc
+            if ok:
+                await conn.execute(sa.update(t).where(t.c.id == sa.func.any(sa.cast(ok, sa.ARRAY(sa.Uuid))))
+                                   .values(published_at=sa.func.now()))
+                # refused while others went out: the row, not the server, is the trouble
+                for rid, exc in refused.items():
+                    r = next(x for x in rows if x.id == rid)
+                    if r.attempts + 1 >= MAX_ATTEMPTS:
+                        aside[rid] = (r, "rjct.outbox.refused", f"{type(exc).__name__}: {exc}"[:500])
+                if refused:
+                    await conn.execute(sa.update(t).where(t.c.id == sa.func.any(sa.cast(
+                        [k for k in refused if k not in aside], sa.ARRAY(sa.Uuid)))).values(attempts=t.c.attempts + 1))
+            await self._set_aside(conn, list(aside.values()))
+        self.latency = time.monotonic() - started
+        self.published += len(ok)
         self.duplicates += dups
         if dups:
-            log.info("outbox.republished", rows=len(rows), duplicates=dups)
-        return len(rows)
+            log.info("outbox.republished", rows=len(ok), duplicates=dups)
+        if refused and not ok:
+            first = next(iter(refused.values()))
+            raise RuntimeError(f"JetStream refused the whole round: {type(first).__name__}: {first}")
+        if len(done) < len(futures) and not ok:
+            raise TimeoutError(f"no PubAck within {ACK_TIMEOUT:.0f} s")
+        return len(ok) + len(aside)
+
+    async def _set_aside(self, conn: AsyncConnection, items: list[tuple[Any, str, str]]) -> None:
+        if not items:
+            return
+        t = self.table
+        subs: list[OutboxRow] = []
+        for r, code, why in items:
+            await conn.execute(sa.update(t).where(t.c.id == r.id)
+                               .values(failed_at=sa.func.now(), failure=f"{code}: {why}"))
+            subs.append(message_row(self.names.deadletter(self.service), dead_letter(
+                self.service, r.subject, r.payload, code, f"outbox row {r.id} set aside: {why}", msg_id=str(r.id)),
+                uuid.uuid5(uuid.NAMESPACE_URL, f"outbox-aside/{r.id}")))
+            log.error("outbox.set_aside", row=str(r.id), subject=r.subject, code=code, reason=why[:300],
+                      size=len(r.payload))
+        await add(conn, t, subs)
+        self.set_aside += len(items)
+        self._wake.set()  # the replacements go out next round
+
+    async def backlog(self, cap: int = 100_000) -> Backlog:
+        """What waits, and for how long (`cap` bounds the count during a million-row cycle)."""
+        t = self.table
+        pending = t.c.published_at.is_(None) & t.c.failed_at.is_(None)
+        async with self.engine.connect() as conn:
+            n = (await conn.execute(sa.select(sa.func.count()).select_from(
+                sa.select(t.c.seq).where(pending).limit(cap).subquery()))).scalar_one()
+            oldest = (await conn.execute(sa.select(t.c.created_at).where(pending).order_by(t.c.seq).limit(1))
+                      ).scalar_one_or_none()
+            aside = (await conn.execute(sa.select(sa.func.count()).select_from(t)
+                                        .where(t.c.failed_at.is_not(None)))).scalar_one()
+        age = (dt.datetime.now(dt.timezone.utc) - oldest).total_seconds() if oldest else 0.0
+        return Backlog(pending=int(n), oldest_age=max(0.0, age), set_aside=int(aside))
 
     async def run(self) -> None:
+        failures = 0
         while not self._stopping:
             try:
                 n = await self.drain_once()
+                self.last_error, failures = None, 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker or database away: keep the rows, try again
                 if self._stopping:  # a cancellation the driver turned into an error: stop anyway
                     return
-                log.warning("outbox.publish_failed", error=str(exc)[:300])
-                await asyncio.sleep(1.0)
+                failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning("outbox.publish_failed", error=self.last_error, failures=failures)
+                await asyncio.sleep(min(5.0, 0.5 * failures))
                 continue
+            finally:
+                self.last_round_at = time.monotonic()
             if n < self.batch:
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll if n == 0 else 0)
-                except (asyncio.TimeoutError, TimeoutError):
-                    pass
+                if n == 0:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
+                    except (asyncio.TimeoutError, TimeoutError):
+                        pass
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="outbox-relay")
+
+    def problem(self) -> str | None:
+        """None while the relay's loop runs; else why it does not."""
+        if self._task is None:
+            return "outbox relay not started"
+        if self._task.done():
+            exc = None if self._task.cancelled() else self._task.exception()
+            return f"outbox relay stopped: {exc!r}"
+        return None
 
     async def stop(self) -> None:
         self._stopping = True
@@ -169,12 +324,3 @@ async def claim(session: AsyncSession, inbox: sa.Table, consumer: str, message_i
         insert(inbox).values([{"consumer": consumer, "message_id": m} for m in sorted(set(message_ids))])
         .on_conflict_do_nothing().returning(inbox.c.message_id))
     return set(res.scalars().all())
-
-
-def decode_envelope(data: bytes, events: dict[str, type[Event]]) -> Envelope:
-    """Decode an envelope and its `data` by `event_type`; raises ValueError with a reason."""
-    raw = json.loads(data)
-    cls = events.get(raw.get("event_type")) if isinstance(raw, dict) else None
-    if cls is None:
-        raise ValueError(f"unknown event_type {raw.get('event_type') if isinstance(raw, dict) else None!r}")
-    return Envelope[cls].model_validate(raw)  # type: ignore[valid-type]

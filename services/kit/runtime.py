@@ -1,132 +1,213 @@
-"""Composition shared by every service: database, NATS, FastStream broker, outbox relay,
-health checks and the FastAPI app whose lifespan starts and stops them all."""
+"""What every service process is made of: settings, database, a watched NATS connection, the
+outbox relay, its consumers and timers, and the FastAPI app whose lifespan runs them.
+
+A service composes one `Kit` with its own typed dependencies (services/<svc>/app.py); nothing
+is attached to it at run time. `/readyz` is honest: 503, naming the cause, when NATS or the
+database do not answer, when a consumer is not running or stalls with messages waiting, or
+when the relay's oldest unsent row is older than `outbox_max_age_seconds`.
+"""
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from faststream.nats import NatsBroker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from contracts.subjects import Names
 from services.kit import auth
 from services.kit import db as kdb
 from services.kit import logging as klog
-from services.kit.outbox import OutboxRelay
+from services.kit.bus import Bus
+from services.kit.consumer import Consumer, ConsumerSpec
+from services.kit.outbox import OutboxRelay, add
 from services.kit.settings import Settings
-from services.kit.streams import broker_auth, connect, ensure_streams
+from services.kit.streams import ensure_streams
+from services.kit.uow import UnitOfWork
 
 log = klog.get(__name__)
+Hook = Callable[[], Awaitable[Any]]
 
 
-class ServiceRuntime:
-    """One service process. Handlers and routes are attached by the service's app.py."""
+class Kit:
+    """One service process's shared parts. Build it, add consumers and timers, then run the
+    FastAPI app from `http_app` (or `start`/`stop` it yourself in a test)."""
 
-    def __init__(self, service: str, settings: Settings, metadata: sa.MetaData) -> None:
-        self.service, self.settings, self.names = service, settings, settings.names
+    def __init__(self, service: str, settings: Settings, metadata: sa.MetaData, *,
+                 relay_batch: int | None = None) -> None:
         auth.check_secret(settings.auth_secret, settings.env)  # no production run on the dev secret
+        self.service, self.settings = service, settings
+        self.names: Names = settings.names
         self.metadata = metadata
         # every service's metadata carries the kit's outbox and inbox tables (kit.outbox)
-        self.outbox = metadata.tables["outbox"]
-        self.inbox = metadata.tables["inbox"]
-        self.engine = kdb.make_engine(settings.db_url(service))
-        self.sessions = kdb.sessions(self.engine)
-        self.broker = NatsBroker(settings.nats_url, **broker_auth(settings), name=f"sinergi-{service}-broker",
-                                 max_reconnect_attempts=-1, reconnect_time_wait=1, logger=None,
-                                 graceful_timeout=10.0)
-        self.nc = None
-        self.js = None
-        self.relay: OutboxRelay | None = None
-        self.relay_batch: int | None = None  # a service with bulk volume sets a bigger batch
-        self.on_start: list[Callable[[], Awaitable[Any]]] = []
-        self.on_stop: list[Callable[[], Awaitable[Any]]] = []
-        self._tasks: list[asyncio.Task] = []
+        self.outbox: sa.Table = metadata.tables["outbox"]
+        self.inbox: sa.Table = metadata.tables["inbox"]
+        self.engine: AsyncEngine = kdb.make_engine(settings.db_url(service))
+        self.sessions: async_sessionmaker[AsyncSession] = kdb.sessions(self.engine)
+        self.bus = Bus(settings, f"sinergi-{service}")
+        self.relay = OutboxRelay(self.engine, self.outbox, lambda: self.bus.nc, self.names, service,
+                                 batch=relay_batch or settings.outbox_batch, poll=settings.outbox_poll_seconds)
+        self.consumers: list[Consumer] = []
+        self._timers: list[tuple[str, Hook]] = []
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._on_start: list[Hook] = []
+        self._on_stop: list[Hook] = []
+        self.started_at = time.monotonic()
+
+    # -- composition -----------------------------------------------------------------------
+
+    def consume(self, spec: ConsumerSpec) -> Consumer:
+        c = Consumer(self, spec)
+        self.consumers.append(c)
+        return c
+
+    def timer(self, name: str, every: float, tick: Hook) -> None:
+        """Run `tick()` every `every` seconds from start until stop; a failing tick is logged
+        and tried again next time (the database may be away)."""
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(every)
+                try:
+                    await tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("timer.failed", timer=name, error=f"{type(exc).__name__}: {exc}"[:300])
+        self._timers.append((name, loop))
+
+    def task(self, name: str, run: Hook) -> None:
+        """A one-off task started after everything else (e.g. resuming interrupted work)."""
+        self._timers.append((name, run))
+
+    def on_start(self, hook: Hook) -> None:
+        self._on_start.append(hook)
+
+    def on_stop(self, hook: Hook) -> None:
+        self._on_stop.append(hook)
+
+    # -- units of work ---------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+        """A transaction whose queued messages become outbox rows before it commits; the relay
+        is woken after the commit."""
+        async with self.sessions.begin() as session:
+            uow = UnitOfWork(session, self.names, self.service)
+            yield uow
+            if uow.rows:
+                await add(session, self.outbox, uow.rows)
+        if uow.rows:
+            self.relay.kick()
+
+    # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.nc = await connect(self.settings, f"sinergi-{self.service}")
-        self.js = self.nc.jetstream()
+        await self.bus.start()
         # only add missing streams here; `sinergi migrate` is what updates their config
-        await ensure_streams(self.js, self.settings, update=False)
-        self.relay = OutboxRelay(self.engine, self.outbox, self.js, batch=self.relay_batch or self.settings.outbox_batch,
-                                 poll=self.settings.outbox_poll_seconds)
+        await ensure_streams(self.bus.js, self.settings, update=False)
         self.relay.start()
-        await self.broker.start()
-        for hook in self.on_start:
+        for hook in self._on_start:
             await hook()
-        log.info("service.started", nats=self.settings.nats_url)
+        for c in self.consumers:
+            await c.start()
+        for name, run in self._timers:
+            self._tasks[name] = asyncio.create_task(run(), name=name)
+        log.info("service.started", nats=self.settings.nats_url, consumers=[c.spec.durable for c in self.consumers])
 
     async def stop(self) -> None:
-        for hook in self.on_stop:
+        for t in self._tasks.values():
+            t.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks.values(), timeout=10)
+        for c in self.consumers:
+            await c.stop()
+        for hook in self._on_stop:
             with contextlib.suppress(Exception):  # a hook that hangs must not keep the service up
                 await asyncio.wait_for(hook(), 30)
-        for t in self._tasks:
-            t.cancel()
-        with contextlib.suppress(Exception):
-            await self.broker.stop()
-        if self.relay:
-            await self.relay.stop()
-        if self.nc:
-            with contextlib.suppress(Exception):
-                await self.nc.drain()
+        await self.relay.stop()
+        await self.bus.stop()
         await self.engine.dispose()
         log.info("service.stopped")
 
-    def background(self, coro_fn: Callable[[], Awaitable[Any]], name: str) -> None:
-        """Run a long-lived task from start-up until stop (e.g. an escalation timer)."""
-        async def _start() -> None:
-            self._tasks.append(asyncio.create_task(coro_fn(), name=name))
-        self.on_start.append(_start)
-
-    def kick(self) -> None:
-        if self.relay:
-            self.relay.kick()
+    # -- health ----------------------------------------------------------------------------
 
     async def ready(self) -> dict[str, str]:
-        checks = {}
+        """Each check's state, "ok" or what is wrong. Bounded: at most a few seconds."""
+        checks: dict[str, str] = {}
         try:
-            if self.nc is None or not self.nc.is_connected:
-                raise RuntimeError("not connected")
-            await self.nc.flush(timeout=2)
+            await self.bus.probe(timeout=2.0)
             checks["nats"] = "ok"
         except Exception as exc:
             checks["nats"] = f"unavailable: {exc or type(exc).__name__}"
         try:
-            # the whole check is bounded: connecting to an unreachable host can hang far longer
+            # bounded: connecting to an unreachable host can hang far longer
             await asyncio.wait_for(self._ping_database(), 3)
             checks["database"] = "ok"
         except Exception as exc:
             checks["database"] = f"unavailable: {str(exc)[:200] or type(exc).__name__}"
+        checks["outbox"] = await self._outbox_state(checks["database"] == "ok")
+        for c in self.consumers:
+            try:
+                problem = c.problem() or (await asyncio.wait_for(c.check(), 3) if checks["nats"] == "ok" else None)
+            except Exception as exc:
+                problem = f"cannot ask the server: {str(exc)[:100] or type(exc).__name__}"
+            checks[f"consumer {c.spec.durable}"] = problem or "ok"
+        for name, t in self._tasks.items():
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                checks[f"task {name}"] = f"stopped: {t.exception()!r}"[:200]
         return checks
+
+    async def _outbox_state(self, db_ok: bool) -> str:
+        problem = self.relay.problem()
+        if problem:
+            return problem
+        if not db_ok:
+            return "unknown (database unavailable)"
+        try:
+            b = await asyncio.wait_for(self.relay.backlog(), 3)
+        except Exception as exc:
+            return f"unknown: {str(exc)[:100]}"
+        limit = self.settings.outbox_max_age_seconds
+        if b.oldest_age > limit:
+            why = f"; last error: {self.relay.last_error}" if self.relay.last_error else ""
+            return f"behind: {b.pending} rows waiting, the oldest for {b.oldest_age:.0f} s (limit {limit:.0f} s){why}"
+        return "ok"
 
     async def _ping_database(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(sa.text("select 1"))
 
+    # -- HTTP ------------------------------------------------------------------------------
+
     def http_app(self, title: str, description: str = "") -> FastAPI:
-        runtime = self
+        kit = self
 
         @contextlib.asynccontextmanager
-        async def lifespan(_app: FastAPI):
-            await runtime.start()
+        async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+            await kit.start()
             try:
                 yield
             finally:
-                await runtime.stop()
+                await kit.stop()
 
         app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
-        app.state.runtime = runtime
+        app.state.kit = kit  # for tests and tools that hold only the app (tests/conftest.py)
         app.include_router(auth.router())  # POST /auth/token, GET /auth/me (kit.auth, kit.users)
 
         @app.get("/healthz", tags=["health"], summary="process alive")
-        async def healthz() -> dict:
-            return {"status": "ok", "service": runtime.service}
+        async def healthz() -> dict[str, str]:
+            return {"status": "ok", "service": kit.service}
 
-        @app.get("/readyz", tags=["health"], summary="NATS and database reachable (503 otherwise)")
+        @app.get("/readyz", tags=["health"],
+                 summary="NATS, database, outbox and every consumer working (503 naming the cause otherwise)")
         async def readyz() -> JSONResponse:
-            checks = await runtime.ready()
+            checks = await kit.ready()
             ok = all(v == "ok" for v in checks.values())
             return JSONResponse({"status": "ready" if ok else "unavailable", "checks": checks},
                                 status_code=200 if ok else 503)

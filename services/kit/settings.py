@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     token_ttl_minutes: int = 480
     outbox_batch: int = 1000
     outbox_poll_seconds: float = 0.05
+    # /readyz answers 503 when the oldest unsent outbox row is older than this (a relay that
+    # cannot publish); a million-person cycle drains in about 30 s, so 120 s leaves room
+    outbox_max_age_seconds: float = 120.0
 
     @property
     def names(self) -> Names:

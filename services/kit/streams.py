@@ -1,55 +1,17 @@
-"""NATS connection and JetStream streams, declared in one place from contracts.subjects.
-
-FastStream subscribers use `JStream(name, declare=False)`: declaring there would rewrite a
-shared stream's config with FastStream's defaults.
-"""
+"""JetStream streams, declared in one place from contracts.subjects (services only add missing
+ones at start-up; `sinergi migrate` brings existing ones to this config)."""
 from __future__ import annotations
 
-import nats
-from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from contracts.subjects import SEALED_STREAMS, STREAMS
 from services.kit import logging as klog
-from services.kit import natsfix
+from services.kit.bus import connect, connect_options  # noqa: F401 - re-exported for the CLIs
 from services.kit.settings import Settings
 
 log = klog.get(__name__)
-natsfix.apply()  # FastStream pull consumers otherwise stall for ack_wait now and then
-
-
-def connect_options(settings: Settings, name: str) -> dict:
-    opts: dict = {
-        "servers": [settings.nats_url],
-        "name": name,
-        # nats-py gives up after ~2 minutes by default; a service must keep trying
-        "max_reconnect_attempts": -1,
-        "reconnect_time_wait": 1,
-    }
-    if settings.nats_creds:
-        opts["user_credentials"] = settings.nats_creds
-    elif settings.nats_user:
-        opts["user"], opts["password"] = settings.nats_user, settings.nats_password
-        # each NATS identity may only read replies on its own inboxes (kit.natsperm)
-        opts["inbox_prefix"] = f"_INBOX.{settings.nats_user}"
-    return opts
-
-
-def broker_auth(settings: Settings) -> dict:
-    """The same credentials, in FastStream's terms."""
-    if settings.nats_creds:
-        return {"user_credentials": settings.nats_creds}
-    if settings.nats_user:
-        from faststream.security import SASLPlaintext
-        return {"security": SASLPlaintext(username=settings.nats_user, password=settings.nats_password or ""),
-                "inbox_prefix": f"_INBOX.{settings.nats_user}"}
-    return {}
-
-
-async def connect(settings: Settings, name: str) -> Client:
-    return await nats.connect(**connect_options(settings, name))
 
 
 def stream_configs(settings: Settings) -> list[StreamConfig]:

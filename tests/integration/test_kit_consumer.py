@@ -1,10 +1,14 @@
-"""The kit's consumer side against real NATS and PostgreSQL: a poison batch does not block
-the stream, the inbox makes a redelivery harmless, and the outbox relay's repeat publish after
-a crash is de-duplicated by JetStream."""
+"""The kit's one consumer, relay and unit of work against real NATS and PostgreSQL: a poison
+message is isolated by bisection and dead-lettered without blocking the stream, a database
+error is retried, hostile bytes get a reason code, the inbox makes a redelivery harmless, the
+relay's repeat publish after a crash is de-duplicated, and a row too large to publish is set
+aside without blocking the rows behind it."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import uuid
 
@@ -12,10 +16,11 @@ import pytest
 import sqlalchemy as sa
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from services.kit.consumer import REASON_CODE, batch_subscriber
+from services.kit.consumer import HANDLER_ERROR, ConsumerSpec
 from services.kit.db import drop_database, ensure_database
+from services.kit.decode import Limits, load_json
 from services.kit.outbox import OutboxRelay, add, claim, inbox_table, message_row, outbox_table
-from services.kit.runtime import ServiceRuntime
+from services.kit.runtime import Kit
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.integration
@@ -33,23 +38,23 @@ def kit_metadata() -> tuple[sa.MetaData, sa.Table]:
 
 @contextlib.asynccontextmanager
 async def kit_runtime(settings, register=None):
-    """A bare ServiceRuntime with its own database (outbox, inbox, an effects table)."""
+    """A bare Kit with its own database (outbox, inbox, an effects table)."""
     md, effects = kit_metadata()
     url = settings.db_url(SERVICE)
     await ensure_database(url)
-    rt = ServiceRuntime(SERVICE, settings, md)
+    kit = Kit(SERVICE, settings, md)
     try:
-        async with rt.engine.begin() as conn:
+        async with kit.engine.begin() as conn:
             await conn.run_sync(md.create_all)
         if register:
-            register(rt, effects)
-        await rt.start()
+            register(kit, effects)
+        await kit.start()
         try:
-            yield rt, effects
+            yield kit, effects
         finally:
-            await rt.stop()
+            await kit.stop()
     finally:
-        await rt.engine.dispose()
+        await kit.engine.dispose()
         await drop_database(url)
 
 
@@ -77,62 +82,138 @@ async def read_all(js, subject: str, stream: str) -> list:
     return out
 
 
+def text_decode(msg):
+    load_json(msg.data, Limits(max_bytes=64 * 1024))
+    return json.loads(msg.data)["key"]
+
+
 def _work_subject(settings) -> tuple[str, str]:
     # the agency enrolments stream stands in for any work stream: a program nobody else uses
     return settings.names.enrolments("kittest"), settings.names.stream("AGENCY_ENROLMENTS")
 
 
-async def test_poison_batch_is_split_and_the_bad_message_dead_lettered(settings, nc):
+def _body(key: str) -> bytes:
+    return json.dumps({"key": key}).encode()
+
+
+def effects_handler(effects, poison: set[str] = frozenset(), calls: list[int] | None = None):
+    async def handle(uow, batch):
+        if calls is not None:
+            calls.append(len(batch))
+        await uow.session.execute(sa.insert(effects), [{"key": d.value} for d in batch])
+        if any(d.value in poison for d in batch):
+            raise ZeroDivisionError("a bug meets an unforeseen value")
+    return handle
+
+
+async def test_poison_message_is_isolated_by_bisection_and_dead_lettered(settings, nc):
     js = nc.jetstream()
     subject, stream = _work_subject(settings)
     calls: list[int] = []
+    keys = [f"m-{i:03d}" for i in range(200)]
 
-    async def handler(rt, msgs):
-        calls.append(len(msgs))
-        async with rt.sessions.begin() as s:
-            fresh = await claim(s, rt.inbox, "kit-poison", [m.headers["Nats-Msg-Id"] for m in msgs])
-            rows = [{"key": m.data.decode()} for m in msgs if m.headers["Nats-Msg-Id"] in fresh]
-            if rows:
-                await s.execute(sa.insert(rt.metadata.tables["effects"]), rows)
-            if any(m.data == b"poison" for m in msgs):
-                raise ZeroDivisionError("a bug meets an unforeseen value")
+    def register(kit, effects):
+        kit.consume(ConsumerSpec(durable="kit-poison-v1", stream=stream, subject=subject, decode=text_decode,
+                                 handle=effects_handler(effects, {"m-077"}, calls), batch=200,
+                                 backoff=(0.05,), max_deliveries=3, idle_wait=0.5))
 
-    def register(rt, _effects):
-        batch_subscriber(rt, subject, stream, "kit-poison-v1", handler, poison_after=3, retry_delay=0.01, ack_wait=2)
-
-    # published before the consumer starts, so the three arrive in one batch
-    for body in (b"good-1", b"poison", b"good-2"):
-        await js.publish(subject, body, headers={"Nats-Msg-Id": body.decode()})
-    async with kit_runtime(settings, register) as (rt, effects):
-        # a stalled fetch (see batch_subscriber's ack_wait) costs up to 2 s per delivery
-        await eventually(lambda: _has(rt, effects, 2), timeout=30)
-        assert await count_effects(rt, effects) == {"good-1": 1, "good-2": 1}
-        # whole-batch attempts (3 unless a fetch stalled), then one by one
-        assert calls[0] == 3 and set(calls) == {3, 1} and calls.count(3) <= 3, calls
-        info = await js.consumer_info(stream, "kit-poison-v1")
-        assert info.config.ack_wait == 2
-
-        letters = await eventually(lambda: _letters(js, settings), timeout=10)
+    # published before the consumer starts, so they arrive in one batch
+    for k in keys:
+        await js.publish(subject, _body(k), headers={"Nats-Msg-Id": k})
+    async with kit_runtime(settings, register) as (kit, effects):
+        await eventually(lambda: _has(kit, effects, 199), timeout=30)
+        letters = await eventually(lambda: _letters(js, settings), timeout=15)
+        assert await count_effects(kit, effects) == {k: 1 for k in keys if k != "m-077"}
+        # a few small transactions per delivery of the bad message, never one per message
+        assert len(calls) < 3 * 2 * 9, calls
         assert len(letters) == 1
         dl = json.loads(letters[0].data)
-        assert dl["msg_id"] == "poison" and dl["reason_code"] == REASON_CODE
+        assert dl["msg_id"] == "m-077" and dl["reason_code"] == HANDLER_ERROR and dl["deliveries"] == 3
         assert "ZeroDivisionError" in dl["reason"] and "unforeseen" in dl["reason"]
-        assert dl["subject"] == subject and dl["service"] == SERVICE
+        assert dl["subject"] == subject and dl["service"] == SERVICE and dl["stream"] == stream
 
         # the consumer is not blocked: later messages flow
-        await js.publish(subject, b"good-3", headers={"Nats-Msg-Id": "good-3"})
-        await eventually(lambda: _has(rt, effects, 3), timeout=30)
-        assert await count_effects(rt, effects) == {"good-1": 1, "good-2": 1, "good-3": 1}
+        await js.publish(subject, _body("late"), headers={"Nats-Msg-Id": "late"})
+        await eventually(lambda: _has(kit, effects, 200), timeout=30)
         info = await js.consumer_info(stream, "kit-poison-v1")
         assert info.num_pending == 0 and info.num_ack_pending == 0
+
+
+async def test_a_database_error_is_retried_with_backoff_and_nothing_dead_lettered(settings, nc):
+    import asyncpg
+    js = nc.jetstream()
+    subject, stream = _work_subject(settings)
+    failures = [3]
+
+    def register(kit, effects):
+        inner = effects_handler(effects)
+
+        async def handle(uow, batch):
+            if failures[0]:
+                failures[0] -= 1
+                raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+            await inner(uow, batch)
+        kit.consume(ConsumerSpec(durable="kit-transient-v1", stream=stream, subject=subject, decode=text_decode,
+                                 handle=handle, backoff=(0.05, 0.1, 0.2), max_deliveries=2, idle_wait=0.5))
+
+    async with kit_runtime(settings, register) as (kit, effects):
+        for k in ("a", "b"):
+            await js.publish(subject, _body(k), headers={"Nats-Msg-Id": k})
+        await eventually(lambda: _has(kit, effects, 2), timeout=30)
+        assert await count_effects(kit, effects) == {"a": 1, "b": 1}
+        assert not await _letters(js, settings)  # a deadlock is no reason to give a message up
+
+
+HOSTILE = {
+    "oversize": (b'{"key": "' + b"x" * 70_000 + b'"}', "rjct.message.too_large"),
+    "deep": (b"[" * 30_000 + b"]" * 30_000, "rjct.json.too_deep"),
+    "huge_int": (b'{"key": ' + b"9" * 5000 + b"}", "rjct.json.number_too_large"),
+    "big_int": (b'{"key": "k", "n": 99999999999999999999}', "rjct.json.number_too_large"),
+    "nul": (b'{"key": "a\\u0000b"}', "rjct.text.nul"),
+    "utf8": (b'{"key": "\xff\xfe"}', "rjct.message.encoding"),
+    "truncated": (b'{"key": "abc', "rjct.json.invalid"),
+    "empty": (b"", "rjct.message.empty"),
+    "wrong_type": (b'{"key": 12}', "rjct.message.invalid"),
+    "not_object": (b"[1, 2]", "rjct.message.invalid"),
+}
+
+
+async def test_hostile_bytes_get_a_reason_code_and_never_block_the_valid_ones(settings, nc):
+    js = nc.jetstream()
+    subject, stream = _work_subject(settings)
+
+    def decode(msg):
+        key = text_decode(msg)
+        if not isinstance(key, str):
+            raise TypeError("key must be text")
+        return key
+
+    def register(kit, effects):
+        kit.consume(ConsumerSpec(durable="kit-hostile-v1", stream=stream, subject=subject, decode=decode,
+                                 handle=effects_handler(effects), idle_wait=0.5))
+
+    async with kit_runtime(settings, register) as (kit, effects):
+        for name, (data, _code) in HOSTILE.items():
+            await js.publish(subject, data, headers={"Nats-Msg-Id": name})
+            await js.publish(subject, _body(f"after-{name}"), headers={"Nats-Msg-Id": f"after-{name}"})
+        await eventually(lambda: _has(kit, effects, len(HOSTILE)), timeout=30)
+        letters = await eventually(lambda: _letters(js, settings, len(HOSTILE)), timeout=15)
+        got = {json.loads(m.data)["msg_id"]: json.loads(m.data) for m in letters}
+        assert {k: v["reason_code"] for k, v in got.items()} == {k: code for k, (_d, code) in HOSTILE.items()}
+        big = got["oversize"]
+        assert big["payload_truncated"] and big["payload_size"] == len(HOSTILE["oversize"][0])
+        assert big["payload_sha256"] == hashlib.sha256(HOSTILE["oversize"][0]).hexdigest()
+        assert len(base64.b64decode(big["payload_b64"])) == 64 * 1024
+        assert await count_effects(kit, effects) == {f"after-{k}": 1 for k in HOSTILE}
 
 
 async def _has(rt, effects, n: int) -> bool:
     return sum((await count_effects(rt, effects)).values()) >= n
 
 
-async def _letters(js, settings):
-    return await read_all(js, settings.names.deadletter(SERVICE), settings.names.stream("DEADLETTER")) or None
+async def _letters(js, settings, n: int = 1):
+    got = await read_all(js, settings.names.deadletter(SERVICE), settings.names.stream("DEADLETTER"))
+    return got if len(got) >= n else None
 
 
 async def test_redelivery_after_commit_without_ack_changes_nothing(settings, nc):
@@ -140,36 +221,28 @@ async def test_redelivery_after_commit_without_ack_changes_nothing(settings, nc)
     is claimed already, so the effect happens once."""
     js = nc.jetstream()
     subject, stream = _work_subject(settings)
-    handled: list[str] = []  # Nats-Msg-Id per handler call, in order
 
-    async def handler(rt, msgs):
-        ids = [m.headers["Nats-Msg-Id"] for m in msgs]
-        first_time = [i for i in ids if i not in handled]
-        handled.extend(ids)
-        async with rt.sessions.begin() as s:
-            fresh = await claim(s, rt.inbox, "kit-redeliver", [json.loads(m.data)["id"] for m in msgs])
-            rows = [{"key": json.loads(m.data)["id"]} for m in msgs if json.loads(m.data)["id"] in fresh]
-            if rows:
-                await s.execute(sa.insert(rt.metadata.tables["effects"]), rows)
-        if first_time:  # committed, then "crashed" before the ack: JetStream redelivers
-            raise ConnectionError("lost the connection before acking")
+    def register(kit, effects):
+        kit.consume(ConsumerSpec(durable="kit-redeliver-v1", stream=stream, subject=subject, decode=text_decode,
+                                 handle=effects_handler(effects), ack_wait=2, idle_wait=0.5))
 
-    def register(rt, _effects):
-        batch_subscriber(rt, subject, stream, "kit-redeliver-v1", handler, poison_after=5, retry_delay=0.01, ack_wait=2)
+    async with kit_runtime(settings, register) as (kit, effects):
+        consumer = kit.consumers[0]
+        settle = consumer._settle
 
-    mid = str(uuid.uuid4())
-    async with kit_runtime(settings, register) as (rt, effects):
-        await js.publish(subject, json.dumps({"id": mid}).encode(), headers={"Nats-Msg-Id": "a-" + mid})
-        await eventually(lambda: handled.count("a-" + mid) >= 2, timeout=30)
-        # the same business message again under another Nats-Msg-Id: JetStream keeps it, the inbox drops it
-        await js.publish(subject, json.dumps({"id": mid}).encode(), headers={"Nats-Msg-Id": "b-" + mid})
+        async def lose_first_acks(msgs, *, ack, delay=None):  # committed, then "crashed" before the ack
+            if ack and any(m.metadata.num_delivered == 1 for m in msgs):
+                return
+            await settle(msgs, ack=ack, delay=delay)
+        consumer._settle = lose_first_acks
+        await js.publish(subject, _body("x"), headers={"Nats-Msg-Id": "a-x"})
 
         async def settled():
             info = await js.consumer_info(stream, "kit-redeliver-v1")
-            return info.num_pending == 0 and info.num_ack_pending == 0 and info.delivered.stream_seq >= 2
+            return info.num_pending == 0 and info.num_ack_pending == 0 and consumer.stats.duplicates >= 1
         await eventually(settled, timeout=30)
-        assert await count_effects(rt, effects) == {mid: 1}
-        assert handled.count("a-" + mid) >= 2 and handled.count("b-" + mid) >= 2  # each redelivered
+        assert await count_effects(kit, effects) == {"x": 1}
+        assert consumer.stats.duplicates >= 1
 
 
 async def test_claim_returns_only_unseen_ids_and_a_rollback_unclaims(settings):
@@ -190,48 +263,104 @@ class Killed(Exception):
 
 
 class _DiesAfterPublish:
-    """A JetStream context whose publishes reach the server, after which the relay 'dies'
+    """A NATS client whose JetStream publishes reach the server, after which the relay 'dies'
     (as if killed between the broker's ack and marking the rows published)."""
 
-    def __init__(self, js):
-        self.js = js
+    def __init__(self, nc):
+        self.nc, self.max_payload = nc, nc.max_payload
 
-    async def publish(self, *a, **kw):
-        await self.js.publish(*a, **kw)
-        raise Killed("killed after the broker acked")
+    def jetstream(self):
+        js = self.nc.jetstream()
 
-    async def publish_async(self, *a, **kw):
-        ack = await self.js.publish_async(*a, **kw)
+        class JS:
+            async def publish_async(self, *a, **kw):
+                ack = await js.publish_async(*a, **kw)
 
-        async def died():
-            await ack
-            raise Killed("killed after the broker acked")
-        return asyncio.ensure_future(died())
+                async def died():
+                    await ack
+                    raise Killed("killed after the broker acked")
+                return asyncio.ensure_future(died())
+        return JS()
 
 
 async def test_relay_killed_after_ack_republishes_and_jetstream_drops_the_repeat(settings, nc):
     js = nc.jetstream()
     subject = settings.names.receipts("kitrelay")
     stream = settings.names.stream("AGENCY_RECEIPTS")
-    async with kit_runtime(settings) as (rt, _effects):
-        await rt.relay.stop()  # this test drives relays by hand
+    async with kit_runtime(settings) as (kit, _effects):
+        await kit.relay.stop()  # this test drives relays by hand
         row = message_row(subject, b'{"n": 1}')
-        async with rt.sessions.begin() as s:
-            await add(s, rt.outbox, [row])
+        async with kit.sessions.begin() as s:
+            await add(s, kit.outbox, [row])
 
-        dying = OutboxRelay(rt.engine, rt.outbox, _DiesAfterPublish(js))
-        with pytest.raises(Killed):
+        dying = OutboxRelay(kit.engine, kit.outbox, lambda: _DiesAfterPublish(nc), kit.names, SERVICE)
+        with pytest.raises(RuntimeError, match="Killed"):
             await dying.drain_once()
-        async with rt.sessions() as s:
-            published_at = (await s.execute(sa.select(rt.outbox.c.published_at)
-                                            .where(rt.outbox.c.id == row["id"]))).scalar_one()
-        assert published_at is None  # the mark was rolled back with the process
+        async with kit.sessions() as s:
+            published_at = (await s.execute(sa.select(kit.outbox.c.published_at)
+                                            .where(kit.outbox.c.id == row["id"]))).scalar_one()
+        assert published_at is None  # not marked: the process died before it could
         assert len(await read_all(js, subject, stream)) == 1
 
-        relay = OutboxRelay(rt.engine, rt.outbox, js)
+        relay = OutboxRelay(kit.engine, kit.outbox, lambda: nc, kit.names, SERVICE)
         assert await relay.drain_once() == 1
         assert relay.duplicates == 1
         assert await relay.drain_once() == 0
         msgs = await read_all(js, subject, stream)
         assert [m.data for m in msgs] == [b'{"n": 1}']
         assert msgs[0].headers["Nats-Msg-Id"] == str(row["id"])
+
+
+async def test_a_row_too_large_to_publish_is_set_aside_and_never_blocks_the_rows_behind(settings, nc):
+    """Issue 11: a 1.33 MB row (a dead letter of a rejected 1 MiB report) was published oldest
+    first, failed with 'maximum payload exceeded' forever, and every later row waited."""
+    js = nc.jetstream()
+    subject = settings.names.receipts("kitbig")
+    stream = settings.names.stream("AGENCY_RECEIPTS")
+    async with kit_runtime(settings) as (kit, _effects):
+        await kit.relay.stop()
+        big = message_row(subject, b'"' + b"x" * (nc.max_payload + 10) + b'"')
+        small = [message_row(subject, json.dumps({"n": i}).encode()) for i in range(5)]
+        async with kit.unit_of_work() as uow:
+            uow.add_rows([big])
+        async with kit.unit_of_work() as uow:
+            uow.add_rows(small)
+        relay = OutboxRelay(kit.engine, kit.outbox, lambda: nc, kit.names, SERVICE)
+        while await relay.drain_once():
+            pass
+        got = await read_all(js, subject, stream)
+        assert sorted(json.loads(m.data)["n"] for m in got) == list(range(5))
+        assert relay.set_aside == 1
+        async with kit.sessions() as s:
+            failure = (await s.execute(sa.select(kit.outbox.c.failure)
+                                       .where(kit.outbox.c.id == big["id"]))).scalar_one()
+        assert failure.startswith("rjct.outbox.too_large")
+        letters = await read_all(js, settings.names.deadletter(SERVICE), settings.names.stream("DEADLETTER"))
+        assert len(letters) == 1
+        dl = json.loads(letters[0].data)
+        assert dl["reason_code"] == "rjct.outbox.too_large" and dl["msg_id"] == str(big["id"])
+        assert dl["payload_truncated"] and dl["payload_size"] == len(big["payload"])
+        assert dl["subject"] == subject
+        b = await relay.backlog()
+        assert (b.pending, b.set_aside) == (0, 1)
+
+
+async def test_a_row_no_stream_takes_is_set_aside_after_a_few_rounds_while_others_flow(settings, nc):
+    js = nc.jetstream()
+    subject = settings.names.receipts("kitnostream")
+    stream = settings.names.stream("AGENCY_RECEIPTS")
+    async with kit_runtime(settings) as (kit, _effects):
+        await kit.relay.stop()
+        relay = OutboxRelay(kit.engine, kit.outbox, lambda: nc, kit.names, SERVICE, batch=10)
+        lost = message_row(settings.names.subject("nowhere.at.all"), b"{}")
+        async with kit.unit_of_work() as uow:
+            uow.add_rows([lost])
+        for i in range(6):
+            async with kit.unit_of_work() as uow:
+                uow.send(subject, json.dumps({"n": i}).encode())
+            await relay.drain_once()
+        assert len(await read_all(js, subject, stream)) == 6
+        assert relay.set_aside == 1
+        while await relay.drain_once():  # the replacement dead letter goes out too
+            pass
+        assert (await relay.backlog()).pending == 0

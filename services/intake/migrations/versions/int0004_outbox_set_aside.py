@@ -1,0 +1,25 @@
+"""outbox rows set aside by the relay (failed_at, failure, attempts)
+
+Revision ID: int0004
+Revises: int0003
+Create Date: 2026-11-23 19:40:00
+
+"""
+from typing import Sequence, Union
+
+from alembic import op
+
+from services.kit.migrations import outbox_set_aside_downgrade, outbox_set_aside_upgrade
+
+revision: str = 'int0004'
+down_revision: Union[str, Sequence[str], None] = 'int0003'
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+
+def upgrade() -> None:
+    outbox_set_aside_upgrade(op)
+
+
+def downgrade() -> None:
+    outbox_set_aside_downgrade(op)

@@ -1,0 +1,122 @@
+"""Bytes from the wire into contracts, with limits, so that no decode error escapes.
+
+Every consumer decodes through here. Whatever the bytes are (1 MiB of text, a 50,000-deep
+array, an integer of 5,000 digits, `\\u0000` in a name, invalid UTF-8, nothing at all), the
+result is a value or a `Rejection` with a stable reason code, never an exception the
+consumer loop did not expect. Before this, a 50,000-deep array raised RecursionError inside
+the decoder, the batch was redelivered forever without a log line, and the valid messages
+behind it waited (issue 11).
+
+The checks cost almost nothing on the common path: the size is a length, the depth and the
+special cases are looked for only when a C-speed byte scan says they may be there.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from contracts.envelope import Envelope, Event
+
+M = TypeVar("M", bound=BaseModel)
+
+INT64_MAX = 2**63 - 1
+_LONG_DIGITS = re.compile(rb"\d{19,}")  # an integer that may not fit in a bigint
+
+
+class Rejection(Exception):
+    """A message that is wrong in itself: it gets a reason code, never a retry."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code, self.reason = code, reason
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = 1024 * 1024  # NATS's default max_payload
+    max_depth: int = 32           # no contract nests deeper than 6
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def load_json(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """Parse JSON within `limits`; raises `Rejection` for anything else."""
+    if len(data) > limits.max_bytes:
+        raise Rejection("rjct.message.too_large", f"the message has {len(data)} bytes; at most {limits.max_bytes}")
+    if not data.strip():
+        raise Rejection("rjct.message.empty", "the message is empty")
+    try:
+        raw = json.loads(data)
+    except RecursionError:
+        raise Rejection("rjct.json.too_deep", f"JSON nested deeper than {limits.max_depth} levels") from None
+    except UnicodeDecodeError:
+        raise Rejection("rjct.message.encoding", "the message is not UTF-8 text") from None
+    except ValueError as exc:
+        if "digits" in str(exc):  # Python's int-string limit (4,300 digits)
+            raise Rejection("rjct.json.number_too_large", "a number beyond 64 bits") from None
+        raise Rejection("rjct.json.invalid", f"not valid JSON: {str(exc)[:200]}") from None
+    opened = data.count(b"[") + data.count(b"{")
+    if opened > limits.max_depth or b"\\u0000" in data or _LONG_DIGITS.search(data):
+        _walk(raw, limits.max_depth)
+    return raw
+
+
+def _walk(raw: Any, max_depth: int) -> None:
+    """Depth, NUL characters and integers beyond 64 bits, iteratively (no recursion to blow)."""
+    stack: list[tuple[Any, int]] = [(raw, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            if depth > max_depth:
+                raise Rejection("rjct.json.too_deep", f"JSON nested deeper than {max_depth} levels")
+            for k, v in node.items():
+                if "\x00" in k:
+                    raise Rejection("rjct.text.nul", "a field name holds a NUL character (\\u0000)")
+                stack.append((v, depth + 1))
+        elif isinstance(node, list):
+            if depth > max_depth:
+                raise Rejection("rjct.json.too_deep", f"JSON nested deeper than {max_depth} levels")
+            stack.extend((v, depth + 1) for v in node)
+        elif isinstance(node, str):
+            if "\x00" in node:
+                raise Rejection("rjct.text.nul", "a text holds a NUL character (\\u0000), which no database keeps")
+        elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > INT64_MAX:
+            raise Rejection("rjct.json.number_too_large", "a number beyond 64 bits")
+
+
+def problems(exc: ValidationError, limit: int = 1000) -> str:
+    """A pydantic error as `field: problem; ...` without echoing the input (it may be personal)."""
+    text = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in exc.errors())
+    return text[:limit]
+
+
+def decode_model(data: bytes, model: type[M], limits: Limits = DEFAULT_LIMITS,
+                 code: str = "rjct.schema.invalid") -> M:
+    raw = load_json(data, limits)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise Rejection(code, problems(exc)) from None
+
+
+def decode_envelope(data: bytes, events: Mapping[str, type[Event]], limits: Limits = DEFAULT_LIMITS,
+                    skip: frozenset[str] | set[str] = frozenset()) -> Envelope[Any] | None:
+    """An envelope whose `data` is decoded by its `event_type`; None for a type in `skip`
+    (a known event this consumer has no use for: acknowledged, not handled)."""
+    raw = load_json(data, limits)
+    etype = raw.get("event_type") if isinstance(raw, dict) else None
+    if isinstance(etype, str) and etype in skip and etype not in events:
+        return None
+    cls = events.get(etype) if isinstance(etype, str) else None
+    if cls is None:
+        raise Rejection("rjct.event.unknown_type", f"unknown event_type {str(etype)[:100]!r}")
+    try:
+        return Envelope[cls].model_validate(raw)  # type: ignore[valid-type]
+    except ValidationError as exc:
+        raise Rejection("rjct.event.invalid", problems(exc)) from None
