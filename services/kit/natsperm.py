@@ -76,8 +76,7 @@ def _any_consumer(stream: str) -> list[str]:
     """A service owns its durables on `stream` (names chosen in its code)."""
     return [f"{JS}.CONSUMER.CREATE.{stream}.>", f"{JS}.CONSUMER.DURABLE.CREATE.{stream}.>",
             f"{JS}.CONSUMER.INFO.{stream}.>", f"{JS}.CONSUMER.MSG.NEXT.{stream}.>",
-            f"{JS}.STREAM.MSG.GET.{stream}", f"$JS.ACK.{stream}.>",
-            f"$JS.FC.{stream}.>"]  # flow-control replies of push consumers (FastStream queue subscribers)
+            f"{JS}.STREAM.MSG.GET.{stream}", f"$JS.ACK.{stream}.>"]
 
 
 def service(name: str) -> Identity:
@@ -87,9 +86,8 @@ def service(name: str) -> Identity:
            f"{JS}.STREAM.INFO.*"]
     for stream in SERVICE_READS[name]:
         pub += _any_consumer(stream)
-    # FastStream pull subscribers deliver to `_INBOX.<nuid>` (one token) whatever the
-    # connection's prefix: services may read those, outside parties never.
-    sub = [f"_INBOX.{user}.>", "_INBOX.*", *SERVICE_SUBSCRIBE.get(name, [])]
+    # the kit's pull consumers and requests use the connection's own inbox prefix (kit.bus)
+    sub = [f"_INBOX.{user}.>", *SERVICE_SUBSCRIBE.get(name, [])]
     return Identity(user, "service", pub, sub, allow_responses=name == "registry",
                     description=f"the {name} service")
 

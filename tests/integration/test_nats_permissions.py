@@ -69,7 +69,7 @@ def _reads(stream: str) -> set[str]:
     """Probe subjects a service that reads `stream` may use (its own durables, any name)."""
     return {s for s in JSAPI if (s.startswith((f"{API}.CONSUMER.CREATE.{stream}.", f"{API}.CONSUMER.DURABLE.CREATE.{stream}.",
                                                f"{API}.CONSUMER.INFO.{stream}.", f"{API}.CONSUMER.MSG.NEXT.{stream}.",
-                                               f"$JS.ACK.{stream}.", f"$JS.FC.{stream}."))
+                                               f"$JS.ACK.{stream}."))
                                  or s == f"{API}.STREAM.MSG.GET.{stream}")}
 
 
@@ -109,13 +109,11 @@ SUBSCRIBE = [">", "_INBOX.>", "_INBOX.*", "_INBOX.*.>", "_INBOX.agency-kamalia.*
              "agency.pkh.receipts", "agency.kamalia.receipts", "agency.pkh.enrolments", "registry.events.>",
              "disbursement.>", "channel.bri.instructions", "channel.pos.instructions", "channel.bri.settlements",
              "registry.lookup", "deadletter.>", "$JS.API.>", "intake.events.>"]
-# nats-server accepts `_INBOX.>` from whoever may subscribe to `_INBOX.*` (a
-# wildcard token matches `*`); what such a subscription receives is limited by the deny list,
-# proven in test_a_service_cannot_overhear_other_inboxes.
-_SVC = {"_INBOX.*", "_INBOX.>"}
+# services read replies and pulled messages only on their own inbox prefix (kit.bus), so no
+# wider inbox pattern is allowed to them
 MAY_SUBSCRIBE: dict[str, set[str]] = {
-    "svc-intake": _SVC, "svc-registry": _SVC | {"_INBOX.svc-registry.>", "registry.lookup"},
-    "svc-disbursement": _SVC, "svc-reporting": _SVC,
+    "svc-intake": set(), "svc-registry": {"_INBOX.svc-registry.>", "registry.lookup"},
+    "svc-disbursement": set(), "svc-reporting": set(),
     "agency-pkh": {"agency.pkh.receipts"}, "agency-kamalia": {"agency.kamalia.receipts", "_INBOX.agency-kamalia.>", "_INBOX.agency-kamalia.*"},
     "channel-bri": {"channel.bri.instructions"}, "channel-pos": {"channel.pos.instructions"},
     "auditor-inspektorat": set(), "ops": set(),
@@ -198,7 +196,8 @@ async def test_a_service_cannot_overhear_other_inboxes(deployed):
     a reply to the service itself does."""
     svc = await Party("svc-intake").connect(deployed)
     heard: list[str] = []
-    for pattern in ("_INBOX.>", "_INBOX.*.>", "_INBOX.agency-kamalia.>"):
+    # the wider patterns are refused outright now; its own prefix is allowed and hears only its own
+    for pattern in ("_INBOX.>", "_INBOX.*.>", "_INBOX.agency-kamalia.>", "_INBOX.svc-intake.>"):
         async def cb(m, _p=pattern):
             heard.append(m.subject)
         with contextlib.suppress(Exception):
