@@ -11,41 +11,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import jwt
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordRequestForm
 
-from contracts import wilayah
+from services.kit.principal import Principal, Role
+
+__all__ = ["Principal", "Role"]  # defined in kit.principal (pure), re-exported for routes
 
 if TYPE_CHECKING:
     from services.kit.users import UsersFile
-
-
-class Role(StrEnum):
-    village_office = "village_office"      # Puskesos front/back office (desa)
-    kecamatan = "kecamatan"                # SLRT supervisor
-    kabupaten = "kabupaten"                # SLRT manager
-    companion = "companion"                # pendamping
-    coordinator = "coordinator"            # koordinator pendamping
-    verifier = "verifier"                  # Dinas Sosial verivali
-    program_manager = "program_manager"    # runs payment cycles, sets budgets
-    auditor = "auditor"                    # read-only
-
-
-@dataclass(frozen=True)
-class Principal:
-    user: str
-    role: Role
-    area: str  # region code digits; "" means the whole regency deployment
-    programs: tuple[str, ...] = field(default_factory=tuple)
-
-    def covers(self, region_code: str) -> bool:
-        """True if `region_code` lies inside this user's area."""
-        return wilayah.digits(region_code).startswith(self.area)
 
 
 ALGORITHM = "HS256"

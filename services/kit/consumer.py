@@ -232,7 +232,7 @@ class Consumer:
                 psub = await self._subscription()
                 msgs = await (psub.fetch(self.spec.batch, timeout=self.spec.fetch_wait) if busy
                               else psub.fetch(1, timeout=self.spec.idle_wait))
-            except (nats.errors.TimeoutError, asyncio.TimeoutError, TimeoutError):
+            except (nats.errors.TimeoutError, TimeoutError):
                 busy = False
                 await self._self_check()
                 continue

@@ -1,9 +1,11 @@
 """Database engine and session per service, and database creation."""
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -18,11 +20,11 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
                                connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}})
 
 
-def sessions(engine: AsyncEngine) -> async_sessionmaker:
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def _server_dsn(url: str, database: str = "postgres") -> tuple[str, dict]:
+def _server_dsn(url: str, database: str = "postgres") -> tuple[str, dict[str, Any]]:
     u = make_url(url).set(drivername="postgresql", database=database)
     host = u.query.get("host")
     kwargs = {"host": host} if host else {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from importlib import resources
+from typing import Any
 
 from alembic import command, context
 from alembic.config import Config
@@ -61,7 +62,7 @@ def run_env(metadata: MetaData) -> None:
     asyncio.run(_online())
 
 
-def outbox_set_aside_upgrade(op) -> None:  # noqa: ANN001 - alembic's op module
+def outbox_set_aside_upgrade(op: Any) -> None:  # alembic's `op` module
     """The outbox columns for rows set aside by the relay (kit.outbox): every service's
     revision `*_outbox_set_aside` calls this."""
     import sqlalchemy as sa
@@ -74,7 +75,7 @@ def outbox_set_aside_upgrade(op) -> None:  # noqa: ANN001 - alembic's op module
                     postgresql_where=sa.text("published_at is null and failed_at is null"))
 
 
-def outbox_set_aside_downgrade(op) -> None:  # noqa: ANN001
+def outbox_set_aside_downgrade(op: Any) -> None:
     import sqlalchemy as sa
 
     op.drop_index("outbox_pending", table_name="outbox",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import time
@@ -201,22 +202,22 @@ class OutboxRelay:
             for rid, fut in futures.items():
                 if fut not in done:
                     continue  # no answer in time: tried again next round
-                exc = fut.exception()
-                if exc is None:
+                err = fut.exception()
+                if err is None:
                     ok.append(rid)
                     dups += bool(fut.result().duplicate)
-                elif _permanent(exc):
-                    aside[rid] = (next(r for r in rows if r.id == rid), "rjct.outbox.refused", str(exc)[:500])
+                elif _permanent(err):
+                    aside[rid] = (next(r for r in rows if r.id == rid), "rjct.outbox.refused", str(err)[:500])
                 else:
-                    refused[rid] = exc
+                    refused[rid] = err
             if ok:
                 await conn.execute(sa.update(t).where(t.c.id == sa.func.any(sa.cast(ok, sa.ARRAY(sa.Uuid))))
                                    .values(published_at=sa.func.now()))
                 # refused while others went out: the row, not the server, is the trouble
-                for rid, exc in refused.items():
+                for rid, err in refused.items():
                     r = next(x for x in rows if x.id == rid)
                     if r.attempts + 1 >= MAX_ATTEMPTS:
-                        aside[rid] = (r, "rjct.outbox.refused", f"{type(exc).__name__}: {exc}"[:500])
+                        aside[rid] = (r, "rjct.outbox.refused", f"{type(err).__name__}: {err}"[:500])
                 if refused:
                     await conn.execute(sa.update(t).where(t.c.id == sa.func.any(sa.cast(
                         [k for k in refused if k not in aside], sa.ARRAY(sa.Uuid)))).values(attempts=t.c.attempts + 1))
@@ -261,7 +262,7 @@ class OutboxRelay:
                       ).scalar_one_or_none()
             aside = (await conn.execute(sa.select(sa.func.count()).select_from(t)
                                         .where(t.c.failed_at.is_not(None)))).scalar_one()
-        age = (dt.datetime.now(dt.timezone.utc) - oldest).total_seconds() if oldest else 0.0
+        age = (dt.datetime.now(dt.UTC) - oldest).total_seconds() if oldest else 0.0
         return Backlog(pending=int(n), oldest_age=max(0.0, age), set_aside=int(aside))
 
     async def run(self) -> None:
@@ -285,10 +286,8 @@ class OutboxRelay:
             if n < self.batch:
                 self._wake.clear()
                 if n == 0:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
-                    except (asyncio.TimeoutError, TimeoutError):
-                        pass
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="outbox-relay")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,7 +32,7 @@ from services.kit.streams import ensure_streams
 from services.kit.uow import UnitOfWork
 
 log = klog.get(__name__)
-Hook = Callable[[], Awaitable[Any]]
+Hook = Callable[[], Coroutine[Any, Any, Any]]
 
 
 class Kit:

@@ -2,6 +2,8 @@
 ones at start-up; `sinergi migrate` brings existing ones to this config)."""
 from __future__ import annotations
 
+import contextlib
+
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
@@ -41,6 +43,7 @@ async def ensure_streams(js: JetStreamContext, settings: Settings, *, update: bo
     """
     done = []
     for cfg in stream_configs(settings):
+        assert cfg.name is not None
         try:
             await js.stream_info(cfg.name)
         except NotFoundError:
@@ -55,7 +58,5 @@ async def ensure_streams(js: JetStreamContext, settings: Settings, *, update: bo
 
 async def delete_streams(js: JetStreamContext, settings: Settings) -> None:
     for cfg in stream_configs(settings):
-        try:
-            await js.delete_stream(cfg.name)
-        except NotFoundError:
-            pass
+        with contextlib.suppress(NotFoundError):
+            await js.delete_stream(cfg.name or "")
