@@ -3,37 +3,63 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from contracts.lookup import LookupReply, LookupRequest
-from contracts.values import kk_problems, nik_problems
+from contracts.values import Problem, kk_problems, nik_problems
 from services.kit.auth import Principal, Role, require, require_area
-from services.kit.runtime import ServiceRuntime
 from services.registry import lookup, store
 
-staff = require()  # any signed-in staff role; area checks narrow it down
+if TYPE_CHECKING:
+    from services.registry.app import Registry
+
+# any signed-in staff role; area checks narrow it down
+Staff = Annotated[Principal, Depends(require())]
+Verifier = Annotated[Principal, Depends(require(Role.verifier))]
+Nik = Annotated[str, Path(description="NIK, 16 digits")]
+NoKK = Annotated[str, Path(description="No. KK, 16 digits")]
 
 
 class Resolution(BaseModel):
     resolution: str = Field(min_length=3, max_length=1000, description="what the verifier found and did")
 
 
-def _check(problems, what: str) -> None:
+def _check(problems: Sequence[Problem], what: str) -> None:
     if problems:
         raise HTTPException(400, detail={"error": f"invalid {what}", "problems": [p.message for p in problems]})
 
 
-def router(rt: ServiceRuntime) -> APIRouter:
+def _conflict_json(q: Any) -> dict:
+    return {"id": str(q.id), "nik": q.nik, "kind": q.kind, "village_code": q.village_code,
+            "programme_identifiers": q.programme_identifiers, "details": q.details, "status": q.status,
+            "created_at": q.created_at.isoformat(), "resolved_at": q.resolved_at.isoformat() if q.resolved_at else None,
+            "resolved_by": q.resolved_by, "resolution": q.resolution}
+
+
+async def resolve_conflict(reg: Registry, conflict_id: uuid.UUID, resolution: str, p: Principal) -> dict:
+    """A verifier closes a data-quality item (once: a second resolution is refused)."""
+    async with reg.kit.unit_of_work() as uow:
+        row = await store.lock_conflict(uow.session, conflict_id)
+        if row is None:
+            raise HTTPException(404, detail={"error": f"no data-quality item {conflict_id}"})
+        require_area(p, row.village_code)
+        if row.status != "open":
+            raise HTTPException(409, detail={"error": f"already resolved by {row.resolved_by}"})
+        await store.resolve_conflict(uow.session, conflict_id, p.user, resolution)
+    return {"id": str(conflict_id), "status": "resolved", "resolution": resolution}
+
+
+def router(reg: Registry) -> APIRouter:
     r = APIRouter(tags=["people"])
 
     @r.get("/people/{nik}", summary="one person with their enrolments in every program")
-    async def get_person(nik: str = Path(description="NIK, 16 digits"),
-                         p: Principal = Depends(staff)) -> dict:
+    async def get_person(nik: Nik, p: Staff) -> dict:
         _check(nik_problems(nik), "NIK")
-        async with rt.sessions() as s:
+        async with reg.kit.sessions() as s:
             person = await store.person_view(s, nik)
         if person is None:
             raise HTTPException(404, detail={"error": f"no person with NIK {nik} in the registry"})
@@ -42,11 +68,11 @@ def router(rt: ServiceRuntime) -> APIRouter:
 
     @r.get("/people/{nik}/history", summary="every identity and enrolment report kept for a person; "
                                             "with as_of, the state on that date")
-    async def get_history(nik: str = Path(description="NIK, 16 digits"),
-                          as_of: dt.date | None = Query(None, description="YYYY-MM-DD: show the state on that day"),
-                          p: Principal = Depends(staff)) -> dict:
+    async def get_history(nik: Nik, p: Staff,
+                          as_of: Annotated[dt.date | None, Query(description="YYYY-MM-DD: show the state on that day")
+                                           ] = None) -> dict:
         _check(nik_problems(nik), "NIK")
-        async with rt.sessions() as s:
+        async with reg.kit.sessions() as s:
             hist = await store.person_history_view(s, nik, as_of)
         if hist is None:
             raise HTTPException(404, detail={"error": f"no history for NIK {nik} in the registry"})
@@ -55,10 +81,9 @@ def router(rt: ServiceRuntime) -> APIRouter:
         return hist
 
     @r.get("/households/{no_kk}", summary="a household (Kartu Keluarga): members, head, enrolments")
-    async def get_household(no_kk: str = Path(description="No. KK, 16 digits"),
-                            p: Principal = Depends(staff)) -> dict:
+    async def get_household(no_kk: NoKK, p: Staff) -> dict:
         _check(kk_problems(no_kk), "No. KK")
-        async with rt.sessions() as s:
+        async with reg.kit.sessions() as s:
             h = await store.household_view(s, no_kk)
         if h is None:
             raise HTTPException(404, detail={"error": f"no household with No. KK {no_kk} in the registry"})
@@ -67,10 +92,11 @@ def router(rt: ServiceRuntime) -> APIRouter:
 
     @r.get("/people", summary="look people up by NIK, by No. KK, or by name within a village (tolerant)",
            response_model=LookupReply)
-    async def find_people(nik: str | None = Query(None), no_kk: str | None = Query(None),
-                          name: str | None = Query(None, description="any spelling; needs village_code"),
-                          village_code: str | None = Query(None, description="10-digit village code"),
-                          limit: int = Query(10, ge=1, le=50), p: Principal = Depends(staff)) -> LookupReply:
+    async def find_people(p: Staff, nik: Annotated[str | None, Query()] = None,
+                          no_kk: Annotated[str | None, Query()] = None,
+                          name: Annotated[str | None, Query(description="any spelling; needs village_code")] = None,
+                          village_code: Annotated[str | None, Query(description="10-digit village code")] = None,
+                          limit: Annotated[int, Query(ge=1, le=50)] = 10) -> LookupReply:
         if not (nik or no_kk or name):
             raise HTTPException(400, detail={"error": "give nik, no_kk, or name with village_code"})
         req = LookupRequest.model_construct(nik=nik, no_kk=no_kk, name=name, village_code=village_code, limit=limit)
@@ -79,38 +105,23 @@ def router(rt: ServiceRuntime) -> APIRouter:
             raise HTTPException(400, detail={"error": "invalid lookup", "problems": bad})
         if village_code:
             require_area(p, village_code)
-        return await lookup.answer(rt, req, area=p.area)
+        return await lookup.answer(reg, req, area=p.area)
 
     @r.get("/data-quality", tags=["data quality"],
            summary="conflicts between programs waiting for a verifier, oldest first (paginated)")
-    async def data_quality(status: str | None = Query("open", description="open, resolved, or empty for all"),
-                           kind: str | None = Query(None, description="name_mismatch, birth_date_mismatch, "
-                                                                       "death_while_active"),
-                           limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
-                           p: Principal = Depends(staff)) -> dict:
-        async with rt.sessions() as s:
+    async def data_quality(
+            p: Staff,
+            status: Annotated[str | None, Query(description="open, resolved, or empty for all")] = "open",
+            kind: Annotated[str | None, Query(description="name_mismatch, birth_date_mismatch, "
+                                                          "death_while_active")] = None,
+            limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+        async with reg.kit.sessions() as s:
             total, rows = await store.data_quality_page(s, status or None, kind, p.area, limit, offset)
-        return {"total": total, "limit": limit, "offset": offset, "items": [
-            {"id": str(q.id), "nik": q.nik, "kind": q.kind, "village_code": q.village_code,
-             "programme_identifiers": q.programme_identifiers, "details": q.details, "status": q.status,
-             "created_at": q.created_at.isoformat(),
-             "resolved_at": q.resolved_at.isoformat() if q.resolved_at else None,
-             "resolved_by": q.resolved_by, "resolution": q.resolution} for q in rows]}
+        return {"total": total, "limit": limit, "offset": offset, "items": [_conflict_json(q) for q in rows]}
 
     @r.post("/data-quality/{conflict_id}/resolve", tags=["data quality"],
             summary="a verifier closes a conflict, saying what was found")
-    async def resolve(body: Resolution, conflict_id: uuid.UUID = Path(),
-                      p: Principal = Depends(require(Role.verifier))) -> dict:
-        async with rt.sessions.begin() as s:
-            t = store.data_quality
-            row = (await s.execute(sa.select(t).where(t.c.id == conflict_id).with_for_update())).first()
-            if row is None:
-                raise HTTPException(404, detail={"error": f"no data-quality item {conflict_id}"})
-            require_area(p, row.village_code)
-            if row.status != "open":
-                raise HTTPException(409, detail={"error": f"already resolved by {row.resolved_by}"})
-            await s.execute(sa.update(t).where(t.c.id == conflict_id).values(
-                status="resolved", resolved_by=p.user, resolved_at=sa.func.now(), resolution=body.resolution))
-        return {"id": str(conflict_id), "status": "resolved", "resolution": body.resolution}
+    async def resolve(body: Resolution, conflict_id: Annotated[uuid.UUID, Path()], p: Verifier) -> dict:
+        return await resolve_conflict(reg, conflict_id, body.resolution, p)
 
     return r

@@ -1,39 +1,55 @@
-"""Registry composition: settings, broker, streams, database, HTTP."""
+"""Registry composition: the kit, the registry's settings, its consumers, lookups and HTTP."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from services.kit.runtime import ServiceRuntime
+from services.kit.runtime import Kit
 from services.kit.settings import Settings
 from services.registry import api, handlers, lookup, store, verivali
+from services.registry.lookup import NameSearch
 from services.registry.settings import RegistrySettings
 
+# the relay's round: ingest writes a few large rows per 1,000 reports (batch events, receipt
+# batches of up to 1,000), so 200 rows a round is already some 200,000 answers
+RELAY_BATCH = 200
 
-def runtime(settings: Settings | None = None, registry_settings: RegistrySettings | None = None) -> ServiceRuntime:
-    rt = ServiceRuntime("registry", settings or Settings(), store.metadata)
-    rt.registry_settings = registry_settings or RegistrySettings()
-    # None until detected at start-up: ingest then keeps the trigram table too (harmless), and a
-    # lookup arriving before detection detects it itself (lookup.answer)
-    mode = rt.registry_settings.name_search
-    rt.name_search_trgm = None if mode == "auto" else mode == "pg_trgm"
 
-    async def _detect_name_search() -> None:
-        if rt.name_search_trgm is None:
-            async with rt.sessions() as s:
-                rt.name_search_trgm = await store.has_pg_trgm(s)
-    # before the enrolment consumer starts (it is started by a later on_start hook)
-    rt.on_start.insert(0, _detect_name_search)
-    # batch events and receipt batches: a few large outbox rows per 1,000 reports (plus dead letters)
-    rt.relay_batch = 200
-    handlers.register(rt)
-    lookup.register(rt)
-    verivali.register(rt)
-    return rt
+@dataclass(frozen=True)
+class Registry:
+    """What the registry's consumers, lookups and routes share."""
+
+    kit: Kit
+    cfg: RegistrySettings
+    name_search: NameSearch
+
+
+def compose(settings: Settings | None = None, cfg: RegistrySettings | None = None) -> Registry:
+    cfg = cfg or RegistrySettings()
+    kit = Kit("registry", settings or Settings(), store.metadata, relay_batch=RELAY_BATCH)
+    reg = Registry(kit, cfg, NameSearch.configured(cfg.name_search))
+
+    async def detect_name_search() -> None:
+        async with kit.sessions() as s:
+            await reg.name_search.detect(s)
+    # on_start hooks run before the consumers start: ingest knows which name index to keep
+    kit.on_start(detect_name_search)
+    handlers.register(reg)
+    lookup.register(reg)
+    verivali.register(reg)
+    return reg
 
 
 def create_app(settings: Settings | None = None, registry_settings: RegistrySettings | None = None) -> FastAPI:
-    rt = runtime(settings, registry_settings)
-    app = rt.http_app("Sinergi registry", "The unified beneficiary registry (Basis Data Terpadu).")
-    app.include_router(api.router(rt))
-    app.include_router(verivali.router(rt))
+    deps = compose(settings, registry_settings)
+    app = deps.kit.http_app("Sinergi registry", "The unified beneficiary registry (Basis Data Terpadu).")
+    app.state.deps = deps
+    # WORKAROUND (kit): kit.auth still reads `app.state.runtime.settings` while Kit.http_app
+    # sets only `app.state.kit`; without this every authenticated route fails with 500.
+    # Remove once kit.auth reads app.state.kit.
+    if not hasattr(app.state, "runtime"):
+        app.state.runtime = deps.kit
+    app.include_router(api.router(deps))
+    app.include_router(verivali.router(deps))
     return app

@@ -2,19 +2,47 @@
 HTTP (GET /people) and for `registry.lookup` (core NATS request-reply, contracts/lookup.py)."""
 from __future__ import annotations
 
-import json
-from typing import Any
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from faststream import Context
-from pydantic import ValidationError
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.lookup import LookupReply, LookupRequest, PersonSummary
 from contracts.values import kk_problems, nik_problems, village_problems
 from services.kit import logging as klog
-from services.kit.runtime import ServiceRuntime
+from services.kit.decode import Limits, Rejection, decode_model
 from services.registry import names, store
 
+if TYPE_CHECKING:
+    from services.registry.app import Registry
+
 log = klog.get(__name__)
+QUEUE = "registry-lookup"
+# a request is a few short fields (about 150 bytes); anything near this is not a lookup
+REQUEST_LIMITS = Limits(max_bytes=8 * 1024, max_depth=4)
+# lookups answered at once per process: each holds a database connection (the pool has 10 + 10)
+CONCURRENT = 8
+
+
+@dataclass
+class NameSearch:
+    """Which tolerant name search the database allows: pg_trgm (`trgm` True) or the registry's
+    own trigram table (False). None until detected at start-up: ingest then keeps the trigram
+    table too (harmless), and a name lookup arriving before detection detects it itself."""
+
+    trgm: bool | None = None
+
+    @classmethod
+    def configured(cls, mode: str) -> NameSearch:
+        return cls(None if mode == "auto" else mode == "pg_trgm")
+
+    async def detect(self, session: AsyncSession) -> bool:
+        if self.trgm is None:
+            self.trgm = await store.has_pg_trgm(session)
+        return self.trgm
 
 
 def problems(req: LookupRequest) -> list[str]:
@@ -34,13 +62,13 @@ def problems(req: LookupRequest) -> list[str]:
     return out
 
 
-async def answer(rt: ServiceRuntime, req: LookupRequest, area: str = "") -> LookupReply:
+async def answer(reg: Registry, req: LookupRequest, area: str = "") -> LookupReply:
     """Answer a checked request; people outside `area` (a region prefix) are left out."""
     bad = problems(req)
     if bad:
         return LookupReply(found=False, error="; ".join(bad))
     scores: dict[str, float] = {}
-    async with rt.sessions() as s:
+    async with reg.kit.sessions() as s:
         if req.nik:
             rows = await store.people_by_nik(s, req.nik)
             if req.no_kk:
@@ -48,37 +76,56 @@ async def answer(rt: ServiceRuntime, req: LookupRequest, area: str = "") -> Look
         elif req.no_kk:
             rows = await store.people_by_kk(s, req.no_kk, req.limit)
         else:
-            if rt.name_search_trgm is None:
-                rt.name_search_trgm = await store.has_pg_trgm(s)
+            assert req.name is not None and req.village_code is not None  # problems() checked
             rows, scores = await store.search_names(
                 s, req.village_code.replace(".", ""), names.normalise(req.name), req.limit,
-                rt.registry_settings.name_match_threshold, rt.name_search_trgm)
+                reg.cfg.name_match_threshold, await reg.name_search.detect(s))
         rows = [r for r in rows if r.village_code.startswith(area)]
         people = await store.summaries(s, rows, scores)
     return LookupReply(found=bool(people), people=[PersonSummary.model_validate(p) for p in people])
 
 
-def parse(data: bytes) -> tuple[LookupRequest | None, str | None]:
-    try:
-        raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return None, "the request is not valid JSON"
-    try:
-        return LookupRequest.model_validate(raw), None
-    except ValidationError as exc:
-        return None, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors())
+def parse(data: bytes) -> LookupRequest:
+    """The request, or `Rejection` saying what is wrong (whatever the bytes are)."""
+    return decode_model(data, LookupRequest, REQUEST_LIMITS, code="rjct.lookup.invalid")
 
 
-def register(rt: ServiceRuntime) -> None:
-    # core subscription (no stream, no durable): a question, answered on the reply subject;
-    # a queue group lets several registry processes share the questions
-    @rt.broker.subscriber(rt.names.lookup(), queue="registry-lookup")
-    async def on_lookup(body: Any, msg: Any = Context("message")) -> LookupReply:
-        req, error = parse(msg.raw_message.data)
-        if req is None:
-            return LookupReply(found=False, error=error)
+async def reply_to(reg: Registry, data: bytes) -> LookupReply:
+    """The reply to one request's bytes: an answer, or why there is none. Never raises."""
+    try:
+        return await answer(reg, parse(data))
+    except Rejection as rej:
+        return LookupReply(found=False, error=rej.reason)
+    except Exception as exc:  # the database is away: say so now rather than let the caller time out
+        log.error("registry.lookup_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+        return LookupReply(found=False, error="the registry could not answer; try again")
+
+
+def register(reg: Registry) -> None:
+    """`registry.lookup` as a core subscription (no stream, no durable: a question, answered on
+    its reply subject). A queue group shares the questions among registry processes; the
+    subscription is made again on every new connection (kit.bus replaces a broken one)."""
+    gate = asyncio.Semaphore(CONCURRENT)
+    running: set[asyncio.Task[None]] = set()
+
+    async def respond(msg: Msg) -> None:
+        async with gate:
+            reply = await reply_to(reg, msg.data)
         try:
-            return await answer(rt, req)
-        except Exception as exc:  # never leave the caller waiting for a timeout
-            log.error("registry.lookup_failed", error=str(exc)[:300])
-            return LookupReply(found=False, error="the registry could not answer; try again")
+            await msg.respond(reply.model_dump_json().encode())
+        except Exception as exc:  # the connection went away meanwhile: the caller retries
+            log.warning("registry.lookup_reply_failed", error=str(exc)[:200])
+
+    async def on_request(msg: Msg) -> None:
+        if not msg.reply:
+            return  # published, not asked: nobody waits for an answer
+        # a task per request: nats-py runs one subscription's callbacks one after another, and
+        # a name search must not hold up the NIK lookups queued behind it
+        task = asyncio.create_task(respond(msg))
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    async def subscribe(nc: Client) -> None:
+        await nc.subscribe(reg.kit.names.lookup(), queue=QUEUE, cb=on_request)
+
+    reg.kit.bus.on_connect(subscribe)

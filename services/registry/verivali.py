@@ -1,43 +1,46 @@
 """Verification and validation (verivali): proposals to add a person (usulan) wait as
 `proposed` until a verifier decides; verification rounds record each person's result.
 
-Proposals arrive from intake (`intake.proposal_submitted` on the INTAKE stream) and from staff
-over HTTP. Every decision and result is a registry event, written through the outbox.
+Proposals arrive from intake (`intake.proposal_submitted` on the INTAKE stream, through the
+kit's consumer) and from staff over HTTP. Every decision and result is a registry event,
+emitted in the unit of work that makes the change.
 """
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import TYPE_CHECKING, Annotated, Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from nats.aio.msg import Msg
 from pydantic import BaseModel, Field, model_validator
-from sqlalchemy.dialects.postgresql import insert
 
 from contracts.agency import Sex
-from contracts.catalog import EVENTS
+from contracts.envelope import Envelope
 from contracts.intake import ProposalSubmitted
 from contracts.registry import (PeopleRegistered, PersonIdentity, ProposalDecided, ProposalDecision,
                                 VerificationRecorded, VerificationResult, VerificationRoundClosed,
                                 VerificationRoundOpened)
 from contracts.values import NIK, NoKK, VillageCode, nik_consistency, parse_nik
-from services.kit import logging as klog
 from services.kit.auth import Principal, Role, require, require_area
-from services.kit.outbox import add, claim, deadletter_row, decode_envelope, event_row
-from services.kit.runtime import ServiceRuntime
+from services.kit.consumer import ConsumerSpec, Delivery
+from services.kit.decode import Limits, decode_envelope
+from services.kit.uow import UnitOfWork
 from services.registry import domain, names, store
-from services.registry.consumer import batch_consumer
 
-log = klog.get(__name__)
+if TYPE_CHECKING:
+    from services.registry.app import Registry
+
 CONSUMER = "registry-proposals-v1"
-SERVICE = "registry"
 VERIFIED = [r.value for r in VerificationResult if r.counts_as_verified]
+# one person's fields in an envelope: about 700 bytes
+PROPOSAL_LIMITS = Limits(max_bytes=64 * 1024)
 
-front_office = require(Role.village_office, Role.kecamatan, Role.kabupaten, Role.verifier)
-verifier = require(Role.verifier)
-field_staff = require(Role.verifier, Role.companion)
-staff = require()
+FrontOffice = Annotated[Principal, Depends(require(Role.village_office, Role.kecamatan, Role.kabupaten,
+                                                   Role.verifier))]
+Verifier = Annotated[Principal, Depends(require(Role.verifier))]
+FieldStaff = Annotated[Principal, Depends(require(Role.verifier, Role.companion))]
+Staff = Annotated[Principal, Depends(require())]
 
 
 # ---- proposals ----
@@ -56,7 +59,7 @@ class ProposalIn(BaseModel):
     case_id: uuid.UUID | None = None
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ProposalIn":
+    def _consistent(self) -> ProposalIn:
         parts, _ = parse_nik(self.nik)
         bad = nik_consistency(parts, self.birth_date, self.sex) if parts else []
         if bad:
@@ -69,7 +72,7 @@ class DecisionIn(BaseModel):
     reason: str = Field(default="", max_length=1000, description="required when rejecting")
 
     @model_validator(mode="after")
-    def _reason(self) -> "DecisionIn":
+    def _reason(self) -> DecisionIn:
         if self.decision == ProposalDecision.rejected and not self.reason.strip():
             raise ValueError("a rejection needs a reason")
         return self
@@ -81,7 +84,7 @@ def _proposal_row(p: ProposalIn | ProposalSubmitted, proposal_id: uuid.UUID, sou
             "programme_identifier": p.programme_identifier, "submitted_by": by, "case_id": p.case_id}
 
 
-def _proposal_json(r) -> dict:
+def _proposal_json(r: Any) -> dict:
     return {"proposal_id": str(r.proposal_id), "source": r.source, "nik": r.nik, "no_kk": r.no_kk, "name": r.name,
             "sex": r.sex, "birth_date": r.birth_date.isoformat(), "village_code": r.village_code,
             "address": r.address, "programme_identifier": r.programme_identifier, "submitted_by": r.submitted_by,
@@ -90,51 +93,59 @@ def _proposal_json(r) -> dict:
             "created_at": r.created_at.isoformat()}
 
 
-async def consume_proposals(rt: ServiceRuntime, msgs: list[Msg]) -> None:
-    """intake.proposal_submitted -> a `proposed` row, once per event (inbox) and per proposal_id."""
-    decoded, bad = [], []
-    for m in msgs:
-        try:
-            env = decode_envelope(m.data, EVENTS)
-            if not isinstance(env.data, ProposalSubmitted):
-                raise ValueError(f"expected intake.proposal_submitted, got {env.event_type}")
-            decoded.append(env)
-        except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            bad.append(deadletter_row(rt.names, SERVICE, m.subject, m.data, "rjct.event.invalid", str(exc)[:2000],
-                                      (m.headers or {}).get("Nats-Msg-Id")))
-    async with rt.sessions.begin() as s:
-        fresh = await claim(s, rt.inbox, CONSUMER, [str(e.event_id) for e in decoded])
-        rows = [_proposal_row(e.data, e.data.proposal_id, "intake", e.data.submitted_by)
-                for e in decoded if str(e.event_id) in fresh]
-        if rows:
-            await s.execute(insert(store.proposals).on_conflict_do_nothing(), rows)
-        await add(s, rt.outbox, bad)
-    if bad:
-        log.warning("registry.proposals_dead_lettered", count=len(bad))
-        rt.kick()
+def decode_proposal(msg: Msg) -> Envelope[ProposalSubmitted]:
+    """intake.proposal_submitted, or a `Rejection` naming what is wrong (kit.decode)."""
+    env = decode_envelope(msg.data, {ProposalSubmitted.event_type: ProposalSubmitted}, PROPOSAL_LIMITS)
+    assert env is not None  # nothing is skipped: this subject carries proposals only
+    return env
 
 
-async def _add_person(rt: ServiceRuntime, s, prop, out: list[dict]) -> bool:
+async def take_proposals(uow: UnitOfWork, batch: list[Delivery[Envelope[ProposalSubmitted]]]) -> None:
+    """Each proposal waits as `proposed`, once per proposal_id (the kit's inbox drops repeats
+    of an event; a proposal re-sent as another event is still one row)."""
+    rows = []
+    for d in batch:
+        assert d.value is not None  # the kit hands over accepted deliveries only
+        p = d.value.data
+        rows.append(_proposal_row(p, p.proposal_id, "intake", p.submitted_by))
+    await store.add_proposals(uow.session, rows)
+
+
+async def _add_person(reg: Registry, uow: UnitOfWork, prop: Any) -> bool:
     """Create the proposed person if the NIK is new; True if created."""
     key = names.normalise(prop.name)
     row = {"nik": prop.nik, "no_kk": prop.no_kk, "name": prop.name, "sex": prop.sex, "birth_date": prop.birth_date,
            "village_code": prop.village_code, "address": prop.address, "name_key": key, "reported_by": "verivali"}
-    # the insert is the lock: a concurrent ingest inserting this NIK is waited for, and a person
-    # who exists is never created twice
-    created = (await s.execute(insert(store.people).values(row).on_conflict_do_nothing()
-                               .returning(store.people.c.nik))).first()
-    if not created:
+    if not await store.insert_proposed_person(uow.session, row, f"proposal/{prop.proposal_id}"):
         return False
-    await s.execute(sa.insert(store.person_history).values(
-        {k: row[k] for k in ("nik", "no_kk", "name", "sex", "birth_date", "village_code", "address", "reported_by")}
-        | {"message_id": f"proposal/{prop.proposal_id}"}))
-    await store.upsert_households(s, [{"no_kk": prop.no_kk, "village_code": prop.village_code, "head_nik": None}])
-    if not rt.name_search_trgm:
-        await store.replace_name_trigrams(s, [(prop.nik, prop.village_code, names.trigrams(key))])
-    out.append(event_row(rt.names, PeopleRegistered(people=[PersonIdentity(
+    await store.upsert_households(uow.session, [{"no_kk": prop.no_kk, "village_code": prop.village_code,
+                                                 "head_nik": None}])
+    if not reg.name_search.trgm:
+        await store.replace_name_trigrams(uow.session, [(prop.nik, prop.village_code, names.trigrams(key))])
+    uow.emit(PeopleRegistered(people=[PersonIdentity(
         nik=prop.nik, no_kk=prop.no_kk, name=prop.name, sex=prop.sex, birth_date=prop.birth_date,
-        village_code=prop.village_code, is_new=True, reported_by="verivali")]), SERVICE))
+        village_code=prop.village_code, is_new=True, reported_by="verivali")]))
     return True
+
+
+async def decide(reg: Registry, proposal_id: uuid.UUID, body: DecisionIn, p: Principal) -> dict:
+    """A verifier's decision: accepted, the person enters the registry (if new); either way
+    `registry.proposal_decided` goes out with the change."""
+    async with reg.kit.unit_of_work() as uow:
+        row = await store.proposal(uow.session, proposal_id, lock=True)
+        if row is None:
+            raise HTTPException(404, detail={"error": f"no proposal {proposal_id}"})
+        require_area(p, row.village_code)
+        if row.status != "proposed":
+            raise HTTPException(409, detail={"error": f"proposal already {row.status} by {row.decided_by}"})
+        created = body.decision == ProposalDecision.accepted and await _add_person(reg, uow, row)
+        await store.decide_proposal(uow.session, proposal_id, body.decision.value, body.reason, p.user)
+        uow.emit(ProposalDecided(
+            proposal_id=proposal_id, nik=row.nik, village_code=row.village_code, decision=body.decision,
+            reason=body.reason, decided_by=p.user, programme_identifier=row.programme_identifier,
+            case_id=row.case_id))
+    return {"proposal_id": str(proposal_id), "status": body.decision.value, "person_created": created,
+            "reason": body.reason}
 
 
 # ---- verification rounds ----
@@ -150,56 +161,103 @@ class ResultIn(BaseModel):
     note: str = Field(default="", max_length=1000)
 
 
-def _round_json(r) -> dict:
+def _round_json(r: Any) -> dict:
     return {"round_id": str(r.round_id), "period": r.period, "cadence": r.cadence, "area": r.area,
             "status": r.status, "opened_by": r.opened_by, "opened_at": r.opened_at.isoformat(),
             "closed_by": r.closed_by, "closed_at": r.closed_at.isoformat() if r.closed_at else None}
 
 
-async def _round(s, round_id: uuid.UUID, lock: bool = False):
-    q = sa.select(store.verification_rounds).where(store.verification_rounds.c.round_id == round_id)
-    r = (await s.execute(q.with_for_update() if lock else q)).first()
+async def _round(s: Any, round_id: uuid.UUID, lock: bool = False) -> Any:
+    r = await store.verification_round(s, round_id, lock=lock)
     if r is None:
         raise HTTPException(404, detail={"error": f"no verification round {round_id}"})
     return r
 
 
-def _not_verified(round_id: uuid.UUID, area: str):
-    """People in the round's area without a result that counts as verified."""
-    p, vr = store.people, store.verification_results
-    done = sa.select(vr.c.nik).where(vr.c.round_id == round_id, vr.c.result.in_(VERIFIED))
-    return sa.select(p).where(p.c.village_code.startswith(area), p.c.nik.not_in(done))
+async def open_round(reg: Registry, area: str, p: Principal) -> dict:
+    cadence = reg.cfg.verification_cadence
+    period = domain.round_period(dt.date.today(), cadence)
+    rid = uuid.uuid4()
+    async with reg.kit.unit_of_work() as uow:
+        if not await store.add_round(uow.session, rid, period, cadence, area, p.user):
+            raise HTTPException(409, detail={"error": f"a round for {period} (area {area or 'all'}) already exists"})
+        uow.emit(VerificationRoundOpened(round_id=rid, period=period, cadence=cadence, area=area))
+        row = await _round(uow.session, rid)
+    return _round_json(row)
 
 
-def router(rt: ServiceRuntime) -> APIRouter:
+async def record_result(reg: Registry, round_id: uuid.UUID, body: ResultIn, p: Principal) -> dict:
+    async with reg.kit.unit_of_work() as uow:
+        rnd = await _round(uow.session, round_id)
+        if rnd.status != "open":
+            raise HTTPException(409, detail={"error": f"round {rnd.period} is closed"})
+        person = await store.lock_person(uow.session, body.nik)
+        if person is None:
+            raise HTTPException(404, detail={"error": f"no person with NIK {body.nik} in the registry"})
+        if not person.village_code.startswith(rnd.area):
+            raise HTTPException(400, detail={"error": f"NIK {body.nik} lives outside the round's area {rnd.area}"})
+        require_area(p, person.village_code)
+        active = await store.record_result(uow.session, round_id, rnd.period, body.nik, body.result.value,
+                                           body.note, p.user)
+        uow.emit(VerificationRecorded(
+            round_id=round_id, period=rnd.period, nik=body.nik, village_code=person.village_code,
+            result=body.result, verified=body.result.counts_as_verified, programme_identifiers=active,
+            recorded_by=p.user))
+    return {"round_id": str(round_id), "nik": body.nik, "result": body.result.value,
+            "verified": body.result.counts_as_verified, "programme_identifiers": active}
+
+
+async def close_round(reg: Registry, round_id: uuid.UUID, p: Principal) -> dict:
+    async with reg.kit.unit_of_work() as uow:
+        rnd = await _round(uow.session, round_id, lock=True)
+        if rnd.status != "open":
+            raise HTTPException(409, detail={"error": f"round {rnd.period} is already closed"})
+        verified, missing = await store.close_round(uow.session, round_id, rnd.area, VERIFIED, p.user)
+        uow.emit(VerificationRoundClosed(round_id=round_id, period=rnd.period, verified=verified,
+                                         not_verified=missing))
+        row = await _round(uow.session, round_id)
+    return _round_json(row) | {"verified": verified, "not_verified": missing}
+
+
+async def unverified(reg: Registry, round_id: uuid.UUID, village_code: str | None, limit: int, offset: int,
+                     p: Principal) -> dict:
+    async with reg.kit.sessions() as s:
+        rnd = await _round(s, round_id)
+        area = max(rnd.area, p.area, village_code or "", key=len)
+        if not area.startswith(p.area) or not area.startswith(rnd.area):
+            raise HTTPException(403, detail={"error": f"{area} is outside your area or the round's"})
+        total, rows = await store.unverified_page(s, round_id, area, VERIFIED, limit, offset)
+    return {"round_id": str(round_id), "period": rnd.period, "total": total, "limit": limit, "offset": offset,
+            "items": [{"nik": x.nik, "name": x.name, "village_code": x.village_code, "result": x.result}
+                      for x in rows]}
+
+
+# ---- HTTP ----
+
+def router(reg: Registry) -> APIRouter:
     r = APIRouter(tags=["verivali"])
 
     @r.post("/proposals", status_code=201, summary="propose adding a person (usulan); waits as `proposed`")
-    async def propose(body: ProposalIn, p: Principal = Depends(front_office)) -> dict:
+    async def propose(body: ProposalIn, p: FrontOffice) -> dict:
         require_area(p, body.village_code)
         pid = uuid.uuid4()
-        async with rt.sessions.begin() as s:
-            await s.execute(sa.insert(store.proposals).values(_proposal_row(body, pid, "http", p.user)))
+        async with reg.kit.unit_of_work() as uow:
+            await store.add_proposals(uow.session, [_proposal_row(body, pid, "http", p.user)])
         return {"proposal_id": str(pid), "status": "proposed"}
 
     @r.get("/proposals", summary="proposals, oldest first (default: those waiting for a decision)")
-    async def list_proposals(status: str | None = Query("proposed", description="proposed, accepted, rejected"),
-                             limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
-                             p: Principal = Depends(staff)) -> dict:
-        t = store.proposals
-        q = sa.select(t).where(t.c.village_code.startswith(p.area))
-        if status:
-            q = q.where(t.c.status == status)
-        async with rt.sessions() as s:
-            total = (await s.execute(sa.select(sa.func.count()).select_from(q.subquery()))).scalar()
-            rows = (await s.execute(q.order_by(t.c.created_at, t.c.proposal_id).limit(limit).offset(offset))).all()
+    async def list_proposals(
+            p: Staff,
+            status: Annotated[str | None, Query(description="proposed, accepted, rejected")] = "proposed",
+            limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+        async with reg.kit.sessions() as s:
+            total, rows = await store.proposals_page(s, status, p.area, limit, offset)
         return {"total": total, "limit": limit, "offset": offset, "items": [_proposal_json(x) for x in rows]}
 
-    @r.get("/proposals/{proposal_id}")
-    async def get_proposal(proposal_id: uuid.UUID, p: Principal = Depends(staff)) -> dict:
-        async with rt.sessions() as s:
-            row = (await s.execute(sa.select(store.proposals)
-                                   .where(store.proposals.c.proposal_id == proposal_id))).first()
+    @r.get("/proposals/{proposal_id}", summary="one proposal and its decision, if any")
+    async def get_proposal(proposal_id: uuid.UUID, p: Staff) -> dict:
+        async with reg.kit.sessions() as s:
+            row = await store.proposal(s, proposal_id)
         if row is None:
             raise HTTPException(404, detail={"error": f"no proposal {proposal_id}"})
         require_area(p, row.village_code)
@@ -207,140 +265,42 @@ def router(rt: ServiceRuntime) -> APIRouter:
 
     @r.post("/proposals/{proposal_id}/decision", summary="a verifier accepts (the person enters the registry) "
                                                           "or rejects with a reason")
-    async def decide(body: DecisionIn, proposal_id: uuid.UUID = Path(), p: Principal = Depends(verifier)) -> dict:
-        out: list[dict] = []
-        async with rt.sessions.begin() as s:
-            t = store.proposals
-            row = (await s.execute(sa.select(t).where(t.c.proposal_id == proposal_id).with_for_update())).first()
-            if row is None:
-                raise HTTPException(404, detail={"error": f"no proposal {proposal_id}"})
-            require_area(p, row.village_code)
-            if row.status != "proposed":
-                raise HTTPException(409, detail={"error": f"proposal already {row.status} by {row.decided_by}"})
-            created = False
-            if body.decision == ProposalDecision.accepted:
-                created = await _add_person(rt, s, row, out)
-            await s.execute(sa.update(t).where(t.c.proposal_id == proposal_id).values(
-                status=body.decision.value, reason=body.reason, decided_by=p.user, decided_at=sa.func.now()))
-            out.append(event_row(rt.names, ProposalDecided(
-                proposal_id=proposal_id, nik=row.nik, village_code=row.village_code, decision=body.decision,
-                reason=body.reason, decided_by=p.user, programme_identifier=row.programme_identifier,
-                case_id=row.case_id), SERVICE))
-            await add(s, rt.outbox, out)
-        rt.kick()
-        return {"proposal_id": str(proposal_id), "status": body.decision.value, "person_created": created,
-                "reason": body.reason}
+    async def post_decision(body: DecisionIn, proposal_id: Annotated[uuid.UUID, Path()], p: Verifier) -> dict:
+        return await decide(reg, proposal_id, body, p)
 
     @r.post("/verification-rounds", status_code=201,
             summary="open a verification round for the current period (cadence: SINERGI_REGISTRY_VERIFICATION_CADENCE)")
-    async def open_round(body: RoundIn, p: Principal = Depends(verifier)) -> dict:
+    async def post_round(body: RoundIn, p: Verifier) -> dict:
         require_area(p, body.area)
-        cadence = rt.registry_settings.verification_cadence
-        period = domain.round_period(dt.date.today(), cadence)
-        rid = uuid.uuid4()
-        async with rt.sessions.begin() as s:
-            t = store.verification_rounds
-            done = (await s.execute(insert(t).values(round_id=rid, period=period, cadence=cadence, area=body.area,
-                                                     opened_by=p.user)
-                                    .on_conflict_do_nothing(constraint="verification_round_once")
-                                    .returning(t.c.round_id))).first()
-            if not done:
-                raise HTTPException(409, detail={"error": f"a round for {period} (area {body.area or 'all'}) "
-                                                          "already exists"})
-            await add(s, rt.outbox, [event_row(rt.names, VerificationRoundOpened(
-                round_id=rid, period=period, cadence=cadence, area=body.area), SERVICE)])
-            row = await _round(s, rid)
-        rt.kick()
-        return _round_json(row)
+        return await open_round(reg, body.area, p)
 
     @r.get("/verification-rounds", summary="verification rounds, newest first")
-    async def list_rounds(p: Principal = Depends(staff)) -> list[dict]:
-        t = store.verification_rounds
-        async with rt.sessions() as s:
-            rows = (await s.execute(sa.select(t).order_by(t.c.opened_at.desc()).limit(100))).all()
+    async def list_rounds(p: Staff) -> list[dict]:
+        async with reg.kit.sessions() as s:
+            rows = await store.latest_rounds(s)
         return [_round_json(x) for x in rows]
 
     @r.post("/verification-rounds/{round_id}/results", summary="record one person's verification result")
-    async def record(body: ResultIn, round_id: uuid.UUID = Path(), p: Principal = Depends(field_staff)) -> dict:
-        out: list[dict] = []
-        async with rt.sessions.begin() as s:
-            rnd = await _round(s, round_id, lock=False)
-            if rnd.status != "open":
-                raise HTTPException(409, detail={"error": f"round {rnd.period} is closed"})
-            person = (await s.execute(sa.select(store.people).where(store.people.c.nik == body.nik)
-                                      .with_for_update())).first()
-            if person is None:
-                raise HTTPException(404, detail={"error": f"no person with NIK {body.nik} in the registry"})
-            if not person.village_code.startswith(rnd.area):
-                raise HTTPException(400, detail={"error": f"NIK {body.nik} lives outside the round's area {rnd.area}"})
-            require_area(p, person.village_code)
-            vr = store.verification_results
-            stmt = insert(vr).values(round_id=round_id, nik=body.nik, result=body.result.value, note=body.note,
-                                     recorded_by=p.user)
-            await s.execute(stmt.on_conflict_do_update(index_elements=["round_id", "nik"], set_={
-                "result": stmt.excluded.result, "note": stmt.excluded.note, "recorded_by": stmt.excluded.recorded_by,
-                "recorded_at": sa.func.now()}))
-            await s.execute(sa.update(store.people).where(store.people.c.nik == body.nik).values(
-                verification_status=body.result.value, verification_period=rnd.period))
-            active = (await s.execute(sa.select(store.enrolments.c.programme_identifier).where(
-                store.enrolments.c.nik == body.nik, store.enrolments.c.enrolment_status == "active")
-                .order_by(store.enrolments.c.programme_identifier))).scalars().all()
-            out.append(event_row(rt.names, VerificationRecorded(
-                round_id=round_id, period=rnd.period, nik=body.nik, village_code=person.village_code,
-                result=body.result, verified=body.result.counts_as_verified, programme_identifiers=list(active),
-                recorded_by=p.user), SERVICE))
-            await add(s, rt.outbox, out)
-        rt.kick()
-        return {"round_id": str(round_id), "nik": body.nik, "result": body.result.value,
-                "verified": body.result.counts_as_verified, "programme_identifiers": list(active)}
+    async def post_result(body: ResultIn, round_id: Annotated[uuid.UUID, Path()], p: FieldStaff) -> dict:
+        return await record_result(reg, round_id, body, p)
 
     @r.post("/verification-rounds/{round_id}/close", summary="close a round; counts verified and not verified")
-    async def close(round_id: uuid.UUID = Path(), p: Principal = Depends(verifier)) -> dict:
-        async with rt.sessions.begin() as s:
-            rnd = await _round(s, round_id, lock=True)
-            if rnd.status != "open":
-                raise HTTPException(409, detail={"error": f"round {rnd.period} is already closed"})
-            missing = (await s.execute(sa.select(sa.func.count()).select_from(
-                _not_verified(round_id, rnd.area).subquery()))).scalar()
-            vr = store.verification_results
-            verified = (await s.execute(sa.select(sa.func.count()).select_from(vr).where(
-                vr.c.round_id == round_id, vr.c.result.in_(VERIFIED)))).scalar()
-            t = store.verification_rounds
-            await s.execute(sa.update(t).where(t.c.round_id == round_id).values(
-                status="closed", closed_by=p.user, closed_at=sa.func.now()))
-            await add(s, rt.outbox, [event_row(rt.names, VerificationRoundClosed(
-                round_id=round_id, period=rnd.period, verified=verified, not_verified=missing), SERVICE)])
-            row = await _round(s, round_id)
-        rt.kick()
-        return _round_json(row) | {"verified": verified, "not_verified": missing}
+    async def post_close(round_id: Annotated[uuid.UUID, Path()], p: Verifier) -> dict:
+        return await close_round(reg, round_id, p)
 
     @r.get("/verification-rounds/{round_id}/unverified",
            summary="people in the round's area not (yet) verified in it, with the result recorded if any")
-    async def unverified(round_id: uuid.UUID = Path(), village_code: str | None = Query(None),
-                         limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
-                         p: Principal = Depends(staff)) -> dict:
-        async with rt.sessions() as s:
-            rnd = await _round(s, round_id)
-            area = max(rnd.area, p.area, village_code or "", key=len)
-            if not area.startswith(p.area) or not area.startswith(rnd.area):
-                raise HTTPException(403, detail={"error": f"{area} is outside your area or the round's"})
-            q = _not_verified(round_id, area).subquery()
-            total = (await s.execute(sa.select(sa.func.count()).select_from(q))).scalar()
-            vr = store.verification_results
-            rows = (await s.execute(
-                sa.select(q.c.nik, q.c.name, q.c.village_code, vr.c.result)
-                .select_from(q.outerjoin(vr, sa.and_(vr.c.nik == q.c.nik, vr.c.round_id == round_id)))
-                .order_by(q.c.village_code, q.c.nik).limit(limit).offset(offset))).all()
-        return {"round_id": str(round_id), "period": rnd.period, "total": total, "limit": limit, "offset": offset,
-                "items": [{"nik": x.nik, "name": x.name, "village_code": x.village_code, "result": x.result}
-                          for x in rows]}
+    async def get_unverified(round_id: Annotated[uuid.UUID, Path()], p: Staff,
+                             village_code: Annotated[str | None, Query()] = None,
+                             limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                             offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+        return await unverified(reg, round_id, village_code, limit, offset, p)
 
     return r
 
 
-def register(rt: ServiceRuntime) -> None:
-    async def on_proposals(msgs: list[Msg]) -> None:
-        await consume_proposals(rt, msgs)
-
-    batch_consumer(rt, subject=rt.names.event(ProposalSubmitted.event_type), stream=rt.names.stream("INTAKE"),
-                   durable=CONSUMER, batch=100, timeout=0.2, handler=on_proposals)
+def register(reg: Registry) -> None:
+    names_ = reg.kit.names
+    reg.kit.consume(ConsumerSpec(
+        durable=CONSUMER, stream=names_.stream("INTAKE"), subject=names_.event(ProposalSubmitted.event_type),
+        decode=decode_proposal, handle=take_proposals, batch=100))

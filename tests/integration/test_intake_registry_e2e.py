@@ -11,7 +11,7 @@ import pytest
 from contracts import wilayah
 from services.kit.auth import Role
 from tests.conftest import eventually
-from tests.factories import enrolment, kk, nik
+from tests.factories import enrolment, kk, msg_id, nik
 from tests.integration.intake_support import token
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ async def test_lookup_and_proposal_round_trip_with_the_registry(settings, nc, st
     report = enrolment("pkh", village_code=VILLAGE, birth=dt.date(1962, 4, 5), sex="F")
     async with start("registry", settings) as reg, start("intake", settings) as intake:
         await nc.jetstream().publish(settings.names.enrolments("pkh"), json.dumps(report).encode(),
-                                     headers={"Nats-Msg-Id": report["message_id"]})
+                                     headers={"Nats-Msg-Id": msg_id(report)})
 
         async def in_registry(n):
             r = await reg.http.get(f"/people/{n}", headers=verifier)

@@ -34,7 +34,7 @@ async def test_lookup_by_nik_kk_and_tolerant_name(settings, nc, start, monkeypat
     monkeypatch.setenv("SINERGI_REGISTRY_NAME_SEARCH", mode)
     ps = people()
     async with start("registry", settings) as registry:
-        assert registry.rt.name_search_trgm is (mode == "auto")  # the test server has pg_trgm available
+        assert registry.deps.name_search.trgm is (mode == "auto")  # the test server has pg_trgm available
         await send(nc, settings, ps)
 
         async def ask(**req) -> LookupReply:
@@ -62,7 +62,10 @@ async def test_lookup_by_nik_kk_and_tolerant_name(settings, nc, start, monkeypat
         # bad requests get an answer with the reason, never silence
         for bad, words in [(b"{nope", "not valid JSON"), (b'{"limit": 3}', "give nik, no_kk"),
                            (b'{"nik": "123"}', "16 digits"), (b'{"name": "Siti", "village_code": "99"}', "village"),
-                           (b'{"nik": "3317014107600001", "limit": 500}', "limit")]:
+                           (b'{"nik": "3317014107600001", "limit": 500}', "limit"), (b"", "empty"),
+                           (b"[" * 3000 + b"]" * 3000, "nested deeper"), (b'{"nik": "a\\u0000"}', "NUL"),
+                           (b'{"limit": ' + b"9" * 5000 + b"}", "beyond 64 bits"), (b'{"nik": "\xff"}', "UTF-8"),
+                           (b'{"name": "' + b"x" * 20_000 + b'"}', "bytes")]:
             msg = await nc.request(settings.names.lookup(), bad, timeout=5)
             reply = LookupReply.model_validate_json(msg.data)
             assert not reply.found and reply.error and words in reply.error, (bad, reply.error)
@@ -97,3 +100,15 @@ async def test_renamed_or_moved_person_is_found_under_the_new_name_without_pg_tr
         assert not (await ask(name="Sumarni", village_code=V)).found
         r = await ask(name="Sumarni Wati", village_code=OTHER_V)
         assert r.found and r.people[0].nik == rep["nik"] and r.people[0].score == 1.0
+
+
+async def test_lookups_are_answered_after_the_connection_is_replaced(settings, nc, start):
+    rep = factories.enrolment("pkh", village_code=V)
+    async with start("registry", settings) as registry:
+        await send(nc, settings, [rep])
+        # what the kit's watchdog does when nats-py's reading task died (issue 11): the lookup
+        # subscription is made again on the new connection
+        await registry.rt.bus.replace()
+        msg = await nc.request(settings.names.lookup(), json.dumps({"nik": rep["nik"]}).encode(), timeout=5)
+        assert LookupReply.model_validate_json(msg.data).found
+        assert registry.rt.bus.replaced == 1
