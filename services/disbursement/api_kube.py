@@ -1,21 +1,26 @@
-"""KUBE HTTP routes (program managers write; auditors read)."""
+"""KUBE HTTP routes (program managers write; auditors read). The rules live in domain.py,
+the reads and writes in kube.py; a refusal (kube.KubeError, domain.Refused) is answered by
+app.py's handler with its status."""
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
 from contracts.disbursement import FundingSource
 from contracts.values import NIK, Period, Rupiah, VillageCode
 from services.disbursement import kube
-from services.disbursement.config import DisbursementSettings
 from services.kit.auth import Principal, Role, require
-from services.kit.runtime import ServiceRuntime
 
-MANAGER = require(Role.program_manager)
-READER = require(Role.program_manager, Role.auditor)
+if TYPE_CHECKING:
+    from services.disbursement.app import Disbursement
+
+Manager = Annotated[Principal, Depends(require(Role.program_manager))]
+Reader = Annotated[Principal, Depends(require(Role.program_manager, Role.auditor))]
+Month = Annotated[Period, Path()]
 
 
 class MemberIn(BaseModel):
@@ -57,59 +62,49 @@ class InstalmentIn(BaseModel):
     paid_on: dt.date
 
 
-def router(rt: ServiceRuntime, cfg: DisbursementSettings) -> APIRouter:
+def router(deps: Disbursement) -> APIRouter:
     r = APIRouter(prefix="/kube", tags=["kube"])
 
-    async def tx(fn, *args):
-        try:
-            async with rt.sessions.begin() as s:
-                out = await fn(s, *args)
-        except kube.KubeError as exc:
-            raise HTTPException(exc.status, detail={"error": str(exc)}) from None
-        rt.kick()
-        return out
-
     @r.post("/groups", summary="register a KUBE group and its members")
-    async def create_group(body: GroupIn, _p: Principal = Depends(MANAGER)) -> dict:
-        gid = await tx(kube.register_group, rt.names, cfg, body.name, body.village_code,
-                       [(m.nik, m.joined_on) for m in body.members])
+    async def create_group(body: GroupIn, _p: Manager) -> dict[str, Any]:
+        gid = await kube.register_group(deps, body.name, body.village_code,
+                                        [(m.nik, m.joined_on) for m in body.members])
         return {"group_id": str(gid)}
 
     @r.put("/groups/{gid}/savings/{nik}/{month}", summary="a member's saving for a month")
-    async def put_saving(body: SavingIn, gid: uuid.UUID, nik: str, month: Period = Path(),
-                         _p: Principal = Depends(MANAGER)) -> dict:
-        await tx(kube.record_saving, gid, nik, month, body.amount)
+    async def put_saving(body: SavingIn, gid: uuid.UUID, nik: str, month: Month, _p: Manager) -> dict[str, Any]:
+        await kube.record_saving(deps, gid, nik, month, body.amount)
         return {"ok": True}
 
     @r.put("/groups/{gid}/meetings/{held_on}", summary="who attended a group meeting")
-    async def put_meeting(body: MeetingIn, gid: uuid.UUID, held_on: dt.date, _p: Principal = Depends(MANAGER)) -> dict:
-        await tx(kube.record_meeting, gid, held_on, list(body.attendees))
+    async def put_meeting(body: MeetingIn, gid: uuid.UUID, held_on: dt.date, _p: Manager) -> dict[str, Any]:
+        await kube.record_meeting(deps, gid, held_on, list(body.attendees))
         return {"ok": True}
 
     @r.get("/groups/{gid}/eligibility/{nik}", summary="may this member borrow (savings and attendance)")
-    async def get_eligibility(gid: uuid.UUID, nik: str, as_of: dt.date, _p: Principal = Depends(READER)) -> dict:
-        return await tx(kube.eligibility, gid, nik, as_of)
+    async def get_eligibility(gid: uuid.UUID, nik: str, as_of: dt.date, _p: Reader) -> dict[str, Any]:
+        return await kube.eligibility(deps, gid, nik, as_of)
 
     @r.post("/groups/{gid}/grants", summary="grant from a funding source to the group's fund")
-    async def post_grant(body: GrantIn, gid: uuid.UUID, _p: Principal = Depends(MANAGER)) -> dict:
-        grant_id = await tx(kube.grant, rt.names, cfg, gid, body.source, body.fiscal_year, body.amount)
+    async def post_grant(body: GrantIn, gid: uuid.UUID, _p: Manager) -> dict[str, Any]:
+        grant_id = await kube.grant(deps, gid, body.source, body.fiscal_year, body.amount)
         return {"grant_id": str(grant_id)}
 
     @r.post("/groups/{gid}/loans", summary="a loan sized to need and instalment capacity")
-    async def post_loan(body: LoanIn, gid: uuid.UUID, _p: Principal = Depends(MANAGER)) -> dict:
-        return await tx(kube.issue_loan, rt.names, cfg, gid, body.nik, body.need, body.monthly_capacity,
-                        body.term_months, body.issued_on)
+    async def post_loan(body: LoanIn, gid: uuid.UUID, _p: Manager) -> dict[str, Any]:
+        return await kube.issue_loan(deps, gid, body.nik, body.need, body.monthly_capacity, body.term_months,
+                                     body.issued_on)
 
     @r.post("/loans/{loan_id}/instalments", summary="an instalment paid back (idempotent by payment_id)")
-    async def post_instalment(body: InstalmentIn, loan_id: uuid.UUID, _p: Principal = Depends(MANAGER)) -> dict:
-        return await tx(kube.pay_instalment, rt.names, cfg, loan_id, body.payment_id, body.amount, body.paid_on)
+    async def post_instalment(body: InstalmentIn, loan_id: uuid.UUID, _p: Manager) -> dict[str, Any]:
+        return await kube.pay_instalment(deps, loan_id, body.payment_id, body.amount, body.paid_on)
 
     @r.get("/groups/{gid}/arrears", summary="arrears (kemacetan) aged by days overdue")
-    async def get_arrears(gid: uuid.UUID, as_of: dt.date, _p: Principal = Depends(READER)) -> dict:
-        return await tx(kube.arrears, gid, as_of)
+    async def get_arrears(gid: uuid.UUID, as_of: dt.date, _p: Reader) -> dict[str, Any]:
+        return await kube.arrears(deps, gid, as_of)
 
     @r.get("/groups/{gid}/fund", summary="the fund's balance over time (dana abadi)")
-    async def get_fund(gid: uuid.UUID, _p: Principal = Depends(READER)) -> dict:
-        return await tx(kube.fund_history, gid)
+    async def get_fund(gid: uuid.UUID, _p: Reader) -> dict[str, Any]:
+        return await kube.fund_history(deps, gid)
 
     return r

@@ -1,57 +1,65 @@
-"""Disbursement composition: settings, subscribers, checkpoint timer, cycle resumption, HTTP."""
+"""Disbursement composition: the kit, its consumers, the checkpoint timer, cycle resumption, HTTP."""
 from __future__ import annotations
 
-import asyncio
+from dataclasses import dataclass
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from services.disbursement import api, api_kube, cycles, handlers, ledger, store
 from services.disbursement.config import DisbursementSettings
-from services.kit import logging as klog
-from services.kit.runtime import ServiceRuntime
+from services.disbursement.domain import Refused
+from services.kit.runtime import Kit
 from services.kit.settings import Settings
 
-log = klog.get(__name__)
+SERVICE = "disbursement"
 
 
-def create_app(settings: Settings | None = None, cfg: DisbursementSettings | None = None) -> FastAPI:
+@dataclass(frozen=True)
+class Disbursement:
+    """What every disbursement module is given."""
+
+    kit: Kit
+    cfg: DisbursementSettings
+
+
+def compose(settings: Settings | None = None, cfg: DisbursementSettings | None = None) -> Disbursement:
     settings = settings or Settings()
     cfg = cfg or DisbursementSettings()
     if settings.env == "production":
         cfg.check_production()
-    rt = ServiceRuntime("disbursement", settings, store.metadata)
-    handlers.register(rt, cfg)
-    rt.relay_batch = cfg.relay_batch  # a million-person cycle is a million outbox rows
+    # a million-person cycle is a million outbox rows: the relay takes them 10,000 at a time
+    deps = Disbursement(Kit(SERVICE, settings, store.metadata, relay_batch=cfg.relay_batch), cfg)
+    handlers.register(deps)
 
-    async def checkpoints() -> None:
-        """Sign the chain head every `checkpoint_seconds` if events were added since the last one."""
-        while True:
-            await asyncio.sleep(cfg.checkpoint_seconds)
-            try:
-                async with rt.sessions.begin() as s:
-                    chain = await ledger.Chain.lock(s, rt.names, cfg)
-                    if chain.seq > chain.checkpoint_seq:
-                        chain.checkpoint()
-                        await chain.save(s)
-                rt.kick()
-            except Exception as exc:  # database away: try at the next tick
-                log.warning("disbursement.checkpoint_failed", error=str(exc)[:300])
+    async def checkpoint() -> None:
+        await ledger.checkpoint_if_due(deps)
 
     async def resume() -> None:
-        """Cycles a crash left running are finished (idempotently) as soon as we are back."""
-        async with rt.sessions() as s:
-            todo = await cycles.unfinished(s)
-        for program, period in todo:
-            try:
-                await cycles.run(rt.sessions, rt.names, cfg, program, period, "resume", rt.kick)
-            except Exception as exc:
-                log.warning("disbursement.resume_failed", program=program, period=period, error=str(exc)[:300])
+        await cycles.resume(deps)
 
-    rt.background(checkpoints, "chain-checkpoints")
+    deps.kit.timer("chain-checkpoints", cfg.checkpoint_seconds, checkpoint)
     if cfg.resume_cycles:
-        rt.background(resume, "resume-cycles")
-    app = rt.http_app("Sinergi disbursement", "Budgets, payment cycles, settlements, KUBE funds, the ledger.")
-    app.state.disbursement = cfg
-    app.include_router(api.router(rt, cfg))
-    app.include_router(api_kube.router(rt, cfg))
+        deps.kit.task("resume-cycles", resume)
+    return deps
+
+
+async def _refused(_req: Request, exc: Exception) -> JSONResponse:
+    status = exc.status if isinstance(exc, Refused) else 409
+    return JSONResponse({"detail": {"error": str(exc)}}, status_code=status)
+
+
+def create_app(settings: Settings | None = None, cfg: DisbursementSettings | None = None) -> FastAPI:
+    deps = compose(settings, cfg)
+    app = deps.kit.http_app("Sinergi disbursement", "Budgets, payment cycles, settlements, KUBE funds, the ledger.")
+    app.state.deps = deps
+    # WORKAROUND (kit gap, reported): services/kit/auth.py still reads `app.state.runtime.settings`
+    # (login, bearer tokens, staff accounts) while Kit.http_app sets only `app.state.kit`.
+    # Remove once kit/auth reads app.state.kit.
+    app.state.runtime = deps.kit
+    # the rules' refusals (a ceiling below what is reserved, an unknown program, a member who
+    # may not borrow) answer with their status and reason, from every route
+    app.add_exception_handler(Refused, _refused)
+    app.include_router(api.router(deps))
+    app.include_router(api_kube.router(deps))
     return app

@@ -5,7 +5,6 @@ public key.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -191,7 +190,7 @@ async def read_stream(js, stream: str, subject: str, idle: float = 2.0) -> list[
         while True:
             try:
                 m = await sub.next_msg(timeout=idle)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             out.append((m.metadata.sequence.stream, m.data))
             if m.metadata.sequence.stream >= last:

@@ -1,27 +1,41 @@
 """Allocations (source, program, fiscal year) and their ceilings; settlements of payments."""
 from __future__ import annotations
 
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.disbursement import (AllocationSet, BudgetReleased, FundingLine, FundingSource, Settlement,
                                     SettlementRecorded, SettlementStatus)
-from contracts.subjects import Names
 from services.disbursement import domain, ledger, store
 from services.disbursement.config import DisbursementSettings
+from services.disbursement.domain import SettlementRejected
+from services.kit.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from services.disbursement.app import Disbursement
 
 
-class BudgetError(Exception):
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
+class BudgetError(domain.Refused):
+    pass
 
 
-async def set_allocation(s: AsyncSession, names: Names, cfg: DisbursementSettings, source: FundingSource,
-                         program: str, fiscal_year: int, ceiling: int, reason: str, by: str) -> dict:
+async def set_allocation(deps: Disbursement, source: FundingSource, program: str, fiscal_year: int, ceiling: int,
+                         reason: str, by: str) -> dict[str, Any]:
     """Set or amend a ceiling. Refuses a ceiling below what is already reserved."""
-    chain = await ledger.Chain.lock(s, names, cfg)
+    async with deps.kit.unit_of_work() as uow:
+        return await _set_allocation(uow, deps.cfg, source, program, fiscal_year, ceiling, reason, by)
+
+
+async def _set_allocation(uow: UnitOfWork, cfg: DisbursementSettings, source: FundingSource, program: str,
+                          fiscal_year: int, ceiling: int, reason: str, by: str) -> dict[str, Any]:
+    s = uow.session
+    chain = await ledger.Chain.lock(uow, cfg)
     a = store.allocations
     aid = domain.allocation_id(source.value, program, fiscal_year)
     cur = (await s.execute(sa.select(a).where(a.c.id == aid).with_for_update())).first()
@@ -45,76 +59,92 @@ async def set_allocation(s: AsyncSession, names: Names, cfg: DisbursementSetting
                                                                previous_ceiling=previous, reason=reason, set_by=by))
     chain.emit(AllocationSet, allocation_id=aid, source=source, programme_identifier=program,
                fiscal_year=fiscal_year, ceiling=ceiling, previous_ceiling=previous, reason=reason, set_by=by)
-    await chain.save(s)
+    await chain.save()
     return {"allocation_id": str(aid), "source": source.value, "programme_identifier": program,
             "fiscal_year": fiscal_year, "ceiling": ceiling, "previous_ceiling": previous,
             "reserved": cur.reserved if cur else 0, "paid": cur.paid if cur else 0}
 
 
-async def list_allocations(s: AsyncSession, program: str | None = None) -> list[dict]:
+async def list_allocations(deps: Disbursement, program: str | None = None) -> list[dict[str, Any]]:
     a = store.allocations
     q = sa.select(a).order_by(a.c.programme_identifier, a.c.fiscal_year, a.c.source)
     if program:
         q = q.where(a.c.programme_identifier == program)
+    async with deps.kit.sessions() as s:
+        rows = (await s.execute(q)).all()
     return [{"allocation_id": str(r.id), "source": r.source, "programme_identifier": r.programme_identifier,
              "fiscal_year": r.fiscal_year, "ceiling": r.ceiling, "reserved": r.reserved, "paid": r.paid,
-             "remaining": r.ceiling - r.reserved} for r in (await s.execute(q)).all()]
+             "remaining": r.ceiling - r.reserved} for r in rows]
 
 
-class SettlementRejected(Exception):
-    """Goes to the dead-letter subject with `code` and the message."""
+# --- settlements ------------------------------------------------------------------------------
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+@dataclass
+class _Writes:
+    """What a batch of settlements changes, gathered before anything is written."""
+
+    transfers: list[ledger.Transfer] = field(default_factory=list)
+    paid: dict[uuid.UUID, int] = field(default_factory=lambda: defaultdict(int))       # allocation -> amount
+    released: dict[uuid.UUID, int] = field(default_factory=lambda: defaultdict(int))   # allocation -> amount
+    instructions: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def settle(s: AsyncSession, names: Names, cfg: DisbursementSettings, st: Settlement) -> str:
-    """Apply one settlement. Returns 'paid', 'failed' or 'duplicate' (a late repeat: no change).
-    Raises SettlementRejected for an unknown instruction or a contradicting report."""
-    chain = await ledger.Chain.lock(s, names, cfg)
-    i = store.instructions
-    ins = (await s.execute(sa.select(i).where(i.c.id == st.instruction_id).with_for_update())).first()
-    if ins is None:
-        raise SettlementRejected("rjct.instruction.unknown",
-                                 f"no payment instruction {st.instruction_id} was ever issued")
-    if ins.status != "issued":
-        if ins.status == st.status.value:
-            return "duplicate"
-        raise SettlementRejected("rjct.settlement.conflict",
-                                 f"instruction {st.instruction_id} is already {ins.status}; "
-                                 f"a later report of {st.status.value} is ignored")
-    if st.status == SettlementStatus.failed and not st.reason:
-        raise SettlementRejected("rjct.settlement.reason_missing", "a failed settlement must give a reason")
-    funded = (await s.execute(sa.select(store.ledger.c.allocation_id, store.ledger.c.amount, store.allocations.c.source)
-                              .join(store.allocations, store.allocations.c.id == store.ledger.c.allocation_id)
-                              .where(store.ledger.c.ref == ins.id, store.ledger.c.kind == "reserve"))).all()
-    lines = [FundingLine(source=r.source, allocation_id=r.allocation_id, amount=r.amount) for r in funded]
-    a = store.allocations
-    if st.status == SettlementStatus.paid:
-        await ledger.post(s, [ledger.transfer("pay", ledger.paid_account(r.allocation_id),
-                                              ledger.payable_account(r.allocation_id), r.amount, r.allocation_id,
-                                              ins.id) for r in funded])
-        for r in funded:
-            await s.execute(sa.update(a).where(a.c.id == r.allocation_id).values(paid=a.c.paid + r.amount))
-    else:
-        await ledger.post(s, [ledger.transfer("release", ledger.budget_account(r.allocation_id),
-                                              ledger.payable_account(r.allocation_id), r.amount, r.allocation_id,
-                                              ins.id) for r in funded])
-        for r in funded:
-            await s.execute(sa.update(a).where(a.c.id == r.allocation_id).values(reserved=a.c.reserved - r.amount))
-    await s.execute(sa.update(i).where(i.c.id == ins.id).values(status=st.status.value, reason=st.reason,
-                                                                settled_at=st.settled_at))
-    e = store.enrolments  # disbursement's own copy, from registry events
-    village = (await s.execute(sa.select(e.c.village_code).where(
-        e.c.nik == ins.nik, e.c.programme_identifier == ins.programme_identifier))).scalar()
-    chain.emit(SettlementRecorded, instruction_id=ins.id, pseudonym=ins.pseudonym,
-               programme_identifier=ins.programme_identifier, period=ins.period, status=st.status,
-               amount=ins.amount, reason=st.reason, funding=lines, settled_at=st.settled_at,
-               village_code=village)
-    if st.status == SettlementStatus.failed:
-        chain.emit(BudgetReleased, instruction_id=ins.id, programme_identifier=ins.programme_identifier,
-                   period=ins.period, lines=lines, reason=st.reason or "")
-    await chain.save(s)
-    return st.status.value
+async def settle(uow: UnitOfWork, cfg: DisbursementSettings,
+                 settlements: Sequence[Settlement]) -> list[str | SettlementRejected]:
+    """Apply a batch of channel reports in one transaction under one chain lock. Returns, per
+    settlement, 'paid', 'failed', 'duplicate' (a repeat that agrees: no change) or why it is
+    rejected. Every outcome is decided (domain.settlement_outcome) before anything is written,
+    so a rejected settlement leaves nothing behind; later reports in the batch see the earlier
+    ones (paid, then paid again, is a duplicate)."""
+    s = uow.session
+    chain = await ledger.Chain.lock(uow, cfg)
+    ids = sorted({st.instruction_id for st in settlements})
+    found = await store.instructions_for_update(s, ids)
+    status = {iid: r.status for iid, r in found.items()}
+    outcomes: list[str | SettlementRejected] = []
+    applied: list[tuple[Settlement, Any]] = []
+    for st in settlements:
+        outcome = domain.settlement_outcome(status.get(st.instruction_id), st.status, st.reason, st.instruction_id)
+        outcomes.append(outcome)
+        if outcome in ("paid", "failed"):
+            status[st.instruction_id] = st.status.value
+            applied.append((st, found[st.instruction_id]))
+    if applied:
+        await _apply(uow, chain, applied)
+        await chain.save()
+    return outcomes
 
+
+async def _apply(uow: UnitOfWork, chain: ledger.Chain, applied: list[tuple[Settlement, Any]]) -> None:
+    s = uow.session
+    funding = await store.reserved_lines(s, [ins.id for _st, ins in applied])
+    villages = await store.villages(s, {(ins.nik, ins.programme_identifier) for _st, ins in applied})
+    w = _Writes()
+    for st, ins in applied:
+        lines = funding.get(ins.id, [])
+        _transfers(w, st, ins.id, lines)
+        w.instructions.append({"iid": ins.id, "st": st.status.value, "why": st.reason, "at": st.settled_at})
+        funded = [FundingLine(source=src, allocation_id=aid, amount=amt) for src, aid, amt in lines]
+        chain.emit(SettlementRecorded, instruction_id=ins.id, pseudonym=ins.pseudonym,
+                   programme_identifier=ins.programme_identifier, period=ins.period, status=st.status,
+                   amount=ins.amount, reason=st.reason, funding=funded, settled_at=st.settled_at,
+                   village_code=villages.get((ins.nik, ins.programme_identifier)))
+        if st.status == SettlementStatus.failed:
+            chain.emit(BudgetReleased, instruction_id=ins.id, programme_identifier=ins.programme_identifier,
+                       period=ins.period, lines=funded, reason=st.reason or "")
+    await ledger.post(s, w.transfers)
+    await store.settle_allocations(s, w.paid, w.released)
+    await store.settle_instructions(s, w.instructions)
+
+
+def _transfers(w: _Writes, st: Settlement, iid: uuid.UUID, lines: list[tuple[str, uuid.UUID, int]]) -> None:
+    """paid: payable -> paid; failed: payable -> budget (the reservation is released)."""
+    for _src, aid, amount in lines:
+        if st.status == SettlementStatus.paid:
+            w.transfers.append(ledger.transfer("pay", ledger.paid_account(aid), ledger.payable_account(aid), amount,
+                                               aid, iid))
+            w.paid[aid] += amount
+        else:
+            w.transfers.append(ledger.transfer("release", ledger.budget_account(aid), ledger.payable_account(aid),
+                                               amount, aid, iid))
+            w.released[aid] += amount

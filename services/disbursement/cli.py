@@ -5,12 +5,17 @@ import asyncio
 import json
 import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from services.disbursement.audit import Report
 
 console = Console(stderr=True)
 out = Console()
@@ -38,9 +43,9 @@ def register(app: typer.Typer) -> None:
     def cycle_run(program: str = typer.Argument(..., help="program code, e.g. kamalia_merekah"),
                   period: str = typer.Argument(..., help="YYYY-MM"),
                   dry_run: bool = typer.Option(False, "--dry-run", help="preview totals per source; write nothing"),
-                  url: Optional[str] = typer.Option(None, envvar="SINERGI_DISBURSEMENT_URL",
+                  url: str | None = typer.Option(None, envvar="SINERGI_DISBURSEMENT_URL",
                                                     help="the disbursement service (default http://127.0.0.1:<port>)"),
-                  token: Optional[str] = typer.Option(None, envvar="SINERGI_TOKEN", help="bearer token"),
+                  token: str | None = typer.Option(None, envvar="SINERGI_TOKEN", help="bearer token"),
                   user: str = typer.Option(os.environ.get("USER", "operator"), help="who runs it (no token given)"),
                   ) -> None:
         """Preview or commit a cycle through the service's HTTP API (idempotent: run it again safely)."""
@@ -64,14 +69,17 @@ def register(app: typer.Typer) -> None:
                 out.print_json(json.dumps(body[k]))
 
     @audit.command("verify")
-    def audit_verify(public_key: Optional[Path] = typer.Option(None, help="the regency's Ed25519 public key (PEM)"),
-                     checkpoint: Optional[Path] = typer.Option(None, help="a checkpoint saved earlier (JSON): "
+    def audit_verify(public_key: Path | None = typer.Option(None, help="the regency's Ed25519 public key (PEM)"),
+                     checkpoint: Path | None = typer.Option(None, help="a checkpoint saved earlier (JSON): "
                                                                "detects a rewrite of what it covers"),
-                     save_checkpoint: Optional[Path] = typer.Option(None, help="write the verified head here"),
+                     save_checkpoint: Path | None = typer.Option(None, help="write the verified head here"),
                      as_json: bool = typer.Option(False, "--json", help="machine-readable report")) -> None:
         """Read `disbursement.>` (read-only credentials from SINERGI_NATS_*), check the chain and the
         signed checkpoints, recompute totals per source and program. Exit 1 if any check fails."""
-        rep = asyncio.run(_verify(public_key, checkpoint))
+        from services.disbursement.config import load_public_key
+        pub = load_public_key(str(public_key)) if public_key else None
+        known = json.loads(checkpoint.read_text()) if checkpoint else None
+        rep = asyncio.run(_verify(pub, known))
         if save_checkpoint and rep.ok:
             save_checkpoint.write_text(json.dumps({"head_seq": rep.head_seq, "head_hash": rep.head_hash}))
         if as_json:
@@ -104,16 +112,13 @@ def register(app: typer.Typer) -> None:
         out.print(public_pem(DisbursementSettings().signing_key).decode(), end="")
 
 
-async def _verify(public_key: Path | None, checkpoint: Path | None):
+async def _verify(pub: Ed25519PublicKey | None, known: dict[str, Any] | None) -> Report:
     from services.disbursement import audit
-    from services.disbursement.config import load_public_key
+    from services.kit.bus import connect
     from services.kit.settings import Settings
-    from services.kit.streams import connect
 
     settings = Settings()
     names = settings.names
-    pub = load_public_key(str(public_key)) if public_key else None
-    known = json.loads(checkpoint.read_text()) if checkpoint else None
     nc = await connect(settings, "sinergi-audit")
     try:
         stream = names.stream("DISBURSEMENT")

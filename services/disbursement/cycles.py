@@ -1,7 +1,8 @@
 """Payment cycles: entitlements, exclusivity, budget reservation and instructions for one
-(program, period), in chunks of `chunk_size` people per transaction.
+(program, period), in chunks of `chunk_size` people per unit of work; and the program rules
+and poverty lines a cycle pays by.
 
-Each chunk is one transaction that locks the chain, then the allocations (FOR UPDATE), picks
+Each chunk is one unit of work (kit.unit_of_work) that locks the chain, then the allocations (FOR UPDATE), picks
 people without an instruction, reserves exactly what the allocations can fund and writes the
 instructions, ledger transfers, channel messages and audit events together. A crash loses at
 most the chunk in flight; running the cycle again continues where it stopped and never issues
@@ -13,33 +14,60 @@ import datetime as dt
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.disbursement import (BudgetReserved, CycleCompleted, FundingLine, IssuedInstruction,
                                     PaymentInstructionsIssued)
 from contracts.envelope import utcnow
-from contracts.subjects import Names
 from services.disbursement import domain, ledger, store
 from services.disbursement.config import DisbursementSettings
 from services.disbursement.domain import ProgramRules
 from services.kit import logging as klog
+from services.kit.outbox import OutboxRow
+
+if TYPE_CHECKING:
+    from services.disbursement.app import Disbursement
 
 log = klog.get(__name__)
 ITEMS_PER_EVENT = 1000  # about 250 bytes each
 
 
-class CycleError(Exception):
-    """A cycle cannot run; the message says why (HTTP 409/404)."""
+class CycleError(domain.Refused):
+    """A cycle cannot run; the message says why (HTTP 409/404/422)."""
 
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
 
+# --- program rules and poverty lines ----------------------------------------------------------
+
+async def define_program(deps: Disbursement, code: str, rules: ProgramRules, by: str) -> dict[str, Any]:
+    async with deps.kit.unit_of_work() as uow:
+        await store.save_program(uow.session, code, rules.model_dump(mode="json"), by)
+    return {"code": code, "rules": rules.model_dump(mode="json")}
+
+
+async def program(deps: Disbursement, code: str) -> dict[str, Any]:
+    async with deps.kit.sessions() as s:
+        rules = await store.program_rules(s, code)
+    if rules is None:
+        raise CycleError(f"no program {code!r}", 404)
+    return {"code": code, "rules": rules}
+
+
+async def set_poverty_line(deps: Disbursement, regency: str, year: int, amount: int, reason: str) -> dict[str, Any]:
+    async with deps.kit.unit_of_work() as uow:
+        await store.save_poverty_line(uow.session, regency, year, amount, reason)
+    return {"regency": regency, "year": year, "amount": amount}
+
+
+# --- cycles ------------------------------------------------------------------------------------
 
 @dataclass
-class Context:
+class CycleTerms:
+    """What one cycle pays: the program's rules and the amount for the period."""
+
     program: str
     period: str
     rules: ProgramRules
@@ -51,29 +79,29 @@ class Context:
         return domain.min_birth_date(self.period, self.rules.min_age)
 
 
-async def load_context(s: AsyncSession, program: str, period: str) -> Context:
+async def load_terms(s: AsyncSession, program: str, period: str) -> CycleTerms:
     try:
         domain.check_period(period)
     except ValueError:
         raise CycleError(f"period {period!r} must be YYYY-MM with a month 01-12", 422) from None
-    row = (await s.execute(sa.select(store.programs.c.rules).where(store.programs.c.code == program))).first()
-    if row is None:
+    raw = await store.program_rules(s, program)
+    if raw is None:
         raise CycleError(f"no program {program!r}: define its rules with PUT /programs/{program}", 404)
-    rules = ProgramRules.model_validate(row.rules)
+    rules = ProgramRules.model_validate(raw)
     year = int(period[:4])
     if rules.amount.kind == "fixed":
         amount = int(rules.amount.amount or 0)
     else:
-        pl = (await s.execute(sa.select(store.poverty_lines.c.amount).where(
-            store.poverty_lines.c.regency == rules.amount.regency, store.poverty_lines.c.year == year))).first()
-        if pl is None:
+        assert rules.amount.regency is not None  # ProgramRules requires it for a poverty-line amount
+        line = await store.poverty_line(s, rules.amount.regency, year)
+        if line is None:
             raise CycleError(f"no poverty line for regency {rules.amount.regency} in {year}: set it with "
                              f"PUT /poverty-lines/{rules.amount.regency}/{year}")
-        amount = int(pl.amount)
-    return Context(program, period, rules, amount, year)
+        amount = int(line)
+    return CycleTerms(program, period, rules, amount, year)
 
 
-def _eligible_sql(ctx: Context, *, exclusivity: bool) -> tuple[str, dict]:
+def _eligible_sql(ctx: CycleTerms, *, exclusivity: bool) -> tuple[str, dict]:
     """People eligible in this cycle who have no instruction for it yet; with `exclusivity`,
     also without one from another program of the same class this month."""
     sql = ["select e.nik, e.no_kk, e.village_code from enrolments e",
@@ -93,7 +121,7 @@ def _eligible_sql(ctx: Context, *, exclusivity: bool) -> tuple[str, dict]:
     return "\n".join(sql), params
 
 
-async def _budgets(s: AsyncSession, ctx: Context, *, lock: bool) -> list[domain.Budget]:
+async def _budgets(s: AsyncSession, ctx: CycleTerms, *, lock: bool) -> list[domain.Budget]:
     a = store.allocations
     q = sa.select(a).where(a.c.programme_identifier == ctx.program, a.c.fiscal_year == ctx.fiscal_year,
                            a.c.source.in_([f.source.value for f in ctx.rules.funding])).order_by(a.c.id)
@@ -105,9 +133,14 @@ async def _budgets(s: AsyncSession, ctx: Context, *, lock: bool) -> list[domain.
     return out
 
 
-async def preview(s: AsyncSession, program: str, period: str) -> dict:
+async def preview(deps: Disbursement, program: str, period: str) -> dict[str, Any]:
     """Dry run: what a commit would do now, with totals per source. Writes nothing."""
-    ctx = await load_context(s, program, period)
+    async with deps.kit.sessions() as s:
+        return await _preview(s, program, period)
+
+
+async def _preview(s: AsyncSession, program: str, period: str) -> dict[str, Any]:
+    ctx = await load_terms(s, program, period)
     await s.execute(sa.text("analyze enrolments, instructions, verifications"))  # fresh plans after bulk loads
     sql, params = _eligible_sql(ctx, exclusivity=False)
     pending = (await s.execute(sa.text(f"select count(*) from ({sql}) q"), params)).scalar_one()
@@ -131,7 +164,7 @@ async def preview(s: AsyncSession, program: str, period: str) -> dict:
             "per_source": list(per_source.values())}
 
 
-async def _issued_totals(s: AsyncSession, ctx: Context) -> dict:
+async def _issued_totals(s: AsyncSession, ctx: CycleTerms) -> dict:
     i = store.instructions
     r = (await s.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(i.c.amount), 0))
                          .where(i.c.programme_identifier == ctx.program, i.c.period == ctx.period))).one()
@@ -146,7 +179,7 @@ class RunResult:
     per_source: dict = field(default_factory=lambda: defaultdict(int))
 
 
-def _instruction_payload(iid: uuid.UUID, ctx: Context, nik: str, no_kk: str, village: str, now: str) -> bytes:
+def _instruction_payload(iid: uuid.UUID, ctx: CycleTerms, nik: str, no_kk: str, village: str, now: str) -> bytes:
     # formatted by hand, not via pydantic or json.dumps: a million of these per cycle. Every
     # value is digits, a checked program code or a period, so nothing needs escaping (same
     # fields as contracts.disbursement.PaymentInstruction; a unit test checks they validate)
@@ -155,7 +188,7 @@ def _instruction_payload(iid: uuid.UUID, ctx: Context, nik: str, no_kk: str, vil
             f'"village_code":"{village}","amount":{ctx.amount},"currency":"IDR","issued_at":"{now}"}}').encode()
 
 
-async def _next_people(s: AsyncSession, ctx: Context, after: str, limit: int) -> tuple[list, str | None]:
+async def _next_people(s: AsyncSession, ctx: CycleTerms, after: str, limit: int) -> tuple[list, str | None]:
     """The next `limit` enrolled people after NIK `after` (keyset: an index range, never a scan of
     everyone) minus those already paid, excluded, or unverified. The anti-joins are done on the
     same NIK range through each table's index, so the cost per chunk does not grow with the
@@ -185,117 +218,153 @@ async def _next_people(s: AsyncSession, ctx: Context, after: str, limit: int) ->
     return people, cands[-1][0]
 
 
-async def _chunk(sessions: async_sessionmaker, names: Names, cfg: DisbursementSettings, ctx: Context,
-                 cid: uuid.UUID, res: RunResult, after: str) -> tuple[int, int, str | None]:
-    """One transaction for the people after NIK `after`. Returns (issued, eligible left unfunded,
-    next cursor or None when done)."""
-    async with sessions.begin() as s:
-        chain = await ledger.Chain.lock(s, names, cfg)
+@dataclass
+class _Issue:
+    """One chunk's writes, built in memory before anything is written."""
+
+    instructions: list[tuple[Any, ...]] = field(default_factory=list)
+    transfers: list[ledger.Transfer] = field(default_factory=list)
+    messages: list[OutboxRow] = field(default_factory=list)
+    items: list[IssuedInstruction] = field(default_factory=list)
+    per_alloc: dict[uuid.UUID, int] = field(default_factory=lambda: defaultdict(int))
+    src_of: dict[uuid.UUID, str] = field(default_factory=dict)
+
+
+def _build(cfg: DisbursementSettings, channel: str, ctx: CycleTerms, cid: uuid.UUID, people: list[Any],
+           tranches: list[domain.Tranche]) -> _Issue:
+    """Instructions, reservations, channel messages and audit items for the funded people."""
+    w = _Issue()
+    now = utcnow()
+    now_s = now.isoformat()
+    cls = ctx.rules.exclusivity_class
+    it = iter(people)
+    for t in tranches:
+        lines = [FundingLine(source=src, allocation_id=aid, amount=amt) for src, aid, amt in t.lines]
+        for _ in range(t.count):
+            nik, no_kk, village = next(it)
+            iid = domain.instruction_id(ctx.program, ctx.period, nik)
+            pseud = cfg.pseudonym(nik)
+            w.instructions.append((iid, ctx.program, ctx.period, nik, pseud, ctx.amount, ctx.rules.channel, cls, cid,
+                                   "issued", now))
+            for src, aid, amt in t.lines:
+                w.transfers.append(ledger.transfer("reserve", ledger.payable_account(aid),
+                                                   ledger.budget_account(aid), amt, aid, iid))
+                w.per_alloc[aid] += amt
+                w.src_of[aid] = src
+            # prebuilt outbox rows (uow.add_rows): a million per cycle, no pydantic per message;
+            # Nats-Msg-Id = instruction id, so a channel can de-duplicate on it
+            w.messages.append({"id": iid, "subject": channel, "headers": {},
+                               "payload": _instruction_payload(iid, ctx, nik, no_kk, village, now_s)})
+            # trusted values built here: construct without re-validating a million times
+            w.items.append(IssuedInstruction.model_construct(instruction_id=iid, pseudonym=pseud, amount=ctx.amount,
+                                                             funding=lines))
+    return w
+
+
+async def _reserve(s: AsyncSession, per_alloc: dict[uuid.UUID, int]) -> None:
+    a = store.allocations
+    for aid, amt in sorted(per_alloc.items()):
+        # conditional: the CHECK constraint and this WHERE both refuse a ceiling breach
+        r = await s.execute(sa.update(a).where(a.c.id == aid, a.c.reserved + amt <= a.c.ceiling)
+                            .values(reserved=a.c.reserved + amt, updated_at=sa.func.now()))
+        if r.rowcount != 1:
+            raise RuntimeError(f"allocation {aid} would exceed its ceiling")  # rolls the chunk back
+
+
+def _announce(chain: ledger.Chain, ctx: CycleTerms, cid: uuid.UUID, w: _Issue) -> None:
+    lines = [FundingLine(source=w.src_of[aid], allocation_id=aid, amount=amt) for aid, amt in w.per_alloc.items()]
+    chain.emit(BudgetReserved, cycle_id=cid, programme_identifier=ctx.program, period=ctx.period, lines=lines,
+               instructions=len(w.items))
+    for i in range(0, len(w.items), ITEMS_PER_EVENT):  # stay well under NATS's 1 MB max payload
+        part = w.items[i:i + ITEMS_PER_EVENT]
+        chain.emit(PaymentInstructionsIssued, cycle_id=cid, programme_identifier=ctx.program, period=ctx.period,
+                   channel=ctx.rules.channel, items=part, total=sum(x.amount for x in part))
+
+
+async def _chunk(deps: Disbursement, ctx: CycleTerms, cid: uuid.UUID, res: RunResult,
+                 after: str) -> str | None:
+    """One unit of work for the people after NIK `after`. Returns the next cursor, or None when
+    done (everyone seen, or the budget ran out)."""
+    async with deps.kit.unit_of_work() as uow:
+        s = uow.session
+        chain = await ledger.Chain.lock(uow, deps.cfg)
         budgets = await _budgets(s, ctx, lock=True)
-        people, last = await _next_people(s, ctx, after, cfg.chunk_size)
-        if last is None:
-            return 0, 0, None
-        if not people:
-            return 0, 0, last
+        people, last = await _next_people(s, ctx, after, deps.cfg.chunk_size)
+        if last is None or not people:
+            return last
         tranches = domain.plan(ctx.amount, ctx.rules.funding_mode, budgets, len(people))
         funded = sum(t.count for t in tranches)
         if funded == 0:
-            return 0, len(people), None
-        now = utcnow()
-        now_s = now.isoformat()
-        channel = names.subject(f"channel.{ctx.rules.channel}.instructions")
-        cls = ctx.rules.exclusivity_class
-        ins_rows, transfers, msgs, items = [], [], [], []
-        per_alloc: dict[uuid.UUID, int] = defaultdict(int)
-        src_of: dict[uuid.UUID, str] = {}
-        it = iter(people)
-        for t in tranches:
-            lines = [FundingLine(source=src, allocation_id=aid, amount=amt) for src, aid, amt in t.lines]
-            for _ in range(t.count):
-                nik, no_kk, village = next(it)
-                iid = domain.instruction_id(ctx.program, ctx.period, nik)
-                pseud = cfg.pseudonym(nik)
-                ins_rows.append((iid, ctx.program, ctx.period, nik, pseud, ctx.amount, ctx.rules.channel, cls, cid,
-                                 "issued", now))
-                for src, aid, amt in t.lines:
-                    transfers.append(ledger.transfer("reserve", ledger.payable_account(aid),
-                                                     ledger.budget_account(aid), amt, aid, iid))
-                    per_alloc[aid] += amt
-                    src_of[aid] = src
-                msgs.append((iid, channel, _instruction_payload(iid, ctx, nik, no_kk, village, now_s), "{}"))
-                # trusted values built here: construct without re-validating a million times
-                items.append(IssuedInstruction.model_construct(instruction_id=iid, pseudonym=pseud, amount=ctx.amount,
-                                                               funding=lines))
+            return None
+        w = _build(deps.cfg, uow.names.subject(f"channel.{ctx.rules.channel}.instructions"), ctx, cid, people, tranches)
         await ledger.copy(s, store.instructions, ["id", "programme_identifier", "period", "nik", "pseudonym", "amount",
                                                   "channel", "exclusivity_class", "cycle_id", "status", "created_at"],
-                          ins_rows)
-        await ledger.post(s, transfers)
-        a = store.allocations
-        for aid, amt in per_alloc.items():
-            # conditional: the CHECK constraint and this WHERE both refuse a ceiling breach
-            r = await s.execute(sa.update(a).where(a.c.id == aid, a.c.reserved + amt <= a.c.ceiling)
-                                .values(reserved=a.c.reserved + amt, updated_at=sa.func.now()))
-            if r.rowcount != 1:
-                raise RuntimeError(f"allocation {aid} would exceed its ceiling")  # rolls the chunk back
-        lines = [FundingLine(source=src_of[aid], allocation_id=aid, amount=amt) for aid, amt in per_alloc.items()]
-        chain.emit(BudgetReserved, cycle_id=cid, programme_identifier=ctx.program, period=ctx.period, lines=lines,
-                   instructions=len(items))
-        for i in range(0, len(items), ITEMS_PER_EVENT):  # stay well under NATS's 1 MB max payload
-            part = items[i:i + ITEMS_PER_EVENT]
-            chain.emit(PaymentInstructionsIssued, cycle_id=cid, programme_identifier=ctx.program, period=ctx.period,
-                       channel=ctx.rules.channel, items=part, total=sum(x.amount for x in part))
-        await ledger.copy(s, store.outbox, ["id", "subject", "payload", "headers"], msgs)
-        await chain.save(s)
+                          w.instructions)
+        await ledger.post(s, w.transfers)
+        await _reserve(s, w.per_alloc)
+        uow.add_rows(w.messages)
+        _announce(chain, ctx, cid, w)
+        await chain.save()
     res.created += funded
     res.total += ctx.amount * funded
     res.chunks += 1
-    for aid, amt in per_alloc.items():
-        res.per_source[src_of[aid]] += amt
+    for aid, amt in w.per_alloc.items():
+        res.per_source[w.src_of[aid]] += amt
     # all funded: go on after the last NIK looked at; budget ran out: stop here
-    return funded, len(people) - funded, last if funded == len(people) else None
+    return last if funded == len(people) else None
 
 
-async def run(sessions: async_sessionmaker, names: Names, cfg: DisbursementSettings, program: str, period: str,
-              by: str, kick=lambda: None) -> dict:
+async def run(deps: Disbursement, program: str, period: str, by: str) -> dict[str, Any]:
     """Commit a cycle. Safe to call again, concurrently, or after a crash."""
-    async with sessions() as s:
-        ctx = await load_context(s, program, period)
+    async with deps.kit.sessions() as s:
+        ctx = await load_terms(s, program, period)
     cid = domain.cycle_id(program, period)
-    async with sessions.begin() as s:
-        await s.execute(sa.dialects.postgresql.insert(store.cycles).values(
+    async with deps.kit.unit_of_work() as uow:
+        await uow.session.execute(insert(store.cycles).values(
             id=cid, programme_identifier=program, period=period, status="running", started_by=by)
             .on_conflict_do_nothing())
     res = RunResult()
     cursor: str | None = ""
     while cursor is not None:
-        _n, _left, cursor = await _chunk(sessions, names, cfg, ctx, cid, res, cursor)
-        kick()
-    async with sessions.begin() as s:
-        chain = await ledger.Chain.lock(s, names, cfg)
-        cyc = (await s.execute(sa.select(store.cycles).where(store.cycles.c.id == cid).with_for_update())).one()
-        totals = await _issued_totals(s, ctx)
-        unfunded = 0
-        if res.created or cyc.status != "completed":
-            # fresh statistics: right after a bulk load the planner would probe row by row
-            await s.execute(sa.text("analyze enrolments, instructions, verifications"))
-            sql, params = _eligible_sql(ctx, exclusivity=False)
-            pending = (await s.execute(sa.text(f"select count(*) from ({sql}) q"), params)).scalar_one()
-            sql, params = _eligible_sql(ctx, exclusivity=True)
-            unfunded = (await s.execute(sa.text(f"select count(*) from ({sql}) q"), params)).scalar_one()
-            chain.emit(CycleCompleted, cycle_id=cid, programme_identifier=program, period=period,
-                       instructions=totals["instructions"], total=totals["total"], unfunded=unfunded,
-                       excluded_exclusivity=pending - unfunded)
-            await s.execute(sa.update(store.cycles).where(store.cycles.c.id == cid)
-                            .values(status="completed", completed_at=sa.func.now()))
-            await chain.save(s)
-    kick()
+        cursor = await _chunk(deps, ctx, cid, res, cursor)
+    totals, unfunded = await _complete(deps, ctx, cid, res)
     log.info("cycle.committed", program=program, period=period, created=res.created, chunks=res.chunks)
     return {"programme_identifier": program, "period": period, "dry_run": False, "cycle_id": str(cid),
             "created": res.created, "created_total": res.total, "created_per_source": dict(res.per_source),
             "instructions": totals["instructions"], "total": totals["total"], "unfunded": unfunded}
 
 
-async def unfinished(s: AsyncSession) -> list[tuple[str, str]]:
+async def _complete(deps: Disbursement, ctx: CycleTerms, cid: uuid.UUID, res: RunResult) -> tuple[dict[str, int], int]:
+    """Mark the cycle completed and announce its totals (again only if this run issued any)."""
+    async with deps.kit.unit_of_work() as uow:
+        s = uow.session
+        chain = await ledger.Chain.lock(uow, deps.cfg)
+        cyc = (await s.execute(sa.select(store.cycles).where(store.cycles.c.id == cid).with_for_update())).one()
+        totals = await _issued_totals(s, ctx)
+        if not res.created and cyc.status == "completed":
+            return totals, 0
+        # fresh statistics: right after a bulk load the planner would probe row by row
+        await s.execute(sa.text("analyze enrolments, instructions, verifications"))
+        sql, params = _eligible_sql(ctx, exclusivity=False)
+        pending = (await s.execute(sa.text(f"select count(*) from ({sql}) q"), params)).scalar_one()
+        sql, params = _eligible_sql(ctx, exclusivity=True)
+        unfunded = (await s.execute(sa.text(f"select count(*) from ({sql}) q"), params)).scalar_one()
+        chain.emit(CycleCompleted, cycle_id=cid, programme_identifier=ctx.program, period=ctx.period,
+                   instructions=totals["instructions"], total=totals["total"], unfunded=unfunded,
+                   excluded_exclusivity=pending - unfunded)
+        await s.execute(sa.update(store.cycles).where(store.cycles.c.id == cid)
+                        .values(status="completed", completed_at=sa.func.now()))
+        await chain.save()
+    return totals, unfunded
+
+
+async def resume(deps: Disbursement) -> None:
+    """Cycles a crash left running are finished (idempotently) as soon as we are back."""
     c = store.cycles
-    return [(r.programme_identifier, r.period) for r in
-            (await s.execute(sa.select(c.c.programme_identifier, c.c.period).where(c.c.status == "running"))).all()]
+    async with deps.kit.sessions() as s:
+        todo = (await s.execute(sa.select(c.c.programme_identifier, c.c.period).where(c.c.status == "running"))).all()
+    for program, period in todo:
+        try:
+            await run(deps, program, period, "resume")
+        except Exception as exc:  # one cycle that cannot finish (e.g. its program was removed) must not stop the rest
+            log.warning("disbursement.resume_failed", program=program, period=period, error=str(exc)[:300])

@@ -1,23 +1,42 @@
-"""Disbursement rules, no I/O: program rules as data, entitlements and the funding plan."""
+"""Disbursement rules, no I/O: program rules as data, entitlements and the funding plan,
+what a settlement does to an instruction, and the KUBE rules (who may borrow, how much,
+the repayment schedule, arrears)."""
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import hashlib
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from contracts.disbursement import FundingSource
+from contracts.disbursement import FundingSource, SettlementStatus
 from contracts.values import Period, Rupiah
 
 _period = TypeAdapter(Period)
 _URL_NS = uuid.NAMESPACE_URL.bytes
 
 
+class Refused(Exception):
+    """A request the rules refuse; `status` is the HTTP answer (409 conflict, 404 unknown, 422 invalid)."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def check_period(period: str) -> str:
     return _period.validate_python(period)
+
+
+def add_months(d: dt.date, n: int) -> dt.date:
+    """The same day `n` months later (or earlier), at most the month's last day."""
+    y, m = divmod(d.month - 1 + n, 12)
+    y, m = d.year + y, m + 1
+    return dt.date(y, m, min(d.day, calendar.monthrange(y, m)[1]))
 
 
 def idempotency_key(program: str, period: str, nik: str) -> str:
@@ -48,7 +67,7 @@ class AmountRule(BaseModel):
     regency: str | None = Field(default=None, pattern=r"^\d{4}$", description="for kind poverty_line, e.g. 3317")
 
     @model_validator(mode="after")
-    def _complete(self) -> "AmountRule":
+    def _complete(self) -> AmountRule:
         if self.kind == "fixed" and not self.amount:
             raise ValueError("a fixed amount needs amount > 0")
         if self.kind == "poverty_line" and not self.regency:
@@ -80,7 +99,7 @@ class ProgramRules(BaseModel):
     channel: str = Field(default="bank", pattern=r"^[a-z][a-z0-9_]{0,31}$", description="payment channel name")
 
     @model_validator(mode="after")
-    def _funding(self) -> "ProgramRules":
+    def _funding(self) -> ProgramRules:
         sources = [f.source for f in self.funding]
         if len(set(sources)) != len(sources):
             raise ValueError("each funding source may appear once")
@@ -142,10 +161,157 @@ def plan(amount: int, mode: str, budgets: list[Budget], wanted: int) -> list[Tra
                 left -= n
         return out
     parts = split_amounts(amount, [b.share or 0 for b in budgets])
-    if any(b.allocation_id is None for b, p in zip(budgets, parts) if p > 0):
+    if any(b.allocation_id is None for b, p in zip(budgets, parts, strict=True) if p > 0):
         return []
-    n = min([wanted] + [max(b.remaining, 0) // p for b, p in zip(budgets, parts) if p > 0])
+    n = min([wanted] + [max(b.remaining, 0) // p for b, p in zip(budgets, parts, strict=True) if p > 0])
     if n <= 0:
         return []
-    return [Tranche(n, tuple((b.source, b.allocation_id, p) for b, p in zip(budgets, parts)  # type: ignore[misc]
+    return [Tranche(n, tuple((b.source, b.allocation_id, p) for b, p in zip(budgets, parts, strict=True)  # type: ignore[misc]
                              if p > 0))]
+
+
+# --- settlements --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SettlementRejected:
+    """A settlement the rules refuse: dead-lettered with `code`, nothing written."""
+
+    code: str
+    reason: str
+
+
+def settlement_outcome(current: str | None, reported: SettlementStatus, reason: str | None,
+                       instruction: uuid.UUID) -> str | SettlementRejected:
+    """What a channel's report does to an instruction whose status is `current` (None: never
+    issued): 'paid' or 'failed' (apply it), 'duplicate' (a repeat that agrees: no change), or
+    a rejection."""
+    if current is None:
+        return SettlementRejected("rjct.instruction.unknown", f"no payment instruction {instruction} was ever issued")
+    if current != "issued":
+        if current == reported.value:
+            return "duplicate"
+        return SettlementRejected("rjct.settlement.conflict", f"instruction {instruction} is already {current}; "
+                                                               f"a later report of {reported.value} is ignored")
+    if reported == SettlementStatus.failed and not reason:
+        return SettlementRejected("rjct.settlement.reason_missing", "a failed settlement must give a reason")
+    return reported.value
+
+
+# --- KUBE revolving funds ---------------------------------------------------------------------
+
+SAVING_MONTHS = 3
+MIN_ATTENDANCE = 0.75
+AGING = ((0, "current"), (30, "1-30"), (60, "31-60"), (90, "61-90"))
+OLDEST_BUCKET = ">90"
+
+
+def saving_months(as_of: dt.date) -> list[str]:
+    """The months (YYYY-MM) a member must have saved in: the SAVING_MONTHS before `as_of`'s month."""
+    first = add_months(as_of.replace(day=1), -SAVING_MONTHS)
+    return [add_months(first, i).strftime("%Y-%m") for i in range(SAVING_MONTHS)]
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    eligible: bool
+    reasons: tuple[str, ...]
+    months: tuple[str, ...]
+    meetings: int
+    attended: int
+
+
+def loan_eligibility(nik: str, months: Sequence[str], saved: Iterable[str],
+                     meetings: Sequence[Iterable[str]]) -> Eligibility:
+    """Saved in each of `months` and attended at least MIN_ATTENDANCE of the `meetings` (each
+    the NIKs present) held in them."""
+    saved = set(saved)
+    attended = sum(1 for present in meetings if nik in present)
+    reasons = []
+    missing = [m for m in months if m not in saved]
+    if missing:
+        reasons.append(f"no saving recorded for {', '.join(missing)} (needs {SAVING_MONTHS} months of regular saving)")
+    if not meetings:
+        reasons.append("no group meetings recorded in those months")
+    elif attended / len(meetings) < MIN_ATTENDANCE:
+        reasons.append(f"attended {attended} of {len(meetings)} meetings (needs {int(MIN_ATTENDANCE * 100)} %)")
+    return Eligibility(not reasons, tuple(reasons), tuple(months), len(meetings), attended)
+
+
+@dataclass(frozen=True)
+class LoanPlan:
+    principal: int
+    instalment: int
+    limited_by: Literal["need", "capacity", "fund balance"]
+
+
+def size_loan(need: int, monthly_capacity: int, term_months: int, fund_balance: int) -> tuple[int, int]:
+    """Principal: what is needed, no more than the member can repay in the term, no more than
+    the fund holds. Instalment: principal over the term, rounded up."""
+    principal = max(0, min(need, monthly_capacity * term_months, fund_balance))
+    return principal, -(-principal // term_months) if principal else 0
+
+
+def plan_loan(need: int, monthly_capacity: int, term_months: int, fund_balance: int) -> LoanPlan:
+    """The loan to issue, and what limited it; refused when nothing can be lent."""
+    principal, instalment = size_loan(need, monthly_capacity, term_months, fund_balance)
+    if principal == 0:
+        raise Refused(f"no loan possible: fund balance {fund_balance}, capacity {monthly_capacity}/month")
+    limited_by: Literal["need", "capacity", "fund balance"] = (
+        "need" if principal == need else "capacity" if principal == monthly_capacity * term_months
+        else "fund balance")
+    return LoanPlan(principal, instalment, limited_by)
+
+
+def repayment_schedule(first_due: dt.date, term_months: int) -> list[dt.date]:
+    """The instalments' due dates: monthly from `first_due`."""
+    return [add_months(first_due, k) for k in range(term_months)]
+
+
+def check_instalment(amount: int, outstanding: int) -> None:
+    if amount <= 0 or amount > outstanding:
+        raise Refused(f"amount {amount} must be between 1 and the outstanding {outstanding}", 422)
+
+
+def overdue(principal: int, instalment: int, repaid: int, first_due: dt.date, term: int,
+            as_of: dt.date) -> tuple[int, int]:
+    """(amount overdue, days overdue of the oldest unpaid instalment) on `as_of`."""
+    dues = repayment_schedule(first_due, term)
+    due_n = sum(1 for d in dues if d < as_of)
+    owed = min(principal, instalment * due_n)
+    late = max(0, owed - repaid)
+    if late == 0:
+        return 0, 0
+    oldest = dues[repaid // instalment]
+    return late, (as_of - oldest).days
+
+
+def bucket(days: int) -> str:
+    """The aging bucket of a debt `days` overdue."""
+    for limit, name in AGING:
+        if days <= limit:
+            return name
+    return OLDEST_BUCKET
+
+
+@dataclass(frozen=True)
+class LoanState:
+    loan_id: uuid.UUID
+    member: str            # pseudonym
+    principal: int
+    instalment: int
+    repaid: int
+    first_due: dt.date
+    term_months: int
+
+
+def arrears(loans: Iterable[LoanState], as_of: dt.date) -> tuple[list[dict[str, object]], dict[str, int]]:
+    """Each loan's overdue amount, days and bucket on `as_of`, and the overdue total per bucket."""
+    buckets = {name: 0 for _l, name in AGING} | {OLDEST_BUCKET: 0}
+    out: list[dict[str, object]] = []
+    for ln in loans:
+        late, days = overdue(ln.principal, ln.instalment, ln.repaid, ln.first_due, ln.term_months, as_of)
+        b = bucket(days)
+        buckets[b] += late
+        out.append({"loan_id": str(ln.loan_id), "member": ln.member, "principal": ln.principal,
+                    "outstanding": ln.principal - ln.repaid, "overdue": late, "days_overdue": days, "bucket": b})
+    return out, buckets

@@ -1,135 +1,142 @@
-"""Disbursement subscribers: registry events into our own copy of enrolments; payment channel
-settlements into the ledger. Both idempotent through the inbox, acked after commit."""
+"""Disbursement's two consumers (the kit's one consumer, services/kit/consumer.py):
+
+- `disbursement-registry-v1` on `registry.events.>`: enrolment changes and verification
+  results into disbursement's own copy (the registry's tables are never read);
+- `disbursement-settlements-v1` on `channel.*.settlements`: payment channels' reports into
+  the ledger, a whole batch in one unit of work under one chain lock.
+
+Bytes are decoded by the kit's decoders with limits, so whatever a channel (an outside
+party) or a broken producer sends becomes a dead letter with a reason code on
+`deadletter.disbursement`, never an exception that blocks the messages behind it.
+"""
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from faststream import AckPolicy, Context
-from faststream.nats import JStream, PullSub
 from nats.aio.msg import Msg
-from pydantic import ValidationError
-from sqlalchemy.dialects.postgresql import insert
 
 from contracts.catalog import EVENTS
 from contracts.disbursement import Settlement
+from contracts.envelope import Envelope, Event
+from contracts.registry import EnrolmentsChanged, VerificationRecorded
 from services.disbursement import budgets, store
-from services.disbursement.config import DisbursementSettings
+from services.disbursement.domain import SettlementRejected
 from services.kit import logging as klog
-from services.kit.outbox import add, claim, deadletter_row, decode_envelope
-from services.kit.runtime import ServiceRuntime
+from services.kit.consumer import ConsumerSpec, Delivery
+from services.kit.decode import Limits, decode_envelope, decode_model, load_json
+from services.kit.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from services.disbursement.app import Disbursement
 
 log = klog.get(__name__)
-SERVICE = "disbursement"
 REGISTRY_CONSUMER = "disbursement-registry-v1"
 SETTLEMENT_CONSUMER = "disbursement-settlements-v1"
 VERIFIED = {"verified", "corrected"}
+WANTED: dict[str, type[Event]] = {"registry.enrolments_changed": EnrolmentsChanged,
+                                  "registry.verification_recorded": VerificationRecorded}
+# the registry's other events: acknowledged and skipped, not dead-lettered
+SKIPPED = frozenset(t for t in EVENTS if t.startswith("registry.")) - set(WANTED)
+# a settlement is a few hundred bytes (channel_reference has no length limit in the contract):
+# 16 KiB leaves room, and a 900 KB one becomes a dead letter that fits (issue 11)
+SETTLEMENT_LIMITS = Limits(max_bytes=16 * 1024)
+MAX_KEY = 128
 
 
-def _msg_id(m: Msg) -> str | None:
-    return (m.headers or {}).get("Nats-Msg-Id")
+def storable_key(key: str) -> str:
+    """A key the inbox (a btree-indexed text column) can hold: a header of kilobytes or with a
+    NUL would fail the claim, and with it the whole batch, every time; such a key is kept as its
+    digest."""
+    if len(key) <= MAX_KEY and "\x00" not in key:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-async def consume_registry(rt: ServiceRuntime, msgs: list[Msg]) -> None:
-    decoded, bad = [], []
-    for m in msgs:
-        try:
-            decoded.append(decode_envelope(m.data, EVENTS))
-        except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            bad.append(deadletter_row(rt.names, SERVICE, m.subject, m.data, "rjct.event.invalid", str(exc)[:2000],
-                                      _msg_id(m)))
-    async with rt.sessions.begin() as s:
-        fresh = await claim(s, rt.inbox, REGISTRY_CONSUMER, [str(e.event_id) for e in decoded])
-        enrol: dict[tuple[str, str], dict] = {}
-        verif: dict[str, dict] = {}
-        for env in decoded:
-            if str(env.event_id) not in fresh:
-                continue
-            d = env.data
-            if env.event_type == "registry.enrolments_changed":
-                for c in d.changes:
-                    row = {"nik": c.nik, "programme_identifier": c.programme_identifier, "no_kk": c.no_kk,
-                           "village_code": c.village_code, "birth_date": c.birth_date,
-                           "enrolment_status": str(c.enrolment_status), "status_change_date": c.status_change_date}
-                    k = (c.nik, c.programme_identifier)
-                    if k not in enrol or row["status_change_date"] >= enrol[k]["status_change_date"]:
-                        enrol[k] = row
-                    if c.verification_status is not None:
-                        verif.setdefault(c.nik, {"nik": c.nik, "verified": str(c.verification_status) in VERIFIED,
-                                                 "result": str(c.verification_status),
-                                                 "recorded_at": env.occurred_at})
-            elif env.event_type == "registry.verification_recorded":
-                cur = verif.get(d.nik)
-                if cur is None or env.occurred_at >= cur["recorded_at"]:
-                    verif[d.nik] = {"nik": d.nik, "verified": bool(d.verified), "result": str(d.result),
-                                    "recorded_at": env.occurred_at}
-        if enrol:
-            t = store.enrolments
-            stmt = insert(t)
-            await s.execute(stmt.on_conflict_do_update(
-                index_elements=["nik", "programme_identifier"],
-                set_={c: stmt.excluded[c] for c in ("no_kk", "village_code", "birth_date", "enrolment_status",
-                                                    "status_change_date")} | {"updated_at": sa.func.now()},
-                where=stmt.excluded.status_change_date >= t.c.status_change_date), list(enrol.values()))
-        if verif:
-            v = store.verifications
-            stmt = insert(v)
-            await s.execute(stmt.on_conflict_do_update(
-                index_elements=["nik"], set_={c: stmt.excluded[c] for c in ("verified", "result", "recorded_at")},
-                where=stmt.excluded.recorded_at >= v.c.recorded_at), list(verif.values()))
-        await add(s, rt.outbox, bad)
-    if bad:
-        rt.kick()
+def registry_key(msg: Msg) -> str:
+    """The event id (the registry's relay sends it as Nats-Msg-Id), as before the kit."""
+    mid = (msg.headers or {}).get("Nats-Msg-Id")
+    return storable_key(mid) if mid else f"seq-{msg.metadata.sequence.stream}"
 
 
-async def consume_settlements(rt: ServiceRuntime, cfg: DisbursementSettings, msgs: list[Msg]) -> dict[str, int]:
-    """One transaction per settlement (each locks the chain); a bad one is dead-lettered."""
+def settlement_key(msg: Msg) -> str:
+    """Nats-Msg-Id (the contract asks for the settlement_id there), else the settlement_id."""
+    mid = (msg.headers or {}).get("Nats-Msg-Id")
+    if mid:
+        return storable_key(mid)
+    raw = load_json(msg.data, SETTLEMENT_LIMITS)  # unreadable: the kit keys it by stream sequence
+    sid = raw.get("settlement_id") if isinstance(raw, dict) else None
+    return storable_key(sid) if isinstance(sid, str) and sid else f"seq-{msg.metadata.sequence.stream}"
+
+
+def decode_registry(msg: Msg) -> Envelope[Any] | None:
+    return decode_envelope(msg.data, WANTED, skip=SKIPPED)
+
+
+def decode_settlement(msg: Msg) -> Settlement:
+    return decode_model(msg.data, Settlement, SETTLEMENT_LIMITS, code="rjct.settlement.invalid")
+
+
+# --- registry events ---------------------------------------------------------------------------
+
+def _enrolment_rows(envs: list[Envelope[Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The batch folded to one row per (NIK, program) and per NIK: the latest change wins."""
+    enrol: dict[tuple[str, str], dict[str, Any]] = {}
+    verif: dict[str, dict[str, Any]] = {}
+    for env in envs:
+        d = env.data
+        if isinstance(d, EnrolmentsChanged):
+            for c in d.changes:
+                row = {"nik": c.nik, "programme_identifier": c.programme_identifier, "no_kk": c.no_kk,
+                       "village_code": c.village_code, "birth_date": c.birth_date,
+                       "enrolment_status": str(c.enrolment_status), "status_change_date": c.status_change_date}
+                k = (c.nik, c.programme_identifier)
+                if k not in enrol or row["status_change_date"] >= enrol[k]["status_change_date"]:
+                    enrol[k] = row
+                if c.verification_status is not None:
+                    verif.setdefault(c.nik, {"nik": c.nik, "verified": str(c.verification_status) in VERIFIED,
+                                             "result": str(c.verification_status), "recorded_at": env.occurred_at})
+        elif isinstance(d, VerificationRecorded):
+            cur = verif.get(d.nik)
+            if cur is None or env.occurred_at >= cur["recorded_at"]:
+                verif[d.nik] = {"nik": d.nik, "verified": bool(d.verified), "result": str(d.result),
+                                "recorded_at": env.occurred_at}
+    return list(enrol.values()), list(verif.values())
+
+
+async def follow_registry(uow: UnitOfWork, batch: list[Delivery[Envelope[Any]]]) -> None:
+    enrol, verif = _enrolment_rows([d.value for d in batch if d.value is not None])
+    await store.upsert_enrolments(uow.session, enrol)
+    await store.upsert_verifications(uow.session, verif)
+
+
+# --- settlements -------------------------------------------------------------------------------
+
+async def apply_settlements(deps: Disbursement, uow: UnitOfWork, batch: list[Delivery[Settlement]]) -> None:
+    """One unit of work for the batch; a settlement the rules refuse is dead-lettered with its
+    reason code and changes nothing (budgets.settle decides every outcome before writing)."""
+    outcomes = await budgets.settle(uow, deps.cfg, [d.value for d in batch if d.value is not None])
     counts: dict[str, int] = {}
-    for m in msgs:
-        mid = _msg_id(m)
-        try:
-            st = Settlement.model_validate_json(m.data)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in exc.errors())
-            await _dead(rt, m, "rjct.settlement.invalid", f"not a valid settlement: {problems}", mid)
-            counts["invalid"] = counts.get("invalid", 0) + 1
-            continue
-        key = mid or st.settlement_id
-        try:
-            async with rt.sessions.begin() as s:
-                if not await claim(s, rt.inbox, SETTLEMENT_CONSUMER, [key]):
-                    outcome = "seen"
-                else:
-                    outcome = await budgets.settle(s, rt.names, cfg, st)
-        except budgets.SettlementRejected as exc:
-            await _dead(rt, m, exc.code, str(exc), key)
-            outcome = "rejected"
-        counts[outcome] = counts.get(outcome, 0) + 1
-    rt.kick()
+    for d, outcome in zip(batch, outcomes, strict=True):
+        if isinstance(outcome, SettlementRejected):
+            uow.dead_letter(d.subject, d.data, outcome.code, outcome.reason, msg_id=d.key, **d.where())
+            counts[outcome.code] = counts.get(outcome.code, 0) + 1
+        else:
+            counts[outcome] = counts.get(outcome, 0) + 1
     log.info("disbursement.settlements", **counts)
-    return counts
 
 
-async def _dead(rt: ServiceRuntime, m: Msg, code: str, reason: str, mid: str | None) -> None:
-    async with rt.sessions.begin() as s:
-        await add(s, rt.outbox, [deadletter_row(rt.names, SERVICE, m.subject, m.data, code, reason, mid)])
-    log.warning("disbursement.dead_lettered", code=code, reason=reason)
+def register(deps: Disbursement) -> None:
+    kit, names = deps.kit, deps.kit.names
 
+    async def on_settlements(uow: UnitOfWork, batch: list[Delivery[Any]]) -> None:
+        await apply_settlements(deps, uow, batch)
 
-def register(rt: ServiceRuntime, cfg: DisbursementSettings) -> None:
-    names = rt.names
-
-    @rt.broker.subscriber(
-        names.subject("registry.events.>"), stream=JStream(names.stream("REGISTRY"), declare=False),
-        durable=REGISTRY_CONSUMER, pull_sub=PullSub(batch_size=500, timeout=0.1, batch=True),
-        ack_policy=AckPolicy.NACK_ON_ERROR)
-    async def on_registry(body: list[Any], msg: Any = Context("message")) -> None:
-        await consume_registry(rt, msg.raw_message)
-
-    @rt.broker.subscriber(
-        names.subject("channel.*.settlements"), stream=JStream(names.stream("CHANNEL"), declare=False),
-        durable=SETTLEMENT_CONSUMER, pull_sub=PullSub(batch_size=200, timeout=0.1, batch=True),
-        ack_policy=AckPolicy.NACK_ON_ERROR)
-    async def on_settlements(body: list[Any], msg: Any = Context("message")) -> None:
-        await consume_settlements(rt, cfg, msg.raw_message)
-
+    kit.consume(ConsumerSpec(durable=REGISTRY_CONSUMER, stream=names.stream("REGISTRY"),
+                             subject=names.subject("registry.events.>"), decode=decode_registry,
+                             handle=follow_registry, key=registry_key))
+    # every settlement takes the chain lock (money is serialised behind it): 200 at a time keeps
+    # a batch's transaction, and the lock, short
+    kit.consume(ConsumerSpec(durable=SETTLEMENT_CONSUMER, stream=names.stream("CHANNEL"),
+                             subject=names.subject("channel.*.settlements"), decode=decode_settlement,
+                             handle=on_settlements, key=settlement_key, batch=200))

@@ -7,21 +7,26 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.disbursement import GENESIS_HASH, AuditEvent, ChainCheckpoint
-from contracts.subjects import Names
+from contracts.envelope import envelope
 from services.disbursement import store
 from services.disbursement.config import DisbursementSettings, key_id, sign_checkpoint
-from services.kit.outbox import event_row
+from services.kit.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from services.disbursement.app import Disbursement
 
 SERVICE = "disbursement"
 
 
-async def copy(s: AsyncSession, table: sa.Table, columns: list[str], records: list[tuple]) -> None:
+async def copy(s: AsyncSession, table: sa.Table, columns: list[str], records: list[tuple[Any, ...]]) -> None:
     """Bulk insert with PostgreSQL COPY inside the session's transaction."""
     if not records:
         return
@@ -31,49 +36,60 @@ async def copy(s: AsyncSession, table: sa.Table, columns: list[str], records: li
 
 
 class Chain:
-    """The audit chain, locked for one transaction. `emit` builds the outbox row of an event
-    with its chain position and advances the head; `save` writes rows and head."""
+    """The audit chain, locked for one unit of work. `emit` gives an event its chain position
+    and advances the head; `save` hands the events to the unit of work (as the exact bytes
+    the next event's `prev_hash` covers) and writes the head."""
 
-    def __init__(self, names: Names, cfg: DisbursementSettings, seq: int, head: str, checkpoint_seq: int) -> None:
-        self.names, self.cfg = names, cfg
+    def __init__(self, uow: UnitOfWork, cfg: DisbursementSettings, seq: int, head: str, checkpoint_seq: int) -> None:
+        self.uow, self.cfg = uow, cfg
         self.seq, self.head, self.checkpoint_seq = seq, head, checkpoint_seq
-        self.rows: list[dict] = []
+        self.pending: list[tuple[str, bytes, uuid.UUID]] = []  # (subject, payload, event id)
 
     @classmethod
-    async def lock(cls, s: AsyncSession, names: Names, cfg: DisbursementSettings) -> "Chain":
-        t = store.chain_head
+    async def lock(cls, uow: UnitOfWork, cfg: DisbursementSettings) -> Chain:
+        s, t = uow.session, store.chain_head
         row = (await s.execute(sa.select(t).where(t.c.id == 1).with_for_update())).first()
         if row is None:
-            await s.execute(sa.dialects.postgresql.insert(t).values(id=1, seq=0, hash=GENESIS_HASH)
-                            .on_conflict_do_nothing())
+            await s.execute(insert(t).values(id=1, seq=0, hash=GENESIS_HASH).on_conflict_do_nothing())
             row = (await s.execute(sa.select(t).where(t.c.id == 1).with_for_update())).one()
-        return cls(names, cfg, row.seq, row.hash, row.checkpoint_seq)
+        return cls(uow, cfg, row.seq, row.hash, row.checkpoint_seq)
 
     def emit(self, event_cls: type[AuditEvent], **fields: Any) -> AuditEvent:
         ev = event_cls(chain_seq=self.seq + 1, prev_hash=self.head, **fields)
-        row = event_row(self.names, ev, SERVICE)
-        self.rows.append(row)
+        # built here, not by `uow.emit`: the next event's prev_hash is the digest of these bytes
+        env = envelope(ev, SERVICE)
+        payload = env.model_dump_json().encode()
+        self.pending.append((self.uow.names.event(ev.event_type), payload, env.event_id))
         self.seq += 1
-        self.head = hashlib.sha256(row["payload"]).hexdigest()
+        self.head = hashlib.sha256(payload).hexdigest()
         return ev
 
     def checkpoint(self) -> None:
         key = self.cfg.signing_key
-        stream = self.names.stream("DISBURSEMENT")
+        stream = self.uow.names.stream("DISBURSEMENT")
         self.emit(ChainCheckpoint, head_seq=self.seq, head_hash=self.head, key_id=key_id(key.public_key()),
                   signature=sign_checkpoint(key, stream, self.seq, self.head))
         self.checkpoint_seq = self.seq
 
-    async def save(self, s: AsyncSession) -> None:
-        if not self.rows:
+    async def save(self) -> None:
+        if not self.pending:
             return
         if self.seq - self.checkpoint_seq >= self.cfg.checkpoint_every:
             self.checkpoint()
-        await copy(s, store.outbox, ["id", "subject", "payload", "headers"],
-                   [(r["id"], r["subject"], r["payload"], "{}") for r in self.rows])
-        await s.execute(sa.update(store.chain_head).where(store.chain_head.c.id == 1)
-                        .values(seq=self.seq, hash=self.head, checkpoint_seq=self.checkpoint_seq))
-        self.rows = []
+        for subject, payload, event_id in self.pending:
+            self.uow.send(subject, payload, msg_id=event_id)
+        await self.uow.session.execute(sa.update(store.chain_head).where(store.chain_head.c.id == 1).values(
+            seq=self.seq, hash=self.head, checkpoint_seq=self.checkpoint_seq))
+        self.pending = []
+
+
+async def checkpoint_if_due(deps: Disbursement) -> None:
+    """Sign the chain head if events were added since the last checkpoint (the timer's tick)."""
+    async with deps.kit.unit_of_work() as uow:
+        chain = await Chain.lock(uow, deps.cfg)
+        if chain.seq > chain.checkpoint_seq:
+            chain.checkpoint()
+            await chain.save()
 
 
 # --- accounts ---------------------------------------------------------------------------------
@@ -97,15 +113,18 @@ def paid_account(alloc: uuid.UUID) -> str:
 LEDGER_COLUMNS = ["kind", "debit_account", "credit_account", "amount", "allocation_id", "ref"]
 
 
+Transfer = tuple[str, str, str, int, uuid.UUID | None, uuid.UUID | None]
+
+
 def transfer(kind: str, to: str, frm: str, amount: int, allocation_id: uuid.UUID | None = None,
-             ref: uuid.UUID | None = None) -> tuple:
+             ref: uuid.UUID | None = None) -> Transfer:
     """One balanced transfer: `amount` leaves `frm` (credit) and enters `to` (debit)."""
     if amount <= 0:
         raise ValueError("a transfer moves a positive amount")
     return (kind, to, frm, amount, allocation_id, ref)
 
 
-async def post(s: AsyncSession, transfers: Iterable[tuple]) -> None:
+async def post(s: AsyncSession, transfers: Iterable[Transfer]) -> None:
     await copy(s, store.ledger, LEDGER_COLUMNS, list(transfers))
 
 
@@ -138,7 +157,13 @@ PROOF_SQL = {
 }
 
 
-async def prove(s: AsyncSession) -> dict:
+async def proof(deps: Disbursement) -> dict[str, Any]:
+    """`prove` on a fresh read-only session (the route's use case)."""
+    async with deps.kit.sessions() as s:
+        return await prove(s)
+
+
+async def prove(s: AsyncSession) -> dict[str, Any]:
     """Prove the books balance: trial balance, allocations against ledger, instructions
     against ledger, ceilings respected. Each check says what it found."""
     checks = []

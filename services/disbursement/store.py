@@ -1,11 +1,17 @@
-"""The disbursement service's own tables. PostgreSQL is the system of record for money.
+"""The disbursement service's own tables, and the queries more than one module (or a route)
+needs. PostgreSQL is the system of record for money.
 
 Amounts are BIGINT rupiah. The ledger is append-only: one row per balanced transfer.
 """
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.kit.outbox import inbox_table, outbox_table
 
@@ -200,3 +206,105 @@ kube_payments = sa.Table(
     sa.Column("amount", sa.BigInteger, nullable=False),
     sa.Column("paid_on", sa.Date, nullable=False),
 )
+
+
+
+# --- programs and poverty lines ----------------------------------------------------------
+
+async def save_program(s: AsyncSession, code: str, rules: dict[str, Any], by: str) -> None:
+    stmt = insert(programs).values(code=code, rules=rules, updated_by=by)
+    await s.execute(stmt.on_conflict_do_update(index_elements=["code"], set_={
+        "rules": stmt.excluded.rules, "updated_by": by, "updated_at": sa.func.now()}))
+
+
+async def program_rules(s: AsyncSession, code: str) -> dict[str, Any] | None:
+    return (await s.execute(sa.select(programs.c.rules).where(programs.c.code == code))).scalar()
+
+
+async def save_poverty_line(s: AsyncSession, regency: str, year: int, amount: int, reason: str) -> None:
+    stmt = insert(poverty_lines).values(regency=regency, year=year, amount=amount, reason=reason)
+    await s.execute(stmt.on_conflict_do_update(index_elements=["regency", "year"], set_={
+        "amount": amount, "reason": reason, "updated_at": sa.func.now()}))
+
+
+async def poverty_line(s: AsyncSession, regency: str, year: int) -> int | None:
+    pl = poverty_lines
+    return (await s.execute(sa.select(pl.c.amount).where(pl.c.regency == regency, pl.c.year == year))).scalar()
+
+
+# --- the registry's enrolments and verifications (disbursement's own copy) -------------------
+
+async def upsert_enrolments(s: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Newer status changes win; an older change arriving late changes nothing."""
+    if not rows:
+        return
+    t = enrolments
+    stmt = insert(t)
+    await s.execute(stmt.on_conflict_do_update(
+        index_elements=["nik", "programme_identifier"],
+        set_={c: stmt.excluded[c] for c in ("no_kk", "village_code", "birth_date", "enrolment_status",
+                                            "status_change_date")} | {"updated_at": sa.func.now()},
+        where=stmt.excluded.status_change_date >= t.c.status_change_date), rows)
+
+
+async def upsert_verifications(s: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """The latest result per person wins."""
+    if not rows:
+        return
+    v = verifications
+    stmt = insert(v)
+    await s.execute(stmt.on_conflict_do_update(
+        index_elements=["nik"], set_={c: stmt.excluded[c] for c in ("verified", "result", "recorded_at")},
+        where=stmt.excluded.recorded_at >= v.c.recorded_at), rows)
+
+
+# --- settlements ---------------------------------------------------------------------------
+
+async def instructions_for_update(s: AsyncSession, ids: list[uuid.UUID]) -> dict[uuid.UUID, Any]:
+    """The instructions with these ids, locked (in id order: concurrent batches wait, never deadlock)."""
+    if not ids:
+        return {}
+    i = instructions
+    rows = (await s.execute(sa.select(i).where(i.c.id.in_(ids)).order_by(i.c.id).with_for_update())).all()
+    return {r.id: r for r in rows}
+
+
+async def reserved_lines(s: AsyncSession, ids: list[uuid.UUID]) -> dict[uuid.UUID, list[tuple[str, uuid.UUID, int]]]:
+    """Each instruction's reservation as it was funded: [(source, allocation, amount)]."""
+    lg, a = ledger, allocations
+    rows = (await s.execute(sa.select(lg.c.ref, a.c.source, lg.c.allocation_id, lg.c.amount)
+                            .join(a, a.c.id == lg.c.allocation_id)
+                            .where(lg.c.ref.in_(ids), lg.c.kind == "reserve"))).all()
+    out: dict[uuid.UUID, list[tuple[str, uuid.UUID, int]]] = {}
+    for r in rows:
+        out.setdefault(r.ref, []).append((r.source, r.allocation_id, r.amount))
+    return out
+
+
+async def villages(s: AsyncSession, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """(NIK, program) -> village, from disbursement's own copy of the enrolments."""
+    keys = list(keys)
+    if not keys:
+        return {}
+    e = enrolments
+    rows = (await s.execute(sa.select(e.c.nik, e.c.programme_identifier, e.c.village_code).where(
+        sa.tuple_(e.c.nik, e.c.programme_identifier).in_(keys)))).all()
+    return {(r.nik, r.programme_identifier): r.village_code for r in rows}
+
+
+async def settle_allocations(s: AsyncSession, paid: Mapping[uuid.UUID, int], released: Mapping[uuid.UUID, int]) -> None:
+    """Add to `paid`, take released reservations off `reserved` (allocations in id order)."""
+    a = allocations
+    for aid in sorted(set(paid) | set(released)):
+        await s.execute(sa.update(a).where(a.c.id == aid).values(
+            paid=a.c.paid + paid.get(aid, 0), reserved=a.c.reserved - released.get(aid, 0),
+            updated_at=sa.func.now()))
+
+
+async def settle_instructions(s: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """rows: {iid, st (status), why (reason), at (settled_at)}."""
+    if rows:
+        i = instructions
+        await s.execute(sa.update(i).where(i.c.id == sa.bindparam("iid")).values(
+            status=sa.bindparam("st"), reason=sa.bindparam("why"), settled_at=sa.bindparam("at")), rows)
+

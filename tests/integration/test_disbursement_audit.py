@@ -30,7 +30,7 @@ async def test_audit_stream_verifies_and_carries_no_nik(settings, nc, start, tmp
         sub = await js.pull_subscribe(settings.names.subject("channel.pos.instructions"),
                                       stream=settings.names.stream("CHANNEL"))
         got = await sub.fetch(12, timeout=5)
-        now = dt.datetime.now(dt.timezone.utc).isoformat()
+        now = dt.datetime.now(dt.UTC).isoformat()
         for i, m in enumerate(got[:3]):
             iid = json.loads(m.data)["instruction_id"]
             st = {"settlement_id": f"s{i}", "instruction_id": iid, "status": "failed" if i == 0 else "paid",
@@ -44,14 +44,10 @@ async def test_audit_stream_verifies_and_carries_no_nik(settings, nc, start, tmp
             # 3 allocation events (2 set), 2 per chunk, cycle completed, 3 settlements + 1 release
             return info.state.messages >= 2 + 2 + 1 + 3 + 1
         await eventually(all_published)
-        # force a signed checkpoint now
+        # force a signed checkpoint now (what the timer does every checkpoint_seconds)
         from services.disbursement import ledger
-        cfg: DisbursementSettings = svc.app.state.disbursement
-        async with svc.rt.sessions.begin() as s:
-            chain = await ledger.Chain.lock(s, svc.rt.names, cfg)
-            chain.checkpoint()
-            await chain.save(s)
-        svc.rt.kick()
+        cfg: DisbursementSettings = svc.deps.cfg
+        await ledger.checkpoint_if_due(svc.deps)
         async def checkpointed():
             msgs = await audit.read_stream(js, stream, settings.names.subject("disbursement.>"), idle=0.5)
             return msgs if any(b"chain_checkpoint" in d for _s, d in msgs) else None

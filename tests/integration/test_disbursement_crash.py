@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -19,7 +20,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from services.disbursement import audit, cycles, ledger, store
+from contracts.disbursement import FundingSource
+from services.disbursement import audit, budgets, cycles, ledger, store
+from services.disbursement.app import compose
 from services.disbursement.config import DisbursementSettings
 from services.kit import db as kdb
 from services.kit.embedded import free_port
@@ -92,7 +95,7 @@ async def test_sigkill_during_cycle_then_restart_pays_everyone_once(settings, nc
                 start_n = (await s.execute(sa.select(sa.func.count()).select_from(store.instructions))).scalar()
             target = min(funded - 1, start_n + rng.randint(1, funded // 4))
 
-            async def progressed():
+            async def progressed(target=target, call=call):
                 async with sessions() as s:
                     return (await s.execute(sa.select(sa.func.count())
                                             .select_from(store.instructions))).scalar() >= target or call.done()
@@ -101,10 +104,8 @@ async def test_sigkill_during_cycle_then_restart_pays_everyone_once(settings, nc
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             kills += 1
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 await call
-            except httpx.HTTPError:
-                pass
             async with sessions() as s:
                 at_kill.append((await s.execute(sa.select(sa.func.count()).select_from(store.instructions))).scalar())
             # the last restart finishes the cycle by itself (a crash left it running)
@@ -169,23 +170,19 @@ async def test_relay_dies_after_broker_ack_before_marking_sent(settings, nc):
     the next relay publishes them again: every repeat is a duplicate, the stream holds each once."""
     js = nc.jetstream()
     await migrate("disbursement", settings.db_url("disbursement"))
-    engine = kdb.make_engine(settings.db_url("disbursement"), pool_size=2)
-    sessions = kdb.sessions(engine)
-    cfg = DisbursementSettings(_env_file=None)
+    deps = compose(settings, DisbursementSettings(resume_cycles=False, _env_file=None))
+    kit = deps.kit
     persons = ds.people(40, seed=9)
     rules = {**ds.KAMALIA, "min_age": None, "require_verified": False, "amount": {"kind": "fixed", "amount": 1000},
              "funding": [{"source": "csr"}]}
-    from services.disbursement import budgets
-    from contracts.disbursement import FundingSource
-    async with sessions.begin() as s:
-        await s.execute(sa.insert(store.programs).values(code="kamalia_merekah", rules=rules, updated_by="t"))
-        await s.execute(sa.insert(store.enrolments), [
+    async with kit.unit_of_work() as uow:
+        await uow.session.execute(sa.insert(store.programs).values(code="kamalia_merekah", rules=rules, updated_by="t"))
+        await uow.session.execute(sa.insert(store.enrolments), [
             {"nik": p["nik"], "programme_identifier": "kamalia_merekah", "no_kk": p["no_kk"],
              "village_code": p["village_code"], "birth_date": p["birth_date"], "enrolment_status": "active",
              "status_change_date": p["birth_date"]} for p in persons])
-        await budgets.set_allocation(s, settings.names, cfg, FundingSource.csr, "kamalia_merekah", 2026, 10**9,
-                                     "test", "t")
-    await cycles.run(sessions, settings.names, cfg, "kamalia_merekah", "2026-11", "t")
+    await budgets.set_allocation(deps, FundingSource.csr, "kamalia_merekah", 2026, 10**9, "test", "t")
+    await cycles.run(deps, "kamalia_merekah", "2026-11", "t")
 
     class DiesBeforeMarking(OutboxRelay):
         async def drain_once(self) -> int:
@@ -193,15 +190,16 @@ async def test_relay_dies_after_broker_ack_before_marking_sent(settings, nc):
             async with self.engine.begin() as conn:
                 rows = (await conn.execute(sa.select(t.c.id, t.c.subject, t.c.payload).where(t.c.published_at.is_(None))
                                            .order_by(t.c.seq).with_for_update(skip_locked=True))).all()
-                acks = [await self.js.publish(r.subject, r.payload, headers={"Nats-Msg-Id": str(r.id)}) for r in rows]
+                acks = [await js.publish(r.subject, r.payload, headers={"Nats-Msg-Id": str(r.id)}) for r in rows]
                 assert not any(a.duplicate for a in acks)
                 raise RuntimeError("killed after the broker's ack, before marking the rows sent")
 
     with pytest.raises(RuntimeError):
-        await DiesBeforeMarking(engine, store.outbox, js).drain_once()
-    relay = OutboxRelay(engine, store.outbox, js)
+        await DiesBeforeMarking(kit.engine, store.outbox, lambda: nc, settings.names, "disbursement").drain_once()
+    relay = OutboxRelay(kit.engine, store.outbox, lambda: nc, settings.names, "disbursement")
     sent = await relay.drain_once()
     assert sent == 40 + 4  # 40 instructions + allocation, reserved, issued, cycle completed
+    assert relay.duplicates == 44
     assert await relay.drain_once() == 0
     info = await js.stream_info(settings.names.stream("CHANNEL"))
     assert info.state.messages == 40
@@ -209,6 +207,6 @@ async def test_relay_dies_after_broker_ack_before_marking_sent(settings, nc):
     assert (await js.stream_info(stream)).state.messages == 4
     rep = audit.verify(await audit.read_stream(js, stream, settings.names.subject("disbursement.>")), stream)
     assert rep.ok and rep.totals["instructions"] == 40
-    async with sessions() as s:
+    async with kit.sessions() as s:
         assert (await ledger.prove(s))["balanced"]
-    await engine.dispose()
+    await kit.engine.dispose()

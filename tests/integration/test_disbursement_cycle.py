@@ -3,6 +3,7 @@ allocations, a previewed and committed cycle, idempotent re-run, settlements, th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import uuid
@@ -82,16 +83,14 @@ async def test_cycle_preview_commit_rerun_and_settlements(settings, nc, start):
         assert res["created"] == 12 and res["total"] == 7_200_000 and res["unfunded"] == 2
         got = []
         async def fetched():
-            try:
+            with contextlib.suppress(Exception):
                 got.extend(await sub.fetch(20, timeout=0.5))
-            except Exception:
-                pass
             return len(got) >= 12
         await eventually(fetched)
         instr = [PaymentInstruction.model_validate_json(m.data) for m in got]
         assert len({i.instruction_id for i in instr}) == 12 and all(i.amount == 600_000 for i in instr)
         assert persons[0]["nik"] not in {i.nik for i in instr} and young[0]["nik"] not in {i.nik for i in instr}
-        assert all(m.headers["Nats-Msg-Id"] == str(i.instruction_id) for m, i in zip(got, instr))
+        assert all(m.headers["Nats-Msg-Id"] == str(i.instruction_id) for m, i in zip(got, instr, strict=True))
 
         # again: nothing new
         r = await svc.http.post(f"/cycles/kamalia_merekah/{PERIOD}", headers=h)
@@ -109,7 +108,7 @@ async def test_cycle_preview_commit_rerun_and_settlements(settings, nc, start):
 
         # settlements: paid, failed (releases), late duplicate, unknown instruction
         settle = settings.names.subject("channel.pos.settlements")
-        now = dt.datetime.now(dt.timezone.utc).isoformat()
+        now = dt.datetime.now(dt.UTC).isoformat()
         def st(iid, status, reason=None, sid=None):
             return json.dumps({"settlement_id": sid or str(uuid.uuid4()), "instruction_id": str(iid),
                                "status": status, "reason": reason, "settled_at": now}).encode()
@@ -129,24 +128,20 @@ async def test_cycle_preview_commit_rerun_and_settlements(settings, nc, start):
         dl = await js.pull_subscribe(settings.names.deadletter("disbursement"), stream=settings.names.stream("DEADLETTER"))
         letters = []
         async def dead():
-            try:
+            with contextlib.suppress(Exception):
                 letters.extend(await dl.fetch(10, timeout=0.5))
-            except Exception:
-                pass
             return len(letters) >= 2
         await eventually(dead)
         reasons = {json.loads(m.data)["reason_code"] for m in letters}
-        assert reasons == {"rjct.instruction.unknown", "rjct.settlement.invalid"}
+        assert reasons == {"rjct.instruction.unknown", "rjct.json.invalid"}
 
         # the audit stream's settlements name the payee's village (for realisation per area), not the payee
         recorded = await js.pull_subscribe(settings.names.subject("disbursement.settlement_recorded"),
                                            stream=settings.names.stream("DISBURSEMENT"))
         events: list = []
         async def both_recorded():
-            try:
+            with contextlib.suppress(Exception):
                 events.extend(json.loads(m.data)["data"] for m in await recorded.fetch(10, timeout=0.5))
-            except Exception:
-                pass
             return len(events) >= 2
         await eventually(both_recorded)
         village_of = {p["nik"]: p["village_code"] for p in persons}

@@ -15,8 +15,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from contracts.disbursement import FundingSource, Settlement, SettlementStatus
 from services.disbursement import budgets, cycles, ledger, store
+from services.disbursement.app import compose
 from services.disbursement.config import DisbursementSettings
-from services.kit import db as kdb
 from services.kit.db import drop_database
 from services.kit.migrations import migrate
 from services.kit.settings import Settings
@@ -35,13 +35,14 @@ class CrashInTransaction(Exception):
 
 
 def make_machine(db_settings: Settings, loop: asyncio.AbstractEventLoop):
-    cfg = DisbursementSettings(checkpoint_every=7, _env_file=None)
+    cfg = DisbursementSettings(checkpoint_every=7, resume_cycles=False, _env_file=None)
 
     class LedgerMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            self.engine = kdb.make_engine(db_settings.db_url("disbursement"), pool_size=2)
-            self.sessions = kdb.sessions(self.engine)
+            # the service's composition, not started: units of work on its own database
+            self.deps = compose(db_settings, cfg)
+            self.sessions = self.deps.kit.sessions
             self.run(self._reset())
             self.ceilings: dict[str, int] = {"csr": 0, "baznas": 0}
             self.settled: dict[uuid.UUID, str] = {}
@@ -62,7 +63,7 @@ def make_machine(db_settings: Settings, loop: asyncio.AbstractEventLoop):
                      "status_change_date": dt.date(2026, 1, 1)} for p in PEOPLE for prog in ("prog_a", "prog_b")])
 
         def teardown(self) -> None:
-            self.run(self.engine.dispose())
+            self.run(self.deps.kit.engine.dispose())
 
         async def _instructions(self):
             async with self.sessions() as s:
@@ -76,9 +77,8 @@ def make_machine(db_settings: Settings, loop: asyncio.AbstractEventLoop):
               ceiling=st.integers(0, 12) .map(lambda n: n * AMOUNT // 2))
         def allocate(self, source, program, ceiling):
             async def go():
-                async with self.sessions.begin() as s:
-                    return await budgets.set_allocation(s, ds_names, cfg, FundingSource(source), program, 2026,
-                                                        ceiling, "test", "t")
+                return await budgets.set_allocation(self.deps, FundingSource(source), program, 2026, ceiling,
+                                                    "test", "t")
             before = {a.id: a for a in self.run(self._allocs())}
             try:
                 out = self.run(go())
@@ -91,8 +91,8 @@ def make_machine(db_settings: Settings, loop: asyncio.AbstractEventLoop):
         @rule(program=st.sampled_from(["prog_a", "prog_b"]), month=st.integers(1, 3))
         def run_cycle(self, program, month):
             period = f"2026-{month:02d}"
-            first = self.run(cycles.run(self.sessions, ds_names, cfg, program, period, "t"))
-            again = self.run(cycles.run(self.sessions, ds_names, cfg, program, period, "t"))
+            first = self.run(cycles.run(self.deps, program, period, "t"))
+            again = self.run(cycles.run(self.deps, program, period, "t"))
             assert again["created"] == 0 and again["instructions"] == first["instructions"]  # retry: nothing new
 
         @precondition(lambda self: True)
@@ -104,16 +104,59 @@ def make_machine(db_settings: Settings, loop: asyncio.AbstractEventLoop):
             ins = data.draw(st.sampled_from(issued))
             msg = Settlement(settlement_id=str(uuid.uuid4()), instruction_id=ins.id, status=SettlementStatus(status),
                              reason="closed" if status == "failed" else None,
-                             settled_at=dt.datetime.now(dt.timezone.utc))
+                             settled_at=dt.datetime.now(dt.UTC))
 
             async def go():
-                async with self.sessions.begin() as s:
-                    return await budgets.settle(s, ds_names, cfg, msg)
+                async with self.deps.kit.unit_of_work() as uow:
+                    return (await budgets.settle(uow, cfg, [msg]))[0]
             assert self.run(go()) == status
             self.settled[ins.id] = status
             if retry:  # the channel sends it again later: nothing changes
                 before = self.run(self._allocs())
                 assert self.run(go()) == "duplicate"
+                assert self.run(self._allocs()) == before
+
+        @rule(data=st.data())
+        def settle_a_mixed_batch(self, data):
+            """One batch as the consumer hands it over: valid reports, a contradiction, an unknown
+            instruction and a failure without a reason. The refused ones change nothing."""
+            rows = self.run(self._instructions())
+            issued = [i for i in rows if i.status == "issued"]
+            done = [i for i in rows if i.status != "issued"]
+            now = dt.datetime.now(dt.UTC)
+
+            def report(iid, status, reason=None):
+                return Settlement(settlement_id=str(uuid.uuid4()), instruction_id=iid,
+                                  status=SettlementStatus(status), reason=reason, settled_at=now)
+            picked = data.draw(st.lists(st.sampled_from(issued), unique_by=lambda i: i.id, max_size=3)) if issued else []
+            batch, expected = [], []
+            for i in picked:
+                status = data.draw(st.sampled_from(["paid", "failed"]))
+                batch.append(report(i.id, status, "closed" if status == "failed" else None))
+                expected.append(status)
+                # the same instruction again in the same batch, contradicting: refused
+                other = "failed" if status == "paid" else "paid"
+                batch.append(report(i.id, other, "late"))
+                expected.append("rjct.settlement.conflict")
+            batch.append(report(uuid.uuid4(), "paid"))
+            expected.append("rjct.instruction.unknown")
+            if issued and len(picked) < len(issued):
+                rest = next(i for i in issued if i not in picked)
+                batch.append(report(rest.id, "failed"))
+                expected.append("rjct.settlement.reason_missing")
+            if done:
+                batch.append(report(done[0].id, done[0].status, "again"))
+                expected.append("duplicate")
+            before = self.run(self._allocs())
+
+            async def go():
+                async with self.deps.kit.unit_of_work() as uow:
+                    return await budgets.settle(uow, cfg, batch)
+            outcomes = self.run(go())
+            assert [o if isinstance(o, str) else o.code for o in outcomes] == expected
+            for i, status in zip(picked, expected[0::2], strict=False):
+                self.settled[i.id] = status
+            if not picked:
                 assert self.run(self._allocs()) == before
 
         @rule()
@@ -124,17 +167,17 @@ def make_machine(db_settings: Settings, loop: asyncio.AbstractEventLoop):
             before = (self.run(self._allocs()), sorted(self.run(self._instructions())))
 
             async def go():
-                async with self.sessions.begin() as s:
-                    await budgets.settle(s, ds_names, cfg, Settlement(
+                async with self.deps.kit.unit_of_work() as uow:
+                    await budgets.settle(uow, cfg, [Settlement(
                         settlement_id="x", instruction_id=issued[0].id, status=SettlementStatus.paid,
-                        settled_at=dt.datetime.now(dt.timezone.utc)))
+                        settled_at=dt.datetime.now(dt.UTC))])
                     raise CrashInTransaction()
             with pytest.raises(CrashInTransaction):
                 self.run(go())
-            # the process dies: a new engine, state reloaded from the database
-            self.run(self.engine.dispose())
-            self.engine = kdb.make_engine(db_settings.db_url("disbursement"), pool_size=2)
-            self.sessions = kdb.sessions(self.engine)
+            # the process dies: a new composition (engine), state reloaded from the database
+            self.run(self.deps.kit.engine.dispose())
+            self.deps = compose(db_settings, cfg)
+            self.sessions = self.deps.kit.sessions
             assert (self.run(self._allocs()), sorted(self.run(self._instructions()))) == before
 
         @invariant()
@@ -155,15 +198,11 @@ def make_machine(db_settings: Settings, loop: asyncio.AbstractEventLoop):
     return LedgerMachine
 
 
-ds_names = Settings(_env_file=None).names
-
 
 def test_ledger_state_machine(infra):
     nats_url, db_url = infra
     run = "t" + uuid.uuid4().hex[:10]
     s = Settings(nats_url=nats_url, database_url=db_url, namespace=run, db_prefix=f"sinergi_{run}_", _env_file=None)
-    global ds_names
-    ds_names = s.names
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(migrate("disbursement", s.db_url("disbursement")))

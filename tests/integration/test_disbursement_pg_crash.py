@@ -11,13 +11,14 @@ import os
 import tempfile
 from pathlib import Path
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 
-from services.disbursement import audit, cycles, ledger, store
+from contracts.disbursement import FundingSource
+from services.disbursement import audit, budgets, cycles, ledger, store
+from services.disbursement.app import compose
 from services.disbursement.config import DisbursementSettings
-from services.kit.outbox import OutboxRelay
-from services.kit import db as kdb
 from services.kit.migrations import migrate
 from services.kit.settings import Settings
 from services.kit.streams import delete_streams, ensure_streams
@@ -36,57 +37,51 @@ async def test_postgres_killed_mid_cycle(infra, nc):
     pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="sinergi-pgcrash-"))).start()
     run = "t" + os.urandom(5).hex()
     settings = Settings(nats_url=infra[0], database_url=pg.url, namespace=run, db_prefix=f"sinergi_{run}_",
-                        _env_file=None)
+                        outbox_poll_seconds=0.02, _env_file=None)
     js = nc.jetstream()
     await ensure_streams(js, settings)
-    cfg = DisbursementSettings(chunk_size=100, checkpoint_every=20, _env_file=None)
-    url = settings.db_url("disbursement")
-    await migrate("disbursement", url)
-    engine = kdb.make_engine(url, pool_size=2)
-    sessions = kdb.sessions(engine)
-    relay = None
+    cfg = DisbursementSettings(chunk_size=100, checkpoint_every=20, resume_cycles=False, _env_file=None)
+    await migrate("disbursement", settings.db_url("disbursement"))
+    # the service's parts as `sinergi run disbursement` has them (relay, consumers), without HTTP
+    deps = compose(settings, cfg)
+    kit = deps.kit
+    started = False
     try:
         persons = ds.people(N, seed=41)
         rules = {**ds.KAMALIA, "min_age": None, "require_verified": False, "amount": {"kind": "fixed", "amount": 1000},
                  "funding": [{"source": "apbdes"}]}
-        from contracts.disbursement import FundingSource
-        from services.disbursement import budgets
-        async with sessions.begin() as s:
-            await s.execute(sa.insert(store.programs).values(code="kamalia_merekah", rules=rules, updated_by="t"))
-            await s.execute(sa.insert(store.enrolments), [
+        async with kit.unit_of_work() as uow:
+            await uow.session.execute(sa.insert(store.programs).values(code="kamalia_merekah", rules=rules,
+                                                                       updated_by="t"))
+            await uow.session.execute(sa.insert(store.enrolments), [
                 {"nik": p["nik"], "programme_identifier": "kamalia_merekah", "no_kk": p["no_kk"],
                  "village_code": p["village_code"], "birth_date": p["birth_date"], "enrolment_status": "active",
                  "status_change_date": p["birth_date"]} for p in persons])
-            await budgets.set_allocation(s, settings.names, cfg, FundingSource.apbdes, "kamalia_merekah", 2026,
-                                         1000 * N, "test", "t")
-        relay = OutboxRelay(engine, store.outbox, js, batch=500, poll=0.02)
-        relay.start()
-        task = asyncio.create_task(cycles.run(sessions, settings.names, cfg, "kamalia_merekah", "2026-11", "t",
-                                              relay.kick))
+        await budgets.set_allocation(deps, FundingSource.apbdes, "kamalia_merekah", 2026, 1000 * N, "test", "t")
+        await kit.start()
+        started = True
+        task = asyncio.create_task(cycles.run(deps, "kamalia_merekah", "2026-11", "t"))
 
         async def halfway():
-            async with sessions() as s:
+            async with kit.sessions() as s:
                 return (await s.execute(sa.select(sa.func.count()).select_from(store.instructions))).scalar() >= N // 3
         await eventually(halfway, timeout=60, interval=0.01)
         await asyncio.to_thread(pgserver.pg_ctl, ["-m", "immediate", "stop"], pgdata=pg.server.pgdata,
                                 user=pg.server.system_user)
-        with pytest.raises(Exception):
+        with pytest.raises((sa.exc.SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
             await task  # the cycle's connection died under it
         await asyncio.to_thread(pg.server.ensure_postgres_running)
-        await engine.dispose()
-        engine2 = kdb.make_engine(url, pool_size=2)
-        relay.engine = engine2  # the relay keeps retrying on its own; point it at the new pool
-        sessions = kdb.sessions(engine2)
-        engine = engine2
-        res = await cycles.run(sessions, settings.names, cfg, "kamalia_merekah", "2026-11", "t", relay.kick)
+        # the pool's connections died with the server (pre-ping would find out one by one)
+        await kit.engine.dispose()
+        res = await cycles.run(deps, "kamalia_merekah", "2026-11", "t")
         assert res["instructions"] == N and 0 < res["created"] < N
 
         async def drained():
-            async with sessions() as s:
+            async with kit.sessions() as s:
                 return (await s.execute(sa.select(sa.func.count()).select_from(store.outbox)
                                         .where(store.outbox.c.published_at.is_(None)))).scalar() == 0
         await eventually(drained, timeout=60)
-        async with sessions() as s:
+        async with kit.sessions() as s:
             assert (await ledger.prove(s))["balanced"]
             # every channel message in the outbox has its instruction and its reservation
             orphans = (await s.execute(sa.text(
@@ -102,8 +97,9 @@ async def test_postgres_killed_mid_cycle(infra, nc):
         assert rep.ok, rep.failures[:5]
         assert rep.totals["instructions"] == N
     finally:
-        if relay:
-            await relay.stop()
-        await engine.dispose()
+        if started:
+            await kit.stop()
+        else:
+            await kit.engine.dispose()
         await delete_streams(js, settings)
         pg.stop()

@@ -1,17 +1,19 @@
-"""Disbursement rules without I/O: program rules, funding plans, ids, KUBE sizing and aging."""
+"""Disbursement rules without I/O: program rules, funding plans, ids, what a settlement does,
+KUBE eligibility, loan sizing, repayment schedules and aging."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import uuid
 
 import pytest
 from hypothesis import given, strategies as st
 from pydantic import ValidationError
 
-from contracts.disbursement import PaymentInstruction
-from services.disbursement import cycles, domain, kube
+from contracts.disbursement import PaymentInstruction, SettlementStatus
+from services.disbursement import cycles, domain
 from services.disbursement.config import pseudonym
-from services.disbursement.domain import Budget, ProgramRules
+from services.disbursement.domain import Budget, ProgramRules, Refused, SettlementRejected
 
 A, B = uuid.uuid4(), uuid.uuid4()
 
@@ -74,10 +76,10 @@ def test_ids_are_deterministic_idempotency_keys():
 
 
 def test_hand_built_channel_payload_is_a_valid_payment_instruction():
-    ctx = cycles.Context("pkh", "2026-11", ProgramRules.model_validate(rules()), 600_000, 2026)
+    ctx = cycles.CycleTerms("pkh", "2026-11", ProgramRules.model_validate(rules()), 600_000, 2026)
     iid = domain.instruction_id("pkh", "2026-11", "3317014107600001")
     raw = cycles._instruction_payload(iid, ctx, "3317014107600001", "3317010101100001", "3317012001",
-                                      dt.datetime.now(dt.timezone.utc).isoformat())
+                                      dt.datetime.now(dt.UTC).isoformat())
     pi = PaymentInstruction.model_validate_json(raw)
     assert pi.instruction_id == iid and pi.amount == 600_000 and pi.idempotency_key == "pkh/2026-11/3317014107600001"
 
@@ -88,14 +90,122 @@ def test_pseudonym_is_keyed():
 
 
 def test_kube_loan_sizing_and_arrears_aging():
-    assert kube.size_loan(need=3_000_000, monthly_capacity=200_000, term_months=10, fund_balance=10**9) == \
+    assert domain.size_loan(need=3_000_000, monthly_capacity=200_000, term_months=10, fund_balance=10**9) == \
         (2_000_000, 200_000)  # capacity limits
-    assert kube.size_loan(1_000_000, 500_000, 10, 600_000) == (600_000, 60_000)  # fund limits
-    assert kube.size_loan(1_000_001, 500_000, 3, 10**9) == (1_000_001, 333_334)  # rounded up
+    assert domain.size_loan(1_000_000, 500_000, 10, 600_000) == (600_000, 60_000)  # fund limits
+    assert domain.size_loan(1_000_001, 500_000, 3, 10**9) == (1_000_001, 333_334)  # rounded up
     first = dt.date(2026, 2, 15)
-    assert kube.overdue(300, 100, 0, first, 3, dt.date(2026, 2, 15)) == (0, 0)
-    assert kube.overdue(300, 100, 0, first, 3, dt.date(2026, 3, 20)) == (200, 33)
-    assert kube.overdue(300, 100, 100, first, 3, dt.date(2026, 3, 20)) == (100, 5)
-    assert kube.overdue(300, 100, 300, first, 3, dt.date(2027, 1, 1)) == (0, 0)
-    assert [kube.bucket(d) for d in (0, 1, 30, 31, 61, 91)] == ["current", "1-30", "1-30", "31-60", "61-90", ">90"]
-    assert kube.add_months(dt.date(2026, 1, 31), 1) == dt.date(2026, 2, 28)
+    assert domain.overdue(300, 100, 0, first, 3, dt.date(2026, 2, 15)) == (0, 0)
+    assert domain.overdue(300, 100, 0, first, 3, dt.date(2026, 3, 20)) == (200, 33)
+    assert domain.overdue(300, 100, 100, first, 3, dt.date(2026, 3, 20)) == (100, 5)
+    assert domain.overdue(300, 100, 300, first, 3, dt.date(2027, 1, 1)) == (0, 0)
+    assert [domain.bucket(d) for d in (0, 1, 30, 31, 61, 91)] == ["current", "1-30", "1-30", "31-60", "61-90", ">90"]
+    assert domain.add_months(dt.date(2026, 1, 31), 1) == dt.date(2026, 2, 28)
+    assert domain.add_months(dt.date(2028, 1, 31), 1) == dt.date(2028, 2, 29)
+    assert domain.add_months(dt.date(2026, 1, 15), -1) == dt.date(2025, 12, 15)
+
+
+# --- settlements ------------------------------------------------------------------------------
+
+IID = uuid.UUID(int=7)
+
+
+def test_a_settlement_applies_to_an_issued_instruction_only():
+    paid, failed = SettlementStatus.paid, SettlementStatus.failed
+    assert domain.settlement_outcome("issued", paid, None, IID) == "paid"
+    assert domain.settlement_outcome("issued", failed, "account closed", IID) == "failed"
+    assert domain.settlement_outcome("paid", paid, None, IID) == "duplicate"
+    assert domain.settlement_outcome("failed", failed, "again", IID) == "duplicate"
+    assert domain.settlement_outcome(None, paid, None, IID).code == "rjct.instruction.unknown"
+    assert domain.settlement_outcome("paid", failed, "late", IID).code == "rjct.settlement.conflict"
+    assert domain.settlement_outcome("issued", failed, None, IID).code == "rjct.settlement.reason_missing"
+    assert domain.settlement_outcome("issued", failed, "", IID).code == "rjct.settlement.reason_missing"
+
+
+@given(reports=st.lists(st.tuples(st.sampled_from(list(SettlementStatus)), st.sampled_from([None, "", "closed"])),
+                        max_size=8))
+def test_an_instruction_is_settled_at_most_once_whatever_the_channel_reports(reports):
+    """Reports folded in order, as budgets.settle does within a batch: at most one is applied,
+    and every later one is a duplicate that agrees or a rejection, never a second change."""
+    current, applied = "issued", []
+    for status, reason in reports:
+        out = domain.settlement_outcome(current, status, reason, IID)
+        if isinstance(out, SettlementRejected):
+            assert out.code.startswith("rjct.") and out.reason
+        elif out == "duplicate":
+            assert current == status.value
+        else:
+            assert current == "issued" and out == status.value
+            applied.append(out)
+            current = out
+    assert len(applied) <= 1
+
+
+# --- KUBE ---------------------------------------------------------------------------------------
+
+def test_loan_eligibility_says_which_condition_fails():
+    months = domain.saving_months(dt.date(2026, 5, 2))
+    assert months == ["2026-02", "2026-03", "2026-04"]
+    nik = "3317014107600001"
+    ok = domain.loan_eligibility(nik, months, months, [[nik], [nik], [nik, "x"], ["x"]])
+    assert ok.eligible and ok.attended == 3 and ok.meetings == 4  # 75 % is enough
+    no = domain.loan_eligibility(nik, months, ["2026-04"], [[nik], ["x"], ["x"]])
+    assert not no.eligible and "2026-02, 2026-03" in no.reasons[0] and "attended 1 of 3" in no.reasons[1]
+    assert "no group meetings" in domain.loan_eligibility(nik, months, months, []).reasons[0]
+
+
+@given(need=st.integers(1, 10**9), capacity=st.integers(1, 10**7), term=st.integers(1, 60),
+       balance=st.integers(-10**6, 10**10))
+def test_a_loan_is_never_more_than_needed_repayable_or_held(need, capacity, term, balance):
+    principal, instalment = domain.size_loan(need, capacity, term, balance)
+    assert 0 <= principal <= min(need, capacity * term, max(balance, 0))
+    if principal:
+        # the smallest instalment that repays the principal within the term
+        assert instalment * term >= principal > (instalment - 1) * term
+        assert instalment <= capacity
+        plan = domain.plan_loan(need, capacity, term, balance)
+        limit = {"need": need, "capacity": capacity * term, "fund balance": balance}[plan.limited_by]
+        assert plan.principal == principal == limit
+    else:
+        with pytest.raises(Refused):
+            domain.plan_loan(need, capacity, term, balance)
+
+
+@given(first=st.dates(dt.date(2020, 1, 1), dt.date(2030, 12, 31)), term=st.integers(1, 60))
+def test_the_repayment_schedule_is_monthly_and_never_skips_a_month(first, term):
+    dues = domain.repayment_schedule(first, term)
+    assert len(dues) == term and dues[0] == first
+    for a, b in itertools.pairwise(dues):
+        assert (b.year * 12 + b.month) - (a.year * 12 + a.month) == 1
+        assert b.day == min(first.day, b.day) and b > a
+
+
+@given(principal=st.integers(1, 10**8), term=st.integers(1, 36), paid_share=st.floats(0, 1),
+       first=st.dates(dt.date(2024, 1, 1), dt.date(2027, 12, 31)), days=st.integers(0, 2000))
+def test_arrears_never_exceed_what_is_outstanding_and_vanish_when_repaid(principal, term, paid_share, first, days):
+    instalment = -(-principal // term)
+    repaid = int(principal * paid_share)
+    as_of = first + dt.timedelta(days=days)
+    late, late_days = domain.overdue(principal, instalment, repaid, first, term, as_of)
+    assert 0 <= late <= principal - repaid
+    assert (late == 0) == (late_days == 0) and late_days <= days
+    assert domain.overdue(principal, instalment, principal, first, term, as_of) == (0, 0)
+    assert domain.bucket(late_days) in {name for _l, name in domain.AGING} | {domain.OLDEST_BUCKET}
+
+
+def test_arrears_are_summed_per_bucket():
+    first = dt.date(2026, 6, 2)
+    loans = [domain.LoanState(uuid.UUID(int=1), "p1", 1_800_000, 150_000, 150_000, first, 12),
+             domain.LoanState(uuid.UUID(int=2), "p2", 300_000, 100_000, 300_000, first, 3)]
+    rows, buckets = domain.arrears(loans, dt.date(2026, 8, 20))
+    assert rows[0]["overdue"] == 300_000 and rows[0]["days_overdue"] == 49 and rows[0]["bucket"] == "31-60"
+    assert rows[1]["overdue"] == 0 and rows[1]["bucket"] == "current"
+    assert buckets == {"current": 0, "1-30": 0, "31-60": 300_000, "61-90": 0, ">90": 0}
+
+
+def test_an_instalment_must_be_within_what_is_outstanding():
+    domain.check_instalment(1, 1)
+    for amount in (0, -5, 2):
+        with pytest.raises(Refused) as e:
+            domain.check_instalment(amount, 1)
+        assert e.value.status == 422
