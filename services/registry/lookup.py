@@ -128,4 +128,10 @@ def register(reg: Registry) -> None:
     async def subscribe(nc: Client) -> None:
         await nc.subscribe(reg.kit.names.lookup(), queue=QUEUE, cb=on_request)
 
+    async def finish() -> None:
+        # on stop, before the connection drains and the engine goes: answer what was asked
+        if running:
+            await asyncio.wait(set(running), timeout=5)
+
     reg.kit.bus.on_connect(subscribe)
+    reg.kit.on_stop(finish)

@@ -4,11 +4,14 @@ reports behind it are answered; hostile proposals on `intake.events.proposal_sub
 dead letters with reason codes, and a valid proposal behind them is taken."""
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import uuid
 
+import nats.errors
 import pytest
 
 from contracts.deadletter import MAX_KEPT_PAYLOAD
@@ -17,18 +20,29 @@ from contracts.intake import ProposalSubmitted
 from services.registry import store
 from tests import factories
 from tests.conftest import eventually
-from tests.integration.registry_support import count, drain, send
+from tests.integration.registry_support import count, send
 
 pytestmark = pytest.mark.integration
 
 V = "3317012001"
 
 
+async def read_letters(js, settings) -> list[dict]:
+    """Every registry dead letter so far. nats-py's fetch may time out with a bare
+    asyncio.TimeoutError instead of its own (seen while an 88 KiB letter was arriving)."""
+    sub = await js.pull_subscribe(settings.names.deadletter("registry"), stream=settings.names.stream("DEADLETTER"))
+    out: list[dict] = []
+    with contextlib.suppress(nats.errors.TimeoutError, asyncio.TimeoutError):
+        while True:
+            out += [json.loads(m.data) for m in await sub.fetch(100, timeout=0.3)]
+    await sub.unsubscribe()
+    return out
+
+
 async def dead_letters(nc, settings, n: int) -> dict[str, dict]:
     """The registry's dead letters by msg_id, once there are at least `n`."""
     async def got():
-        letters = await drain(nc.jetstream(), settings.names.deadletter("registry"),
-                              settings.names.stream("DEADLETTER"), wait=0.2)
+        letters = await read_letters(nc.jetstream(), settings)
         return {d["msg_id"]: d for d in letters} if len(letters) >= n else None
     return await eventually(got, timeout=20)
 
