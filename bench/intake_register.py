@@ -114,7 +114,7 @@ async def main(n: int, concurrency: int) -> None:
                 if r.status_code != 201:
                     raise RuntimeError(f"registration failed: {r.status_code} {r.text[:200]}")
             t_reg = await pooled(n, concurrency, register)
-            rt = app.state.runtime
+            kit = app.state.kit
             t0 = time.perf_counter()
             while True:  # the outbox relay drains every event (case + proposal) to JetStream
                 async with engine.connect() as c:
@@ -123,9 +123,9 @@ async def main(n: int, concurrency: int) -> None:
                     break
                 await asyncio.sleep(0.02)
             t_drain = time.perf_counter() - t0
-            events = rt.relay.published
+            events = kit.relay.published
 
-            later = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30)).isoformat()
+            later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).isoformat()
             t0 = time.perf_counter()
             escalated = 0
             while True:

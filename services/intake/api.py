@@ -3,22 +3,39 @@ decide what they see and may do. Lists are paged with limit/offset and return `t
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.envelope import utcnow
 from contracts.intake import CaseLevel, CaseStatus
 from contracts.values import Period, ProgramCode
 from services.intake import cases, visits
-from services.intake.config import IntakeSettings
-from services.intake.domain import RuleError, today_wib
+from services.intake.domain import RuleError, period_of, today_wib
 from services.kit.auth import Principal, Role, require
-from services.kit.runtime import ServiceRuntime
 
-Limit = Query(50, ge=1, le=500, description="page size")
-Offset = Query(0, ge=0, description="rows to skip")
+if TYPE_CHECKING:
+    from services.intake.app import Intake
+
+Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
+Offset = Annotated[int, Query(ge=0, description="rows to skip")]
+At = Annotated[dt.datetime | None, Query(description="evaluate at this time (default now)")]
+IdempotencyKey = Annotated[str | None, Header(max_length=100, description=(
+    "any unique string per registration; a retry with the same key returns the first case "
+    "(replayed: true) instead of registering it twice"))]
+CaseRef = Annotated[str, Path(description="case id or ticket, e.g. PSK-3317012001-2026-000001")]
+
+# who may call what (kit.auth checks the bearer token; the use cases check area and level)
+Staff = Annotated[Principal, Depends(require(Role.village_office, Role.kecamatan, Role.kabupaten,
+                                             Role.program_manager))]
+FrontOffice = Annotated[Principal, Depends(require(Role.village_office))]
+Counter = Annotated[Principal, Depends(require(Role.village_office, Role.kecamatan, Role.kabupaten))]
+Kabupaten = Annotated[Principal, Depends(require(Role.kabupaten))]
+Coordinator = Annotated[Principal, Depends(require(Role.coordinator))]
+Companion = Annotated[Principal, Depends(require(Role.companion))]
+VisitStaff = Annotated[Principal, Depends(require(Role.companion, Role.coordinator))]
 
 
 class NoteIn(BaseModel):
@@ -50,104 +67,96 @@ def install_errors(app: FastAPI) -> None:
                             status_code=503)
 
 
-def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
+def router(deps: Intake) -> APIRouter:
     r = APIRouter()
-    staff = require(Role.village_office, Role.kecamatan, Role.kabupaten, Role.program_manager)
 
     @r.post("/cases", status_code=201, tags=["cases"],
             summary="front office: register a complaint or request; returns the ticket number")
-    async def register(body: cases.CaseIn, p: Principal = Depends(require(Role.village_office)),
-                       idempotency_key: str | None = Header(None, max_length=100, description=(
-                           "any unique string per registration; a retry with the same key returns the "
-                           "first case (replayed: true) instead of registering it twice"))) -> dict:
-        return await cases.register(rt, cfg, p, body, request_key=idempotency_key)
+    async def register(body: cases.CaseIn, p: FrontOffice, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+        return await cases.register(deps, p, body, request_key=idempotency_key)
 
     @r.get("/lookup", tags=["cases"],
            summary="front office: check a citizen in the registry (by NIK, or name within a village) "
                    "without registering a case")
-    async def lookup(nik: str | None = None, name: str | None = None, village_code: str | None = None,
-                     p: Principal = Depends(require(Role.village_office, Role.kecamatan, Role.kabupaten))) -> dict:
-        return await cases.check_person(rt, cfg, p, nik=nik, name=name, village_code=village_code)
+    async def lookup(p: Counter, nik: str | None = None, name: str | None = None,
+                     village_code: str | None = None) -> dict[str, Any]:
+        return await cases.check_person(deps, p, nik=nik, name=name, village_code=village_code)
 
     @r.get("/cases", tags=["cases"], summary="cases in your area (filter by status, level)")
-    async def list_cases(status: CaseStatus | None = None, level: CaseLevel | None = None, limit: int = Limit,
-                         offset: int = Offset, p: Principal = Depends(staff)) -> dict:
-        return await cases.list_cases(rt, p, status=status, level=level, limit=limit, offset=offset)
+    async def list_cases(p: Staff, status: CaseStatus | None = None, level: CaseLevel | None = None,
+                         limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
+        return await cases.list_cases(deps, p, status=status, level=level, limit=limit, offset=offset)
 
     @r.get("/cases/queue", tags=["cases"], summary="back office: open cases at your level in your area")
-    async def queue(limit: int = Limit, offset: int = Offset, p: Principal = Depends(staff)) -> dict:
-        return await cases.list_cases(rt, p, queue=True, limit=limit, offset=offset)
+    async def queue(p: Staff, limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
+        return await cases.list_cases(deps, p, queue=True, limit=limit, offset=offset)
 
     @r.get("/cases/overdue", tags=["cases"], summary="open cases past their deadline in your area")
-    async def overdue(now: dt.datetime | None = Query(None, description="evaluate at this time (default now)"),
-                      limit: int = Limit, offset: int = Offset, p: Principal = Depends(staff)) -> dict:
-        return await cases.list_cases(rt, p, overdue_at=_aware(now), limit=limit, offset=offset)
+    async def overdue(p: Staff, now: At = None, limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
+        return await cases.list_cases(deps, p, overdue_at=_aware(now), limit=limit, offset=offset)
 
     @r.post("/cases/escalate", tags=["cases"],
             summary="escalate every overdue case now (the background task does this periodically)")
-    async def escalate(now: dt.datetime | None = Query(None, description="evaluate at this time (default now)"),
-                       p: Principal = Depends(require(Role.kabupaten))) -> dict:
-        done = await cases.escalate_overdue(rt, cfg, _aware(now))
+    async def escalate(p: Kabupaten, now: At = None) -> dict[str, Any]:
+        done = await cases.escalate_overdue(deps.kit, deps.cfg, _aware(now))
         return {"escalated": len(done), "cases": done}
 
     @r.get("/cases/{ref}", tags=["cases"], summary="one case by id or ticket number, with the complaint text")
-    async def get_case(ref: str = Path(description="case id or ticket, e.g. PSK-3317012001-2026-000001"),
-                       p: Principal = Depends(staff)) -> dict:
-        c = await cases.get_case(rt, p, ref)
+    async def get_case(ref: CaseRef, p: Staff) -> dict[str, Any]:
+        c = await cases.get_case(deps, p, ref)
         if c is None:
             raise HTTPException(404, detail={"error": f"no case {ref} in your area"})
         return c
 
     @r.get("/cases/{ref}/history", tags=["cases"], summary="every step of a case: who, what, when")
-    async def case_history(ref: str, p: Principal = Depends(staff)) -> dict:
-        steps = await cases.history(rt, p, ref)
+    async def case_history(ref: CaseRef, p: Staff) -> dict[str, Any]:
+        steps = await cases.history(deps, p, ref)
         if steps is None:
             raise HTTPException(404, detail={"error": f"no case {ref} in your area"})
         return {"case": ref, "steps": steps}
 
     @r.post("/cases/{ref}/handle", tags=["cases"], summary="back office: start handling the case")
-    async def handle(ref: str, body: NoteIn, p: Principal = Depends(staff)) -> dict:
-        return await cases.act(rt, cfg, p, ref, "handle", note=body.note)
+    async def handle(ref: CaseRef, body: NoteIn, p: Staff) -> dict[str, Any]:
+        return await cases.act(deps, p, ref, "handle", note=body.note)
 
     @r.post("/cases/{ref}/answer", tags=["cases"], summary="back office: record the answer given to the citizen")
-    async def answer(ref: str, body: AnswerIn, p: Principal = Depends(staff)) -> dict:
-        return await cases.act(rt, cfg, p, ref, "answer", answer=body.answer)
+    async def answer(ref: CaseRef, body: AnswerIn, p: Staff) -> dict[str, Any]:
+        return await cases.act(deps, p, ref, "answer", answer=body.answer)
 
     @r.post("/cases/{ref}/refer", tags=["cases"], summary="refer the case to the next level of the SLRT chain")
-    async def refer(ref: str, body: ReferIn, p: Principal = Depends(staff)) -> dict:
-        return await cases.act(rt, cfg, p, ref, "refer", note=body.note, programme=body.programme_identifier)
+    async def refer(ref: CaseRef, body: ReferIn, p: Staff) -> dict[str, Any]:
+        return await cases.act(deps, p, ref, "refer", note=body.note, programme=body.programme_identifier)
 
     @r.post("/cases/{ref}/resolve", tags=["cases"], summary="close the case with an outcome")
-    async def resolve(ref: str, body: ResolveIn, p: Principal = Depends(staff)) -> dict:
-        return await cases.act(rt, cfg, p, ref, "resolve", note=body.note, outcome=body.outcome)
+    async def resolve(ref: CaseRef, body: ResolveIn, p: Staff) -> dict[str, Any]:
+        return await cases.act(deps, p, ref, "resolve", note=body.note, outcome=body.outcome)
 
     @r.post("/assignments", status_code=201, tags=["home visits"],
             summary="coordinator: assign a beneficiary to a companion (ends any previous assignment)")
-    async def assign(body: visits.AssignmentIn, p: Principal = Depends(require(Role.coordinator))) -> dict:
-        return await visits.assign(rt, p, body)
+    async def assign(body: visits.AssignmentIn, p: Coordinator) -> dict[str, Any]:
+        return await visits.assign(deps, p, body)
 
     @r.get("/companions/{companion}/caseload", tags=["home visits"],
            summary="a companion's beneficiaries and whether each was visited in the period")
-    async def caseload(companion: str, period: Period | None = None,
-                       p: Principal = Depends(require(Role.companion, Role.coordinator))) -> dict:
+    async def caseload(companion: str, p: VisitStaff, period: Period | None = None) -> dict[str, Any]:
         period = period or _this_month()
-        return {"companion": companion, "period": period, "items": await visits.caseload(rt, p, companion, period)}
+        return {"companion": companion, "period": period,
+                "items": await visits.caseload(deps, p, companion, period)}
 
     @r.post("/visits", status_code=201, tags=["home visits"], summary="companion: file a home-visit report")
-    async def file_visit(body: visits.VisitIn, p: Principal = Depends(require(Role.companion))) -> dict:
-        return await visits.file_visit(rt, p, body)
+    async def file_visit(body: visits.VisitIn, p: Companion) -> dict[str, Any]:
+        return await visits.file_visit(deps, p, body)
 
     @r.get("/visits", tags=["home visits"], summary="visit reports (a companion sees their own)")
-    async def list_visits(companion: str | None = None, period: Period | None = None, limit: int = Limit,
-                          offset: int = Offset,
-                          p: Principal = Depends(require(Role.companion, Role.coordinator))) -> dict:
-        return await visits.list_visits(rt, p, companion=companion, period=period, limit=limit, offset=offset)
+    async def list_visits(p: VisitStaff, companion: str | None = None, period: Period | None = None,
+                          limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
+        return await visits.list_visits(deps, p, companion=companion, period=period, limit=limit, offset=offset)
 
     @r.get("/visits/summary", tags=["home visits"],
            summary="coordinator: per companion, visits done and due, and who is not visited in the period")
-    async def visit_summary(period: Period | None = None, limit: int = Limit, offset: int = Offset,
-                            p: Principal = Depends(require(Role.coordinator))) -> dict:
-        return await visits.summary(rt, p, period or _this_month(), limit, offset)
+    async def visit_summary(p: Coordinator, period: Period | None = None, limit: Limit = 50,
+                            offset: Offset = 0) -> dict[str, Any]:
+        return await visits.summary(deps, p, period or _this_month(), limit, offset)
 
     return r
 
@@ -159,5 +168,4 @@ def _aware(now: dt.datetime | None) -> dt.datetime | None:
 
 
 def _this_month() -> str:
-    d = today_wib(dt.datetime.now(dt.timezone.utc))
-    return f"{d.year:04d}-{d.month:02d}"
+    return period_of(today_wib(utcnow()))

@@ -1,36 +1,38 @@
 """The Puskesos case flow: register (with one registry lookup), handle, answer, refer up the
-SLRT chain, resolve, escalate overdue cases. Each step is a row in `case_steps` and an event
-in the outbox, in one transaction. Used by the JSON API, the web pages and the CLI."""
+SLRT chain, resolve, escalate overdue cases, follow the registry's proposal decisions. Each
+step is a row in `case_steps`, an audit row and an event, in one unit of work. Used by the
+JSON API, the web pages, the registry follower and the CLI."""
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+import nats.errors
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
-from contracts.envelope import utcnow
+from contracts.envelope import Envelope, Event, utcnow
 from contracts.intake import (CaseCategory, CaseEscalated, CaseKind, CaseLevel, CaseReferred, CaseRegistered,
-                              CaseResolved, CaseStatus, CaseStatusChanged, Channel, PersonStatus,
-                              ProposalSubmitted)
+                              CaseResolved, CaseStatus, CaseStatusChanged, Channel, PersonStatus)
 from contracts.lookup import LookupReply, LookupRequest
 from contracts.registry import ProposalDecided, ProposalDecision
-from contracts.values import NIK, NoKK, ProgramCode, VillageCode, nik_problems, parse_nik, village_problems
+from contracts.values import NIK, NoKK, ProgramCode, VillageCode, nik_problems, village_problems
 from services.intake import domain, store
 from services.intake.config import IntakeSettings
 from services.intake.domain import RuleError
 from services.kit import audit
 from services.kit import logging as klog
-from services.kit.auth import Principal, Role
-from services.kit.outbox import add, event_row
-from services.kit.runtime import ServiceRuntime
+from services.kit.principal import Principal, Role
+from services.kit.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from services.intake.app import Intake
+    from services.kit.runtime import Kit
 
 log = klog.get(__name__)
-SERVICE = "intake"
 
 
 class Reporter(BaseModel):
@@ -44,7 +46,7 @@ class Reporter(BaseModel):
     contact: str = Field(default="", max_length=100, description="phone number or how to reach them")
 
     @model_validator(mode="after")
-    def _who(self) -> "Reporter":
+    def _who(self) -> Reporter:
         if not self.nik and not self.name:
             raise ValueError("give the reporter's NIK, or their name when the NIK is not known")
         return self
@@ -65,21 +67,28 @@ class RegistryUnavailable(Exception):
     pass
 
 
-async def lookup(rt: ServiceRuntime, req: LookupRequest, timeout: float) -> LookupReply:
-    """One round trip to the registry's `registry.lookup` responder."""
+# --- the registry lookup ----------------------------------------------------------------
+
+async def lookup(deps: Intake, req: LookupRequest) -> LookupReply:
+    """One round trip to the registry's `registry.lookup` responder, bounded by
+    `lookup_timeout_seconds`; any failure is RegistryUnavailable (the caller answers 503)."""
     try:
-        msg = await rt.nc.request(rt.names.lookup(), req.model_dump_json(exclude_none=True).encode(),
-                                  timeout=timeout)
-    except (NoRespondersError, NatsTimeout) as exc:
+        msg = await deps.kit.bus.nc.request(deps.kit.names.lookup(),
+                                            req.model_dump_json(exclude_none=True).encode(),
+                                            timeout=deps.cfg.lookup_timeout_seconds)
+    except (nats.errors.Error, TimeoutError, RuntimeError) as exc:  # RuntimeError: not connected yet
         raise RegistryUnavailable(f"the registry did not answer the lookup ({type(exc).__name__})") from exc
-    reply = LookupReply.model_validate_json(msg.data)
+    try:
+        reply = LookupReply.model_validate_json(msg.data)
+    except ValidationError:
+        raise RegistryUnavailable("the registry's answer could not be read") from None
     if reply.error:
         raise RegistryUnavailable(f"the registry could not answer: {reply.error}")
     return reply
 
 
-async def check_person(rt: ServiceRuntime, cfg: IntakeSettings, p: Principal, *, nik: str | None,
-                       name: str | None, village_code: str | None) -> dict:
+async def check_person(deps: Intake, p: Principal, *, nik: str | None, name: str | None,
+                       village_code: str | None) -> dict[str, Any]:
     """A look-up at the counter, before (or without) registering a case. Only people of the
     caller's regency are shown: the front office serves its own residents."""
     nik, name, village_code = (nik or "").strip() or None, (name or "").strip() or None, (village_code or "").strip() or None
@@ -92,149 +101,109 @@ async def check_person(rt: ServiceRuntime, cfg: IntakeSettings, p: Principal, *,
     if problems:
         raise RuleError("; ".join(problems), 422)
     req = LookupRequest(nik=nik) if nik else LookupRequest(name=name, village_code=village_code)
-    reply = await lookup(rt, req, cfg.lookup_timeout_seconds)
+    reply = await lookup(deps, req)
     people = [x.model_dump() for x in reply.people if x.village_code.startswith(p.area[:4])]
     return {"found": bool(people), "people": people}
 
 
-async def _next_ticket(s, village_code: str, year: int) -> str:
-    seq = (await s.execute(
-        pg_insert(store.ticket_counters).values(village_code=village_code, year=year, last=1)
-        .on_conflict_do_update(index_elements=["village_code", "year"],
-                               set_={"last": store.ticket_counters.c.last + 1})
-        .returning(store.ticket_counters.c.last))).scalar_one()
-    return domain.ticket(village_code, year, seq)
+# --- registration -----------------------------------------------------------------------
 
-
-def _step(case_id, at, actor, action, level, status, note="", from_level=None, event_id=None) -> dict:
+def _step(case_id: uuid.UUID, at: dt.datetime, actor: str, action: str, level: CaseLevel | str,
+          status: CaseStatus | str, note: str = "", from_level: CaseLevel | str | None = None,
+          event_id: uuid.UUID | None = None) -> dict[str, Any]:
     return {"case_id": case_id, "at": at, "actor": actor, "action": action, "from_level": from_level,
             "level": level, "status": status, "note": note, "event_id": event_id}
 
 
-def _registered(r: Any, replayed: bool = False) -> dict:
+def _registered(r: Row[Any], replayed: bool = False) -> dict[str, Any]:
     return {"case_id": str(r.id), "ticket": r.ticket, "level": r.level, "status": r.status,
             "person_status": r.person_status, "proposal_id": str(r.proposal_id) if r.proposal_id else None,
             "programs": r.programs, "matches": r.matches, "due_at": r.due_at.isoformat(), "replayed": replayed}
 
 
-async def _by_request_key(rt: ServiceRuntime, key: str) -> dict | None:
-    async with rt.sessions() as s:
-        r = (await s.execute(sa.select(store.cases).where(store.cases.c.request_key == key))).first()
+async def _by_request_key(deps: Intake, key: str) -> dict[str, Any] | None:
+    async with deps.kit.sessions() as s:
+        r = await store.case_by_request_key(s, key)
     return _registered(r, replayed=True) if r else None
 
 
-async def register(rt: ServiceRuntime, cfg: IntakeSettings, p: Principal, data: CaseIn,
-                   now: dt.datetime | None = None, request_key: str | None = None) -> dict:
+def _check_registrar(p: Principal, data: CaseIn) -> None:
+    if p.role is not Role.village_office:
+        raise RuleError("only the village front office (village_office) registers cases", 403)
+    if not p.covers(data.village_code):
+        raise RuleError(f"village {data.village_code} is outside your area {p.area or '-'}", 403)
+
+
+async def register(deps: Intake, p: Principal, data: CaseIn, now: dt.datetime | None = None,
+                   request_key: str | None = None) -> dict[str, Any]:
     """Front office: record the case, check the registry once, propose the person if missing.
 
     With a `request_key` (the API's Idempotency-Key, the form's hidden key) a repeated
     submission returns the case the first one created (`replayed: true`) instead of a second.
     """
-    if p.role is not Role.village_office:
-        raise RuleError("only the village front office (village_office) registers cases", 403)
-    if not p.covers(data.village_code):
-        raise RuleError(f"village {data.village_code} is outside your area {p.area or '-'}", 403)
+    _check_registrar(p, data)
     key = f"{p.user}:{request_key}" if request_key else None
-    if key and (done := await _by_request_key(rt, key)):
+    if key and (done := await _by_request_key(deps, key)):
         return done
     now = now or utcnow()
     rep = data.reporter
-    req = (LookupRequest(nik=rep.nik) if rep.nik else LookupRequest(name=rep.name, village_code=data.village_code))
-    reply = await lookup(rt, req, cfg.lookup_timeout_seconds)
-
-    programs: list[dict] = []
-    matches: list[dict] = []
-    proposal: ProposalSubmitted | None = None
+    reply = await lookup(deps, LookupRequest(nik=rep.nik) if rep.nik
+                         else LookupRequest(name=rep.name, village_code=data.village_code))
     case_id = uuid.uuid4()
-    if rep.nik and reply.found:
-        person = reply.people[0]
-        programs = [e.model_dump() for e in person.enrolments]
-        person_status = PersonStatus.found
-    elif rep.nik:
-        parts, _ = parse_nik(rep.nik)
-        if rep.no_kk and rep.name and parts:
-            person_status = PersonStatus.proposed
-            proposal = ProposalSubmitted(
-                proposal_id=uuid.uuid4(), nik=rep.nik, no_kk=rep.no_kk, name=rep.name, sex=parts.sex,
-                birth_date=parts.birth_date, village_code=data.village_code, address=rep.address,
-                programme_identifier=data.programme_identifier, submitted_by=p.user, case_id=case_id)
-        else:
-            person_status = PersonStatus.not_found
-    elif reply.found:
-        matches = [m.model_dump() for m in reply.people]
-        person_status = PersonStatus.possible_match
-    else:
-        person_status = PersonStatus.not_found
-
-    due = domain.add_working_days(now, cfg.days(CaseLevel.village), cfg.holiday_set)
+    found = domain.finding(domain.Reported(nik=rep.nik, name=rep.name, no_kk=rep.no_kk, address=rep.address,
+                                           village_code=data.village_code, programme=data.programme_identifier),
+                           reply, case_id=case_id, proposal_id=uuid.uuid4(), submitted_by=p.user)
+    due = domain.add_working_days(now, deps.cfg.days(CaseLevel.village), deps.cfg.holiday_set)
     try:
-        ticket = await _insert_case(rt, p, data, case_id, person_status, proposal, programs, matches, due, now, key)
+        ticket = await _insert_case(deps, p, data, case_id, found, due, now, key)
     except IntegrityError:
         # the same request_key raced us and won: its case is the answer
-        if key and (done := await _by_request_key(rt, key)):
+        if key and (done := await _by_request_key(deps, key)):
             return done
         raise
-    rt.kick()
-    log.info("intake.case_registered", case_id=str(case_id), person_status=person_status.value)
+    log.info("intake.case_registered", case_id=str(case_id), person_status=found.person_status.value)
     return {"case_id": str(case_id), "ticket": ticket, "level": CaseLevel.village.value,
-            "status": CaseStatus.open.value, "person_status": person_status.value,
-            "proposal_id": str(proposal.proposal_id) if proposal else None,
-            "programs": programs, "matches": matches, "due_at": due.isoformat(), "replayed": False}
+            "status": CaseStatus.open.value, "person_status": found.person_status.value,
+            "proposal_id": str(found.proposal.proposal_id) if found.proposal else None,
+            "programs": found.programs, "matches": found.matches, "due_at": due.isoformat(), "replayed": False}
 
 
-async def _insert_case(rt, p, data: CaseIn, case_id, person_status, proposal, programs, matches, due, now,
-                       key) -> str:
-    rep = data.reporter
+async def _insert_case(deps: Intake, p: Principal, data: CaseIn, case_id: uuid.UUID, found: domain.Finding,
+                       due: dt.datetime, now: dt.datetime, key: str | None) -> str:
     # the serial comes from its own short transaction: holding the village's counter row
     # until the case commits would queue every registration of a village behind one another.
     # A case that then fails to commit leaves a gap in the serials, never a duplicate.
-    async with rt.sessions.begin() as s:
-        ticket = await _next_ticket(s, data.village_code, domain.today_wib(now).year)
-    async with rt.sessions.begin() as s:
-        ev = CaseRegistered(case_id=case_id, ticket=ticket, kind=data.kind, category=data.category,
-                            channel=data.channel, village_code=data.village_code, level=CaseLevel.village,
-                            status=CaseStatus.open, person_status=person_status,
-                            proposal_id=proposal.proposal_id if proposal else None, due_at=due, actor=p.user)
-        rows = [event_row(rt.names, ev, SERVICE, correlation_id=case_id)]
+    async with deps.kit.unit_of_work() as uow:
+        serial = await store.next_ticket_serial(uow.session, data.village_code, domain.today_wib(now).year)
+    ticket = domain.ticket(data.village_code, domain.today_wib(now).year, serial)
+    rep, proposal = data.reporter, found.proposal
+    async with deps.kit.unit_of_work() as uow:
+        s = uow.session
+        event_id = uow.emit(CaseRegistered(
+            case_id=case_id, ticket=ticket, kind=data.kind, category=data.category, channel=data.channel,
+            village_code=data.village_code, level=CaseLevel.village, status=CaseStatus.open,
+            person_status=found.person_status, proposal_id=proposal.proposal_id if proposal else None,
+            due_at=due, actor=p.user), correlation_id=case_id)
         if proposal:
-            rows.append(event_row(rt.names, proposal, SERVICE, correlation_id=case_id))
-        profile = {"no_kk": rep.no_kk, "address": rep.address}
-        await s.execute(sa.insert(store.cases).values(
+            uow.emit(proposal, correlation_id=case_id)
+        await store.insert_case(s, dict(
             id=case_id, ticket=ticket, kind=data.kind, category=data.category, channel=data.channel,
             village_code=data.village_code, level=CaseLevel.village, status=CaseStatus.open,
-            person_status=person_status, nik=rep.nik, reporter_name=rep.name or "", contact=rep.contact,
-            profile=profile, text=data.text, programs=programs, matches=matches,
-            proposal_id=proposal.proposal_id if proposal else None, programme_identifier=data.programme_identifier,
-            due_at=due, registered_by=p.user, created_at=now, updated_at=now, request_key=key))
-        await s.execute(sa.insert(store.case_steps).values(_step(
-            case_id, now, p.user, "register", CaseLevel.village, CaseStatus.open,
-            note=f"registry: {person_status.value}", event_id=rows[0]["id"])))
+            person_status=found.person_status, nik=rep.nik, reporter_name=rep.name or "", contact=rep.contact,
+            profile={"no_kk": rep.no_kk, "address": rep.address}, text=data.text, programs=found.programs,
+            matches=found.matches, proposal_id=proposal.proposal_id if proposal else None,
+            programme_identifier=data.programme_identifier, due_at=due, registered_by=p.user, created_at=now,
+            updated_at=now, request_key=key))
+        await store.add_steps(s, [_step(case_id, now, p.user, "register", CaseLevel.village, CaseStatus.open,
+                                        note=f"registry: {found.person_status.value}", event_id=event_id)])
         await audit.record(s, store.audit_log, p, "case.register", target=str(case_id), area=data.village_code,
-                           detail={"category": data.category.value, "person_status": person_status.value})
-        await add(s, rt.outbox, rows)
+                           detail={"category": data.category.value, "person_status": found.person_status.value})
     return ticket
 
 
-def _ref_clause(ref: str):
-    try:
-        return store.cases.c.id == uuid.UUID(ref)
-    except ValueError:
-        return store.cases.c.ticket == ref.strip().upper()
+# --- reading ----------------------------------------------------------------------------
 
-
-def scope_clause(p: Principal):
-    """What a principal may see: their area (village prefix); a program manager only the cases
-    referred to their programs' agencies."""
-    c = store.cases.c
-    clause = c.village_code.like(f"{p.area}%") if p.area else sa.true()
-    if p.role is Role.program_manager:
-        clause = sa.and_(clause, c.level == CaseLevel.agency, c.programme_identifier.in_(list(p.programs)))
-    elif p.role not in domain.CASE_READERS:
-        clause = sa.false()
-    return clause
-
-
-def _case_dict(r: Any, full: bool) -> dict:
+def _case_dict(r: Row[Any], full: bool) -> dict[str, Any]:
     d = {"case_id": str(r.id), "ticket": r.ticket, "kind": r.kind, "category": r.category, "channel": r.channel,
          "village_code": r.village_code, "level": r.level, "status": r.status, "person_status": r.person_status,
          "programme_identifier": r.programme_identifier, "due_at": r.due_at.isoformat(),
@@ -247,170 +216,143 @@ def _case_dict(r: Any, full: bool) -> dict:
     return d
 
 
-async def get_case(rt: ServiceRuntime, p: Principal, ref: str) -> dict | None:
+async def get_case(deps: Intake, p: Principal, ref: str) -> dict[str, Any] | None:
     """The full case, or None if it does not exist or lies outside the caller's scope."""
-    async with rt.sessions.begin() as s:
-        r = (await s.execute(sa.select(store.cases).where(_ref_clause(ref), scope_clause(p)))).first()
+    async with deps.kit.unit_of_work() as uow:
+        r = await store.find_case(uow.session, ref, p)
         if r is not None:  # the complaint text is confidential: every reading is on the trail
-            await audit.record(s, store.audit_log, p, "case.read", target=str(r.id), area=r.village_code)
+            await audit.record(uow.session, store.audit_log, p, "case.read", target=str(r.id), area=r.village_code)
     return _case_dict(r, True) if r else None
 
 
-async def history(rt: ServiceRuntime, p: Principal, ref: str) -> list[dict] | None:
-    async with rt.sessions.begin() as s:
-        found = (await s.execute(sa.select(store.cases.c.id, store.cases.c.village_code)
-                                 .where(_ref_clause(ref), scope_clause(p)))).first()
+async def history(deps: Intake, p: Principal, ref: str) -> list[dict[str, Any]] | None:
+    async with deps.kit.unit_of_work() as uow:
+        found = await store.find_case(uow.session, ref, p)
         if found is None:
             return None
-        case_id = found.id
-        await audit.record(s, store.audit_log, p, "case.history", target=str(case_id), area=found.village_code)
-        st = store.case_steps.c
-        rows = (await s.execute(sa.select(store.case_steps).where(st.case_id == case_id).order_by(st.id))).all()
+        await audit.record(uow.session, store.audit_log, p, "case.history", target=str(found.id),
+                           area=found.village_code)
+        rows = await store.steps_of(uow.session, found.id)
     return [{"at": r.at.isoformat(), "actor": r.actor, "action": r.action, "from_level": r.from_level,
              "level": r.level, "status": r.status, "note": r.note,
              "event_id": str(r.event_id) if r.event_id else None} for r in rows]
 
 
-async def list_cases(rt: ServiceRuntime, p: Principal, *, status: str | None = None, level: str | None = None,
+async def list_cases(deps: Intake, p: Principal, *, status: str | None = None, level: str | None = None,
                      queue: bool = False, overdue_at: dt.datetime | None = None, limit: int = 50,
-                     offset: int = 0) -> dict:
+                     offset: int = 0) -> dict[str, Any]:
     """A page of cases in the caller's scope, oldest deadline first, with the total."""
-    c = store.cases.c
-    where = [scope_clause(p)]
-    if status:
-        where.append(c.status == status)
-    if level:
-        where.append(c.level == level)
-    if queue:  # the office's own work: open cases at the levels its role handles
-        where.append(c.level.in_([lv.value for lv, roles in domain.LEVEL_ROLES.items() if p.role in roles]))
-        where.append(c.status != CaseStatus.resolved)
-    if overdue_at is not None:
-        where += [c.status != CaseStatus.resolved, c.due_at < overdue_at]
-    async with rt.sessions() as s:
-        total = (await s.execute(sa.select(sa.func.count()).select_from(store.cases).where(*where))).scalar_one()
-        rows = (await s.execute(sa.select(store.cases).where(*where).order_by(c.due_at, c.id)
-                                .limit(limit).offset(offset))).all()
+    where = store.case_filters(p, status=status, level=level, queue=queue, overdue_at=overdue_at)
+    async with deps.kit.sessions() as s:
+        total, rows = await store.case_page(s, where, limit, offset)
     return {"total": total, "limit": limit, "offset": offset, "items": [_case_dict(r, False) for r in rows]}
 
 
-async def _locked(s, ref: str):
-    r = (await s.execute(sa.select(store.cases).where(_ref_clause(ref)).with_for_update())).first()
-    if r is None:
-        raise RuleError(f"no case {ref}", 404)
-    return r
+# --- back office ------------------------------------------------------------------------
+
+def _step_event(step: domain.Step, r: Row[Any], actor: str) -> Event:
+    common: dict[str, Any] = {"case_id": r.id, "category": r.category, "village_code": r.village_code}
+    if step.action == "refer":
+        assert step.from_level is not None
+        return CaseReferred(**common, from_level=step.from_level, level=step.level, status=step.status,
+                            programme_identifier=step.changes["programme_identifier"],
+                            due_at=step.changes["due_at"], actor=actor)
+    if step.action == "resolve":
+        return CaseResolved(**common, level=step.level, outcome=step.changes["outcome"], actor=actor)
+    return CaseStatusChanged(**common, level=step.level, status=step.status, previous_status=r.status,
+                             action=step.action, actor=actor)
 
 
-async def act(rt: ServiceRuntime, cfg: IntakeSettings, p: Principal, ref: str, action: str, *, note: str = "",
-              answer: str | None = None, outcome: str | None = None, programme: str | None = None,
-              now: dt.datetime | None = None) -> dict:
+async def act(deps: Intake, p: Principal, ref: str, action: str, *, note: str = "", answer: str | None = None,
+              outcome: str | None = None, programme: str | None = None,
+              now: dt.datetime | None = None) -> dict[str, Any]:
     """Back office step on one case: handle, answer, refer or resolve."""
     now = now or utcnow()
-    async with rt.sessions.begin() as s:
-        r = await _locked(s, ref)
-        if not domain.can_read(p, r.village_code) and p.role is not Role.program_manager:
-            raise RuleError(f"no case {ref}", 404)  # outside the caller's area: do not reveal it exists
-        level, status = CaseLevel(r.level), CaseStatus(r.status)
+    cfg = deps.cfg
+
+    def deadline(level: CaseLevel) -> dt.datetime:
+        return domain.add_working_days(now, cfg.days(level), cfg.holiday_set)
+
+    async with deps.kit.unit_of_work() as uow:
+        r = await store.lock_case(uow.session, ref)
+        # outside the caller's area: do not reveal that it exists
+        if r is None or (not domain.can_read(p, r.village_code) and p.role is not Role.program_manager):
+            raise RuleError(f"no case {ref}", 404)
+        level = CaseLevel(r.level)
         domain.check_can_act(p, level, r.village_code, r.programme_identifier)
-        domain.check_open(status)
-        common = {"case_id": r.id, "category": r.category, "village_code": r.village_code}
-        values: dict[str, Any] = {"updated_at": now}
-        from_level = None
-        if action in ("handle", "answer"):
-            new_status = CaseStatus.in_progress if action == "handle" else CaseStatus.answered
-            if action == "answer":
-                if not answer:
-                    raise RuleError("answer needs the text given to the citizen", 422)
-                values["answer"] = answer
-                note = note or answer
-            ev = CaseStatusChanged(**common, level=level, status=new_status, previous_status=status, action=action,
-                                   actor=p.user)
-            new_level = level
-        elif action == "refer":
-            new_level = domain.refer_target(level, programme or r.programme_identifier)
-            new_status, from_level = CaseStatus.open, level
-            due = domain.add_working_days(now, cfg.days(new_level), cfg.holiday_set)
-            values.update(level=new_level, due_at=due, programme_identifier=programme or r.programme_identifier)
-            ev = CaseReferred(**common, from_level=level, level=new_level, status=new_status,
-                              programme_identifier=values["programme_identifier"], due_at=due, actor=p.user)
-        elif action == "resolve":
-            new_status, new_level = CaseStatus.resolved, level
-            values.update(outcome=outcome or "resolved", resolved_at=now)
-            ev = CaseResolved(**common, level=level, outcome=values["outcome"], actor=p.user)
-        else:
-            raise RuleError(f"unknown action {action!r}", 422)
-        values["status"] = new_status
-        row = event_row(rt.names, ev, SERVICE, correlation_id=r.id)
-        await s.execute(sa.update(store.cases).where(store.cases.c.id == r.id).values(**values))
-        await s.execute(sa.insert(store.case_steps).values(_step(
-            r.id, now, p.user, action, new_level, new_status, note=note, from_level=from_level,
-            event_id=row["id"])))
-        await audit.record(s, store.audit_log, p, f"case.{action}", target=str(r.id), area=r.village_code,
-                           detail={"level": new_level.value, "status": new_status.value})
-        await add(s, rt.outbox, [row])
-        case_id = r.id
-    rt.kick()
-    return {"case_id": str(case_id), "level": new_level.value, "status": new_status.value}
+        domain.check_open(CaseStatus(r.status))
+        step = domain.plan_step(action, level, r.programme_identifier, note=note, answer=answer, outcome=outcome,
+                                programme=programme, now=now, deadline=deadline)
+        event_id = uow.emit(_step_event(step, r, p.user), correlation_id=r.id)
+        await store.update_case(uow.session, r.id, {"level": step.level, "status": step.status, "updated_at": now,
+                                                    **step.changes})
+        await store.add_steps(uow.session, [_step(r.id, now, p.user, action, step.level, step.status,
+                                                  note=step.note, from_level=step.from_level, event_id=event_id)])
+        await audit.record(uow.session, store.audit_log, p, f"case.{action}", target=str(r.id), area=r.village_code,
+                           detail={"level": step.level.value, "status": step.status.value})
+    return {"case_id": str(r.id), "level": step.level.value, "status": step.status.value}
 
 
-async def escalate_overdue(rt: ServiceRuntime, cfg: IntakeSettings, now: dt.datetime | None = None,
-                           limit: int = 500) -> list[dict]:
+async def escalate_overdue(kit: Kit, cfg: IntakeSettings, now: dt.datetime | None = None,
+                           limit: int = 500) -> list[dict[str, Any]]:
     """Move every overdue open case one level up (village -> kecamatan -> kabupaten).
 
     Automatic escalation stops at the kabupaten: handing a case to a program's agency needs a
     person who names the program. Several processes may run this at once (SKIP LOCKED).
+    Takes the kit and settings rather than the composition: the CLI runs it too, with a kit of
+    its own that is never started.
     """
     now = now or utcnow()
-    c = store.cases.c
-    done: list[dict] = []
-    async with rt.sessions.begin() as s:
-        rows = (await s.execute(
-            sa.select(store.cases).where(c.status != CaseStatus.resolved, c.due_at < now,
-                                         c.level.in_([CaseLevel.village, CaseLevel.kecamatan]))
-            .order_by(c.due_at).limit(limit).with_for_update(skip_locked=True))).all()
-        out, updates, steps, trail = [], [], [], []
+    done: list[dict[str, Any]] = []
+    async with kit.unit_of_work() as uow:
+        rows = await store.lock_overdue(uow.session, now, limit)
+        moves, steps, trail = [], [], []
         for r in rows:
             level = CaseLevel(r.level)
             nxt = level.next()
+            assert nxt is not None  # only village and kecamatan cases are selected
             due = domain.add_working_days(now, cfg.days(nxt), cfg.holiday_set)
-            ev = CaseEscalated(case_id=r.id, category=r.category, village_code=r.village_code, from_level=level,
-                               level=nxt, status=CaseStatus.open, overdue_since=r.due_at, due_at=due)
-            row = event_row(rt.names, ev, SERVICE, correlation_id=r.id)
-            out.append(row)
-            updates.append({"b_id": r.id, "b_level": nxt.value, "b_due": due})
+            event_id = uow.emit(CaseEscalated(
+                case_id=r.id, category=r.category, village_code=r.village_code, from_level=level, level=nxt,
+                status=CaseStatus.open, overdue_since=r.due_at, due_at=due), correlation_id=r.id)
+            moves.append({"b_id": r.id, "b_level": nxt.value, "b_due": due})
             steps.append(_step(r.id, now, "system", "escalate", nxt, CaseStatus.open, from_level=level,
-                               note=f"overdue since {r.due_at.isoformat()}", event_id=row["id"]))
+                               note=f"overdue since {r.due_at.isoformat()}", event_id=event_id))
             trail.append(audit.row(None, "case.escalate", target=str(r.id), area=r.village_code,
                                    detail={"from_level": level.value, "level": nxt.value}, system="escalation"))
             done.append({"case_id": str(r.id), "ticket": r.ticket, "from_level": level.value, "level": nxt.value})
-        if rows:  # one round trip per table, not three per case
-            await s.execute(sa.update(store.cases).where(c.id == sa.bindparam("b_id")).values(
-                level=sa.bindparam("b_level"), due_at=sa.bindparam("b_due"), status=CaseStatus.open.value,
-                updated_at=now), updates, execution_options={"synchronize_session": False})
-            await s.execute(sa.insert(store.case_steps), steps)
-            await s.execute(sa.insert(store.audit_log), trail)
-        await add(s, rt.outbox, out)
+        # one round trip per table, not three per case
+        await store.move_cases(uow.session, moves, now)
+        await store.add_steps(uow.session, steps)
+        await store.add_audit_rows(uow.session, trail)
     if done:
-        rt.kick()
         log.info("intake.escalated", cases=len(done))
     return done
 
 
-async def apply_decisions(rt: ServiceRuntime, s, decided: list[ProposalDecided], now: dt.datetime) -> list[dict]:
-    """Follow the registry's decision on proposals intake submitted (inside the caller's transaction)."""
-    out = []
-    c = store.cases.c
-    for d in decided:
-        r = (await s.execute(sa.select(store.cases).where(c.proposal_id == d.proposal_id).with_for_update())).first()
-        if r is None:
-            continue  # a proposal from another source (e.g. the registry's own staff)
+# --- following the registry -------------------------------------------------------------
+
+async def apply_decisions(uow: UnitOfWork, decided: Sequence[Envelope[ProposalDecided]], now: dt.datetime) -> None:
+    """Follow the registry's decisions on proposals intake submitted (in the consumer's unit
+    of work); a decision on a proposal from elsewhere (the registry's own staff) is not ours.
+
+    A decision the case already shows changes nothing: the inbox drops a repeated event_id,
+    and this drops the same decision under another one (a new durable re-reading REGISTRY from
+    its start, whose inbox has not seen the old consumer's keys)."""
+    cases = await store.lock_by_proposal(uow.session, [e.data.proposal_id for e in decided])
+    shown = {pid: r.person_status for pid, r in cases.items()}
+    steps = []
+    for env in decided:
+        d, r = env.data, cases.get(env.data.proposal_id)
         ps = PersonStatus.accepted if d.decision is ProposalDecision.accepted else PersonStatus.rejected
+        if r is None or shown[d.proposal_id] == ps:
+            continue
+        shown[d.proposal_id] = ps
         action = f"proposal_{d.decision.value}"
-        ev = CaseStatusChanged(case_id=r.id, category=r.category, village_code=r.village_code, level=r.level,
-                               status=r.status, previous_status=r.status, action=action, person_status=ps,
-                               actor=d.decided_by)
-        row = event_row(rt.names, ev, SERVICE, correlation_id=r.id)
-        await s.execute(sa.update(store.cases).where(c.id == r.id).values(person_status=ps, updated_at=now))
-        await s.execute(sa.insert(store.case_steps).values(_step(
-            r.id, now, d.decided_by, action, r.level, r.status, note=d.reason, event_id=row["id"])))
-        out.append(row)
-    return out
+        event_id = uow.emit(CaseStatusChanged(
+            case_id=r.id, category=r.category, village_code=r.village_code, level=r.level, status=r.status,
+            previous_status=r.status, action=action, person_status=ps, actor=d.decided_by),
+            correlation_id=r.id, causation_id=env.event_id)
+        await store.update_case(uow.session, r.id, {"person_status": ps, "updated_at": now})
+        steps.append(_step(r.id, now, d.decided_by, action, r.level, r.status, note=d.reason, event_id=event_id))
+    await store.add_steps(uow.session, steps)

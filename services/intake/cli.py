@@ -4,8 +4,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import types
-from typing import Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -14,7 +13,7 @@ intake_app = typer.Typer(help="Puskesos cases and home visits.", no_args_is_help
 console = Console(stderr=True)
 
 
-def _when(now: Optional[str]) -> dt.datetime | None:
+def _when(now: str | None) -> dt.datetime | None:
     if now is None:
         return None
     try:
@@ -27,25 +26,24 @@ def _when(now: Optional[str]) -> dt.datetime | None:
 
 
 @intake_app.command("escalate")
-def escalate_cmd(now: Optional[str] = typer.Option(None, help="evaluate deadlines at this time (default: now)")) -> None:
+def escalate_cmd(now: str | None = typer.Option(None, help="evaluate deadlines at this time (default: now)")) -> None:
     """Move every overdue case one level up the SLRT chain (the service also does this on a timer).
     The events go to the outbox; the running intake service publishes them."""
     from services.intake import cases, store
     from services.intake.config import IntakeSettings
-    from services.kit.db import make_engine, sessions
+    from services.kit.runtime import Kit
     from services.kit.settings import Settings
 
     when = _when(now)
 
-    async def _run() -> list[dict]:
-        settings = Settings()
-        engine = make_engine(settings.db_url("intake"), pool_size=1)
-        rt = types.SimpleNamespace(sessions=sessions(engine), names=settings.names, outbox=store.outbox,
-                                   kick=lambda: None)
+    async def _run() -> list[dict[str, Any]]:
+        # a kit that is never started: only its database is used (the unit of work's wake-up
+        # of a relay that does not run is harmless; the running service's relay publishes)
+        kit = Kit("intake", Settings(), store.metadata)
         try:
-            return await cases.escalate_overdue(rt, IntakeSettings(), when)
+            return await cases.escalate_overdue(kit, IntakeSettings(), when)
         finally:
-            await engine.dispose()
+            await kit.engine.dispose()
     done = asyncio.run(_run())
     typer.echo(json.dumps({"escalated": len(done), "cases": done}, indent=2))
     console.print(f"[green]{len(done)} overdue case(s) escalated")

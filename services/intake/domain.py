@@ -1,14 +1,21 @@
-"""Intake rules with no I/O: tickets, working-day deadlines, who may act at which level,
-and the monthly home-visit rule. Everything here is unit-tested without servers."""
+"""Intake rules with no I/O: tickets, working-day deadlines, who may act at which level, what
+a registry lookup means for a new case, what a back-office step changes, and the monthly
+home-visit rule. Everything here is unit-tested without servers."""
 from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from contracts import wilayah
-from contracts.intake import CaseLevel, CaseStatus
-from services.kit.auth import Principal, Role
+from contracts.intake import CaseLevel, CaseStatus, PersonStatus, ProposalSubmitted
+from contracts.lookup import LookupReply
+from contracts.values import parse_nik
+from services.kit.principal import Principal, Role
 
 # deadlines count working days in the regency's own time (WIB), not UTC
 WIB = ZoneInfo("Asia/Jakarta")
@@ -55,7 +62,7 @@ def add_working_days(start: dt.datetime, days: int, holidays: frozenset[dt.date]
         local += dt.timedelta(days=1)
         if local.weekday() < 5 and local.date() not in holidays:
             left -= 1
-    return local.astimezone(dt.timezone.utc)
+    return local.astimezone(dt.UTC)
 
 
 def handler_roles(level: CaseLevel) -> tuple[Role, ...]:
@@ -107,3 +114,84 @@ def check_visit_date(visit_date: dt.date, today: dt.date) -> None:
 
 def today_wib(now: dt.datetime) -> dt.date:
     return now.astimezone(WIB).date()
+
+
+# --- registration -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Finding:
+    """What the registry's answer means for a new case."""
+
+    person_status: PersonStatus
+    programs: list[dict[str, Any]] = field(default_factory=list)  # found: the person's enrolments
+    matches: list[dict[str, Any]] = field(default_factory=list)   # name search: candidates to confirm
+    proposal: ProposalSubmitted | None = None                     # missing from the registry: proposed
+
+
+@dataclass(frozen=True)
+class Reported:
+    """Who the case is about, as the front office recorded them."""
+
+    nik: str | None
+    name: str | None
+    no_kk: str | None
+    address: str
+    village_code: str
+    programme: str | None
+
+
+def finding(who: Reported, reply: LookupReply, *, case_id: uuid.UUID, proposal_id: uuid.UUID,
+            submitted_by: str) -> Finding:
+    """Found (with programs), possible match (a name search's candidates), proposed (a NIK the
+    registry does not know, with KK and name to propose them), or not found."""
+    if who.nik and reply.found:
+        return Finding(PersonStatus.found, programs=[e.model_dump() for e in reply.people[0].enrolments])
+    if not who.nik:
+        if reply.found:
+            return Finding(PersonStatus.possible_match, matches=[m.model_dump() for m in reply.people])
+        return Finding(PersonStatus.not_found)
+    parts, _ = parse_nik(who.nik)
+    if not (who.no_kk and who.name and parts):
+        return Finding(PersonStatus.not_found)
+    return Finding(PersonStatus.proposed, proposal=ProposalSubmitted(
+        proposal_id=proposal_id, nik=who.nik, no_kk=who.no_kk, name=who.name, sex=parts.sex,
+        birth_date=parts.birth_date, village_code=who.village_code, address=who.address,
+        programme_identifier=who.programme, submitted_by=submitted_by, case_id=case_id))
+
+
+# --- back-office steps --------------------------------------------------------------------
+
+ACTIONS = ("handle", "answer", "refer", "resolve")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One back-office step on a case, decided before anything is written."""
+
+    action: str
+    level: CaseLevel
+    status: CaseStatus
+    note: str
+    changes: dict[str, Any] = field(default_factory=dict)  # further columns of the case that change
+    from_level: CaseLevel | None = None                      # a referral's level of origin
+
+
+def plan_step(action: str, level: CaseLevel, programme_now: str | None, *, note: str = "",
+              answer: str | None = None, outcome: str | None = None, programme: str | None = None,
+              now: dt.datetime, deadline: Callable[[CaseLevel], dt.datetime]) -> Step:
+    """What `action` does to a case at `level` (already checked: open, and the caller may act).
+    `deadline(level)` is the due time a case gets on arriving at `level` now."""
+    if action == "handle":
+        return Step(action, level, CaseStatus.in_progress, note)
+    if action == "answer":
+        if not answer:
+            raise RuleError("answer needs the text given to the citizen", 422)
+        return Step(action, level, CaseStatus.answered, note or answer, {"answer": answer})
+    if action == "refer":
+        target = refer_target(level, programme or programme_now)
+        return Step(action, target, CaseStatus.open, note,
+                    {"due_at": deadline(target), "programme_identifier": programme or programme_now},
+                    from_level=level)
+    if action == "resolve":
+        return Step(action, level, CaseStatus.resolved, note, {"outcome": outcome or "resolved", "resolved_at": now})
+    raise RuleError(f"unknown action {action!r}", 422)

@@ -1,113 +1,103 @@
 """Intake follows the registry: proposal decisions (for the cases that proposed someone) and
-enrolments in programs with home visits (the companions' caseload). One durable batch
-consumer on REGISTRY, idempotent through the inbox, ack after commit."""
+enrolments in programs with home visits (the companions' caseload). One kit pull consumer on
+REGISTRY; the kit decodes, de-duplicates through its inbox, dead-letters what cannot be read
+and hands each batch over in one unit of work, acknowledged after the commit."""
 from __future__ import annotations
 
-import asyncio
-import json
-from typing import Any
+import functools
+import re
+import uuid
+from typing import TYPE_CHECKING, Any
 
-from faststream import AckPolicy, Context
-from faststream.nats import JStream
 from nats.aio.msg import Msg
 
 from contracts.catalog import EVENTS
-from contracts.envelope import utcnow
-from contracts.registry import EnrolmentChange, EnrolmentsChanged, ProposalDecided
+from contracts.envelope import Envelope, Event, utcnow
+from contracts.registry import EnrolmentsChanged, ProposalDecided
 from services.intake import cases, visits
-from services.intake.config import IntakeSettings
 from services.kit import logging as klog
-from services.kit.consumer import dead_letter
-from services.kit.outbox import add, claim, deadletter_row, decode_envelope
-from services.kit.runtime import ServiceRuntime
+from services.kit.consumer import ConsumerSpec, Delivery, default_key
+from services.kit.decode import Limits, Rejection, decode_envelope, load_json
+from services.kit.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from services.intake.app import Intake
 
 log = klog.get(__name__)
-CONSUMER = "intake-registry-v1"
-POISON_AFTER = 5
-WANTED = {ProposalDecided.event_type: ProposalDecided, EnrolmentsChanged.event_type: EnrolmentsChanged}
+
+# -v2: v1 was a FastStream push (queue) consumer; a durable's type cannot change in place, so
+# the pull consumer starts under a new name. It reads REGISTRY once from the start, and the
+# kit inbox keys claims by durable name, so v1's claims do not count: what v1 applied is
+# applied again harmlessly (a decision the case already shows is skipped, an enrolment no
+# newer than the stored one changes nothing).
+CONSUMER = "intake-registry-v2"
+WANTED: dict[str, type[Event]] = {ProposalDecided.event_type: ProposalDecided,
+                                  EnrolmentsChanged.event_type: EnrolmentsChanged}
+# the registry's other events are not intake's business: acknowledged, not handled. An
+# event_type nobody knows is a rejection (a dead letter), not a skip.
+OTHER_REGISTRY_EVENTS = frozenset(t for t, cls in EVENTS.items() if cls.domain == "registry" and t not in WANTED)
+# The largest event the registry sends here is an EnrolmentsChanged of MAX_ITEMS (500)
+# changes of at most about 550 bytes each (every text field bounded by its contract): about
+# 280 KB. Twice that is room enough; anything larger is not a registry event, and the kit's
+# default (NATS's 1 MiB) would let ~900 KB of text in one unbounded field (a decision's
+# `reason`) through into a case step.
+LIMITS = Limits(max_bytes=512 * 1024)
+
+# `{"event_id": "<uuid>"` opens every envelope (pydantic and the registry's bulk writer both
+# put it first), so the key is read without parsing the whole message twice
+_LEADING_EVENT_ID = re.compile(rb'\A\s*\{\s*"event_id"\s*:\s*"([0-9A-Fa-f-]{32,36})"')
 
 
-def _parse(m: Msg) -> tuple[str, str | None]:
-    """(idempotency key, event_type). The key is the envelope's event_id: a copy re-published
-    outside JetStream's de-duplication window still carries it."""
-    try:
-        raw = json.loads(m.data)
-    except (ValueError, UnicodeDecodeError):
-        raw = None
-    raw = raw if isinstance(raw, dict) else {}
-    eid = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None
-    key = eid or (m.headers or {}).get("Nats-Msg-Id") or f"seq-{m.metadata.sequence.stream}"
-    etype = raw.get("event_type") if isinstance(raw.get("event_type"), str) else None
-    return key, etype
+def event_key(msg: Msg) -> str:
+    """The idempotency key: the envelope's `event_id`.
 
-
-async def follow_registry(rt: ServiceRuntime, cfg: IntakeSettings, msgs: list[Msg]) -> dict[str, int]:
-    names = rt.names
-    counts = {"decisions": 0, "enrolments": 0, "ignored": 0, "invalid": 0, "duplicate": 0}
-    async with rt.sessions.begin() as s:
-        parsed = [(m, *_parse(m)) for m in msgs]
-        fresh = await claim(s, rt.inbox, CONSUMER, [k for _m, k, _t in parsed])
-        decided: list[ProposalDecided] = []
-        enrolments: list[EnrolmentChange] = []
-        out: list[dict] = []
-        seen: set[str] = set()
-        for m, mid, etype in parsed:
-            if mid not in fresh or mid in seen:
-                counts["duplicate"] += 1
-                continue
-            seen.add(mid)
-            if etype in EVENTS and etype not in WANTED:
-                counts["ignored"] += 1  # other registry events are not intake's business
-                continue
-            try:
-                env = decode_envelope(m.data, WANTED)
-            except ValueError as exc:
-                out.append(deadletter_row(names, "intake", m.subject, m.data, "rjct.intake.invalid_event",
-                                          str(exc)[:1000], mid))
-                counts["invalid"] += 1
-                continue
-            if isinstance(env.data, ProposalDecided):
-                decided.append(env.data)
-            else:
-                enrolments.extend(env.data.changes)
-        now = utcnow()
-        out += await cases.apply_decisions(rt, s, decided, now)
-        out += await visits.apply_enrolments(rt, cfg, s, enrolments, now)
-        counts["decisions"], counts["enrolments"] = len(decided), len(enrolments)
-        await add(s, rt.outbox, out)
-    rt.kick()
-    log.info("intake.followed_registry", **counts)
-    return counts
-
-
-def register(rt: ServiceRuntime, cfg: IntakeSettings) -> None:
-    names = rt.names
-
-    # a push consumer, one message per call: intake's traffic is a trickle, and the batch pull
-    # subscriber (0.1 s fetches) was measured here to strand about one message in two for
-    # `ack_wait` (30 s) when it arrives as a fetch expires (delivered, never handed over)
-    @rt.broker.subscriber(
-        names.subject("registry.events.>"), stream=JStream(names.stream("REGISTRY"), declare=False),
-        queue=CONSUMER, ack_policy=AckPolicy.NACK_ON_ERROR)  # the queue names the durable too
-    async def on_registry(body: Any, msg: Any = Context("message")) -> None:
-        m = msg.raw_message
+    The outbox publishes every event with `Nats-Msg-Id` = `event_id`, so for the registry's own
+    publishes (and the relay's re-publishes after a crash) this equals the kit's default key.
+    A copy re-published by anything else (a replay from another stream, an operator's tool)
+    outside JetStream's de-duplication window may carry another `Nats-Msg-Id`, but still its
+    `event_id`: keyed by that, the inbox drops it. Bytes without a readable event_id fall back
+    to the default key (Nats-Msg-Id, else the stream sequence), and the decoder rejects them.
+    """
+    head = _LEADING_EVENT_ID.match(msg.data)
+    raw: Any = head.group(1).decode() if head else None
+    if raw is None:
         try:
-            await follow_registry(rt, cfg, [m])
-        except Exception as exc:
-            n = m.metadata.num_delivered or 1
-            log.warning("intake.follow_failed", deliveries=n, error=f"{type(exc).__name__}: {exc}"[:500])
-            if n < POISON_AFTER:
-                await asyncio.sleep(0.2 * n)  # a database blip: nacked, tried again a little later
-                raise
-            # the same message keeps failing: a dead letter with the reason, not an endless loop
-            await dead_letter(rt, m, exc)
+            doc = load_json(msg.data, LIMITS)
+        except Rejection:
+            return default_key(msg)
+        raw = doc.get("event_id") if isinstance(doc, dict) else None
+    try:
+        return str(uuid.UUID(raw)) if isinstance(raw, str) else default_key(msg)
+    except ValueError:
+        return default_key(msg)
 
-    async def escalation_timer() -> None:
-        while True:
-            await asyncio.sleep(cfg.escalation_interval_seconds)
-            try:
-                await cases.escalate_overdue(rt, cfg)
-            except Exception as exc:  # the database may be away; try again next round
-                log.warning("intake.escalation_failed", error=str(exc)[:300])
 
-    rt.background(escalation_timer, "intake-escalation")
+def decode(msg: Msg) -> Envelope[Any] | None:
+    return decode_envelope(msg.data, WANTED, LIMITS, skip=OTHER_REGISTRY_EVENTS)
+
+
+async def follow_registry(deps: Intake, uow: UnitOfWork, batch: list[Delivery[Envelope[Any]]]) -> None:
+    """One batch of fresh registry events, in the consumer's unit of work. No exception is
+    caught here: the kit retries a database error and isolates a message that breaks this."""
+    envelopes = [d.value for d in batch if d.value is not None]
+    decided = [e for e in envelopes if isinstance(e.data, ProposalDecided)]
+    changes = [c for e in envelopes if isinstance(e.data, EnrolmentsChanged) for c in e.data.changes]
+    now = utcnow()
+    await cases.apply_decisions(uow, decided, now)
+    await visits.apply_enrolments(deps.cfg, uow, changes, now)
+    log.info("intake.followed_registry", events=len(envelopes), decisions=len(decided), enrolments=len(changes))
+
+
+def register(deps: Intake) -> None:
+    kit, names = deps.kit, deps.kit.names
+    kit.consume(ConsumerSpec(
+        durable=CONSUMER, stream=names.stream("REGISTRY"), subject=names.subject("registry.events.>"),
+        decode=decode, handle=functools.partial(follow_registry, deps), key=event_key,
+        # 100 events are up to 50,000 enrolment changes: a burst of that size was decoded and
+        # applied in about 4 s (2.4 s of it decoding) on the shared 2-core machine at load 7-8,
+        # far inside the kit's 60 s ack_wait
+        batch=100))
+
+    async def escalate() -> None:
+        await cases.escalate_overdue(kit, deps.cfg)
+    kit.timer("intake-escalation", deps.cfg.escalation_interval_seconds, escalate)

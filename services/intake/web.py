@@ -11,22 +11,24 @@ import datetime as dt
 import re
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from contracts import wilayah
+from contracts.envelope import utcnow
 from contracts.intake import CaseCategory, CaseKind, CaseLevel, CaseStatus, Channel, PersonStatus
 from services.intake import cases, visits
-from services.intake.config import IntakeSettings
-from services.intake.domain import LEVEL_ROLES, RuleError, today_wib
+from services.intake.domain import ACTIONS, LEVEL_ROLES, RuleError, period_of, today_wib
 from services.kit.auth import LoginThrottle, Principal, Role, decode_token, issue_token, staff_accounts
-from services.kit.runtime import ServiceRuntime
+
+if TYPE_CHECKING:
+    from services.intake.app import Intake
 
 HERE = Path(__file__).parent
 COOKIE = "sinergi_token"
@@ -81,11 +83,15 @@ def principal(request: Request) -> Principal | None:
     return principal_of(request, request.cookies.get(COOKIE))
 
 
+# a page's viewer: None sends them to the login page (a page answers with a redirect, not 401)
+Viewer = Annotated[Principal | None, Depends(principal)]
+
+
 def principal_of(request: Request, tok: str | None) -> Principal | None:
     if not tok:
         return None
     try:
-        p = decode_token(tok, request.app.state.runtime.settings.auth_secret)
+        p = decode_token(tok, request.app.state.kit.settings.auth_secret)
     except HTTPException:
         return None
     users = staff_accounts(request)
@@ -121,7 +127,7 @@ def _problems(exc: ValidationError) -> list[str]:
     return out
 
 
-def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
+def router(deps: Intake) -> APIRouter:
     r = APIRouter(prefix="/ui", include_in_schema=False)
 
     @r.get("/masuk")
@@ -135,7 +141,7 @@ def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
         form = await request.form()
         username, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
         tok = str(form.get("token", "")).strip()
-        ttl = dt.timedelta(minutes=rt.settings.token_ttl_minutes)
+        ttl = dt.timedelta(minutes=deps.kit.settings.token_ttl_minutes)
         if username:
             users = staff_accounts(request)
             if users is None:
@@ -150,12 +156,12 @@ def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
                 throttle.failed(username)
                 return _page(request, "masuk.html", None, 401, error="Nama pengguna atau kata sandi salah.")
             throttle.ok(username)
-            tok = issue_token(p, rt.settings.auth_secret, ttl)
+            tok = issue_token(p, deps.kit.settings.auth_secret, ttl)
         elif principal_of(request, tok) is None:
             return _page(request, "masuk.html", None, 401, error="Token tidak sah atau kedaluwarsa.")
         resp = RedirectResponse("/ui/", status_code=303)
         resp.set_cookie(COOKIE, tok, httponly=True, samesite="strict", max_age=int(ttl.total_seconds()),
-                        secure=rt.settings.env == "production")
+                        secure=deps.kit.settings.env == "production")
         return resp
 
     @r.post("/keluar")
@@ -165,22 +171,20 @@ def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
         return resp
 
     @r.get("/")
-    async def home(request: Request) -> Response:
-        p = principal(request)
+    async def home(request: Request, p: Viewer) -> Response:
         if p is None:
             return _login_redirect()
         return _page(request, "beranda.html", p)
 
     @r.get("/cek")
-    async def check(request: Request, nik: str = "", name: str = "", village_code: str = "") -> Response:
-        p = principal(request)
+    async def check(request: Request, p: Viewer, nik: str = "", name: str = "", village_code: str = "") -> Response:
         if p is None:
             return _login_redirect()
         form = {"nik": nik, "name": name, "village_code": village_code or (p.area if len(p.area) == 10 else "")}
         if not (nik or name):
             return _page(request, "cek.html", p, form=form)
         try:
-            result = await cases.check_person(rt, cfg, p, nik=nik, name=name, village_code=form["village_code"])
+            result = await cases.check_person(deps, p, nik=nik, name=name, village_code=form["village_code"])
         except RuleError as exc:
             return _page(request, "cek.html", p, exc.status, form=form, error=exc.message)
         except cases.RegistryUnavailable:
@@ -188,8 +192,7 @@ def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
         return _page(request, "cek.html", p, form=form, result=result)
 
     @r.get("/daftar")
-    async def register_form(request: Request, nik: str = "", name: str = "") -> Response:
-        p = principal(request)
+    async def register_form(request: Request, p: Viewer, nik: str = "", name: str = "") -> Response:
         if p is None:
             return _login_redirect()
         # a fresh key per form: a double click or a resubmitted page registers one case
@@ -197,8 +200,7 @@ def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
                                                       "nik": nik, "name": name, "request_key": uuid.uuid4().hex})
 
     @r.post("/daftar")
-    async def register(request: Request) -> Response:
-        p = principal(request)
+    async def register(request: Request, p: Viewer) -> Response:
         if p is None:
             return _login_redirect()
         f = {k: str(v).strip() for k, v in (await request.form()).items()}
@@ -208,7 +210,7 @@ def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
                "category": f.get("category", ""), "channel": f.get("channel", ""), "text": f.get("text", "")}
         try:
             data = cases.CaseIn.model_validate(raw)
-            done = await cases.register(rt, cfg, p, data, request_key=f.get("request_key") or None)
+            done = await cases.register(deps, p, data, request_key=f.get("request_key") or None)
         except ValidationError as exc:
             return _page(request, "daftar.html", p, 422, form=f, errors=_problems(exc))
         except RuleError as exc:
@@ -219,53 +221,48 @@ def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
         return RedirectResponse(f"/ui/kasus/{quote(done['ticket'])}?baru=1", status_code=303)
 
     @r.get("/cari")
-    async def find(request: Request, tiket: str = "") -> Response:
-        p = principal(request)
+    async def find(request: Request, p: Viewer, tiket: str = "") -> Response:
         if p is None:
             return _login_redirect()
         tiket = tiket.strip().upper()
-        if tiket and await cases.get_case(rt, p, tiket):
+        if tiket and await cases.get_case(deps, p, tiket):
             return RedirectResponse(f"/ui/kasus/{quote(tiket)}", status_code=303)
         return _page(request, "beranda.html", p, 404 if tiket else 200, tiket=tiket,
                      error=f"Tiket {tiket} tidak ditemukan di wilayah Anda." if tiket else None)
 
     @r.get("/antrean")
-    async def queue(request: Request, offset: int = 0, terlambat: int = 0) -> Response:
-        p = principal(request)
+    async def queue(request: Request, p: Viewer, offset: int = 0, terlambat: int = 0) -> Response:
         if p is None:
             return _login_redirect()
         limit, offset = 20, max(offset, 0)
-        from contracts.envelope import utcnow
         if terlambat:
-            page = await cases.list_cases(rt, p, overdue_at=utcnow(), limit=limit, offset=offset)
+            page = await cases.list_cases(deps, p, overdue_at=utcnow(), limit=limit, offset=offset)
         else:
-            page = await cases.list_cases(rt, p, queue=True, limit=limit, offset=offset)
+            page = await cases.list_cases(deps, p, queue=True, limit=limit, offset=offset)
         return _page(request, "antrean.html", p, page=page, limit=limit, overdue=bool(terlambat), now=utcnow())
 
     @r.get("/kasus/{ref}")
-    async def case_page(request: Request, ref: str, baru: int = 0, pesan: str = "") -> Response:
-        p = principal(request)
+    async def case_page(request: Request, p: Viewer, ref: str, baru: int = 0, pesan: str = "") -> Response:
         if p is None:
             return _login_redirect()
-        case = await cases.get_case(rt, p, ref)
+        case = await cases.get_case(deps, p, ref)
         if case is None:
             return _page(request, "beranda.html", p, 404, error=f"Kasus {ref} tidak ditemukan di wilayah Anda.")
-        steps = await cases.history(rt, p, ref) or []
+        steps = await cases.history(deps, p, ref) or []
         level = CaseLevel(case["level"])
         can_act = p.role in LEVEL_ROLES[level] and case["status"] != CaseStatus.resolved
         return _page(request, "kasus.html", p, case=case, steps=steps, new=bool(baru), message=pesan,
                      can_act=can_act, next_level=level.next(), needs_programme=level.next() is CaseLevel.agency)
 
     @r.post("/kasus/{ref}/{action}")
-    async def case_action(request: Request, ref: str, action: str) -> Response:
-        p = principal(request)
+    async def case_action(request: Request, p: Viewer, ref: str, action: str) -> Response:
         if p is None:
             return _login_redirect()
-        if action not in ("handle", "answer", "refer", "resolve"):
+        if action not in ACTIONS:
             raise HTTPException(404)
         f = {k: str(v).strip() for k, v in (await request.form()).items()}
         try:
-            await cases.act(rt, cfg, p, ref, action, note=f.get("note", ""), answer=f.get("answer") or None,
+            await cases.act(deps, p, ref, action, note=f.get("note", ""), answer=f.get("answer") or None,
                             outcome=f.get("outcome") or None, programme=f.get("programme_identifier") or None)
         except RuleError as exc:
             return RedirectResponse(f"/ui/kasus/{quote(ref)}?pesan={quote('Gagal: ' + exc.message)}", status_code=303)
@@ -274,29 +271,26 @@ def router(rt: ServiceRuntime, cfg: IntakeSettings) -> APIRouter:
     return r
 
 
-def visit_router(rt: ServiceRuntime) -> APIRouter:
+def visit_router(deps: Intake) -> APIRouter:
     """Companions' monthly visits and the coordinator's recap."""
     r = APIRouter(prefix="/ui", include_in_schema=False)
 
     def this_month() -> str:
-        d = today_wib(dt.datetime.now(dt.timezone.utc))
-        return f"{d.year:04d}-{d.month:02d}"
+        return period_of(today_wib(utcnow()))
 
     @r.get("/kunjungan")
-    async def caseload(request: Request, pesan: str = "") -> Response:
-        p = principal(request)
+    async def caseload(request: Request, p: Viewer, pesan: str = "") -> Response:
         if p is None:
             return _login_redirect()
         try:
-            items = await visits.caseload(rt, p, p.user, this_month())
+            items = await visits.caseload(deps, p, p.user, this_month())
         except RuleError as exc:
             return _page(request, "beranda.html", p, exc.status, error=exc.message)
         return _page(request, "kunjungan.html", p, items=items, period=this_month(), message=pesan,
-                     today=today_wib(dt.datetime.now(dt.timezone.utc)).isoformat())
+                     today=today_wib(utcnow()).isoformat())
 
     @r.post("/kunjungan")
-    async def file_visit(request: Request) -> Response:
-        p = principal(request)
+    async def file_visit(request: Request, p: Viewer) -> Response:
         if p is None:
             return _login_redirect()
         form = await request.form()
@@ -306,7 +300,7 @@ def visit_router(rt: ServiceRuntime) -> APIRouter:
         raw["needs"] = [str(v) for v in form.getlist("needs")]
         raw["programme_identifier"] = raw["programme_identifier"] or None
         try:
-            done = await visits.file_visit(rt, p, visits.VisitIn.model_validate(raw))
+            done = await visits.file_visit(deps, p, visits.VisitIn.model_validate(raw))
         except ValidationError as exc:
             msg = "Gagal: " + "; ".join(_problems(exc))
         except RuleError as exc:
@@ -316,15 +310,14 @@ def visit_router(rt: ServiceRuntime) -> APIRouter:
         return RedirectResponse(f"/ui/kunjungan?pesan={quote(msg)}", status_code=303)
 
     @r.get("/rekap")
-    async def recap(request: Request, period: str = "") -> Response:
-        p = principal(request)
+    async def recap(request: Request, p: Viewer, period: str = "") -> Response:
         if p is None:
             return _login_redirect()
         period = period or this_month()
         if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
             return _page(request, "beranda.html", p, 422, error=f"Periode {period} bukan bulan (YYYY-MM).")
         try:
-            data = await visits.summary(rt, p, period, limit=500)
+            data = await visits.summary(deps, p, period, limit=500)
         except RuleError as exc:
             return _page(request, "beranda.html", p, exc.status, error=exc.message)
         return _page(request, "rekap.html", p, data=data, period=period)
@@ -332,7 +325,7 @@ def visit_router(rt: ServiceRuntime) -> APIRouter:
     return r
 
 
-def mount(app: FastAPI, rt: ServiceRuntime, cfg: IntakeSettings) -> None:
+def mount(app: FastAPI, deps: Intake) -> None:
     app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="intake-static")
-    app.include_router(router(rt, cfg))
-    app.include_router(visit_router(rt))
+    app.include_router(router(deps))
+    app.include_router(visit_router(deps))

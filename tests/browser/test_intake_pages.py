@@ -227,7 +227,7 @@ async def test_companion_files_a_visit_and_the_coordinator_sees_it(settings, nc)
                 r = await http.post("/assignments", json={"companion": "wati", "nik": n}, headers=coord)
                 return r.status_code == 201
             for e in elders:
-                await eventually(lambda: assign(e))
+                await eventually(lambda n=e: assign(n))
 
         page = await login(browser, base, tok(settings, Role.companion, KEC, "wati"))
         await page.click("main >> text=Kunjungan rumah")

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 
 import nats.errors
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from contracts.envelope import Event, envelope
 from contracts.lookup import EnrolmentSummary, LookupReply, LookupRequest, PersonSummary
@@ -78,3 +79,23 @@ async def intake_events(nc, settings, event_type: str) -> list[dict]:
 
 def utc(*args) -> dt.datetime:
     return dt.datetime(*args, tzinfo=dt.UTC)
+
+
+async def dead_letters(nc, settings) -> list[dict]:
+    """Every dead letter intake has published so far (an ordered read of deadletter.intake)."""
+    js = nc.jetstream()
+    sub = await js.pull_subscribe(settings.names.deadletter("intake"), stream=settings.names.stream("DEADLETTER"),
+                                  config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
+    out: list[dict] = []
+    try:
+        while True:
+            try:
+                msgs = await sub.fetch(100, timeout=0.3)
+            except (nats.errors.TimeoutError, TimeoutError):
+                break
+            for m in msgs:
+                out.append(json.loads(m.data))
+                await m.ack()
+    finally:
+        await sub.unsubscribe()
+    return out

@@ -106,10 +106,14 @@ async def test_not_in_registry_is_proposed_and_follows_the_decision(settings, nc
         await nc.jetstream().publish(settings.names.event(decided.event_type), again.model_dump_json().encode(),
                                      headers={"Nats-Msg-Id": f"copy-{eid}"})
 
-        async def consumed_both():
-            info = await nc.jetstream().consumer_info(settings.names.stream("REGISTRY"), "intake-registry-v1")
-            return info.delivered.stream_seq == 2 and info.num_ack_pending == 0 and info.num_pending == 0
-        await eventually(consumed_both)
+        # and the same decision under a new event_id (what a new durable re-reading REGISTRY
+        # from its start sees): the case already shows it, nothing more happens
+        await publish_event(nc, settings, decided)
+
+        async def consumed_all():
+            info = await nc.jetstream().consumer_info(settings.names.stream("REGISTRY"), "intake-registry-v2")
+            return info.delivered.stream_seq == 3 and info.num_ack_pending == 0 and info.num_pending == 0
+        await eventually(consumed_all)
         steps = (await svc.http.get(f"/cases/{case['case_id']}/history", headers=front)).json()["steps"]
         assert [s["action"] for s in steps] == ["register", "proposal_accepted"]
         assert steps[1]["actor"] == "verifier-dinsos"
@@ -158,8 +162,8 @@ async def test_an_undecodable_registry_event_is_dead_lettered(settings, nc, star
                 return None
         msgs = await eventually(dead)
         letter = json.loads(msgs[0].data)
-        assert letter["service"] == "intake" and letter["reason_code"] == "rjct.intake.invalid_event"
-        assert "proposal_id" in letter["reason"]
+        assert letter["service"] == "intake" and letter["reason_code"] == "rjct.event.invalid"
+        assert "proposal_id" in letter["reason"] and letter["msg_id"] == bad["event_id"]
 
 
 async def test_referral_chain_with_who_and_when(settings, nc, start):
@@ -213,7 +217,7 @@ async def test_overdue_cases_escalate_one_level_at_a_time(settings, nc, start):
     async with fake_registry(nc, settings, {}), start("intake", settings) as svc:
         case = (await svc.http.post("/cases", json=case_body(VILLAGE_A, name="Sarmi"), headers=village)).json()
         due = dt.datetime.fromisoformat(case["due_at"])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         assert dt.timedelta(days=3, minutes=-1) <= due - now <= dt.timedelta(days=5, minutes=1)  # 3 working days
         before = (await svc.http.get("/cases/overdue", params={"now": (due - dt.timedelta(minutes=1)).isoformat()},
                                      headers=village)).json()
@@ -328,7 +332,7 @@ async def test_the_background_task_escalates_without_being_asked(settings, nc):
             c = (await http.get(f"/cases/{case['ticket']}", headers=front)).json()
             return c if c["level"] == "kecamatan" else None
         c = await eventually(escalated)
-        assert dt.datetime.fromisoformat(c["due_at"]) > dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=4)
+        assert dt.datetime.fromisoformat(c["due_at"]) > dt.datetime.now(dt.UTC) + dt.timedelta(days=4)
 
 
 async def test_a_repeated_registration_is_one_case_and_reads_are_audited(settings, nc, start):
@@ -386,9 +390,11 @@ async def test_a_registry_event_that_keeps_failing_becomes_a_dead_letter(setting
             except (nats.errors.TimeoutError, TimeoutError):
                 return None
         msgs = await eventually(dead, timeout=20)
-        assert "injected failure" in json.loads(msgs[0].data)["reason"]
+        letter = json.loads(msgs[0].data)
+        assert letter["reason_code"] == "rjct.handler.error" and "injected failure" in letter["reason"]
+        assert letter["deliveries"] == 3  # the kit's max_deliveries, with its backoff between them
 
         async def settled():
-            info = await js.consumer_info(settings.names.stream("REGISTRY"), "intake-registry-v1")
-            return info.num_ack_pending == 0 and info.num_pending == 0 and info.delivered.consumer_seq >= 5
+            info = await js.consumer_info(settings.names.stream("REGISTRY"), "intake-registry-v2")
+            return info.num_ack_pending == 0 and info.num_pending == 0 and info.delivered.consumer_seq >= 3
         await eventually(settled)

@@ -139,5 +139,5 @@ async def _at_least(coro, n):
 
 
 async def _consumed(nc, settings, n):
-    info = await nc.jetstream().consumer_info(settings.names.stream("REGISTRY"), "intake-registry-v1")
+    info = await nc.jetstream().consumer_info(settings.names.stream("REGISTRY"), "intake-registry-v2")
     return info.delivered.stream_seq >= n and info.num_ack_pending == 0 and info.num_pending == 0
