@@ -5,11 +5,10 @@ import asyncio
 import importlib
 import os
 import signal
-import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Optional
 
 import httpx
 import typer
@@ -17,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.kit.settings import SERVICES, Settings
+from services.kit.supervisor import Command, Supervisor, describe_exit, stop_all
 
 app = typer.Typer(help="Sinergi: one auditable event backbone for a regency's poverty programs.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -34,7 +34,7 @@ def _check_service(service: str) -> str:
 @app.command()
 def run(service: str = typer.Argument(..., help="intake, registry, disbursement or reporting",
                                       callback=_check_service),
-        port: Optional[int] = typer.Option(None, help="HTTP port (default: 8001-8004 by service)"),
+        port: int | None = typer.Option(None, help="HTTP port (default: 8001-8004 by service)"),
         migrate_first: bool = typer.Option(False, "--migrate", help="run this service's migrations first")) -> None:
     """Run one service (as docker-compose does)."""
     import uvicorn
@@ -64,7 +64,7 @@ async def _migrate(settings: Settings, services: list[str]) -> list[str]:
 
 
 @app.command("migrate")
-def migrate_cmd(service: Optional[list[str]] = typer.Argument(None, help="default: all four")) -> None:
+def migrate_cmd(service: list[str] | None = typer.Argument(None, help="default: all four")) -> None:
     """Create or upgrade each service's database (alembic) and the JetStream streams."""
     settings = Settings()
     services = service or list(SERVICES)
@@ -93,15 +93,14 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def _wait_ready(ports: dict[str, int], procs: dict[str, subprocess.Popen], timeout: float = 90,
-                logs: dict[str, Path] | None = None) -> None:
+def _wait_ready(ports: dict[str, int], procs: Mapping[str, Command], timeout: float = 90) -> None:
     deadline = time.time() + timeout
     pending = dict(ports)
     while pending and time.time() < deadline:
         for svc, port in list(pending.items()):
-            if procs[svc].poll() is not None:
-                raise RuntimeError(f"{svc} exited with code {procs[svc].returncode}"
-                                   + (f"; its log: {logs[svc]}\n{_tail(logs[svc])}" if logs else "; see its log above"))
+            code = procs[svc].poll()
+            if code is not None:
+                raise RuntimeError(f"{svc} {describe_exit(code)}; its log: {procs[svc].log}\n{_tail(procs[svc].log)}")
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                     del pending[svc]
@@ -110,15 +109,6 @@ def _wait_ready(ports: dict[str, int], procs: dict[str, subprocess.Popen], timeo
         time.sleep(0.2)
     if pending:
         raise RuntimeError(f"not ready after {timeout:.0f} s: {', '.join(pending)}")
-
-
-def _die_with_parent() -> None:
-    """Child processes get SIGTERM if `sinergi up` itself is killed (Linux), never orphans."""
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
 
 
 def _busy_ports(ports: list[int], host: str = "127.0.0.1") -> list[int]:
@@ -145,24 +135,26 @@ def _write_endpoints(path: Path, data: dict) -> None:
 
 @app.command()
 def up(data_dir: Path = typer.Option(Path(".sinergi"), envvar="SINERGI_DATA_DIR", help="where embedded data lives"),
-       nats_url: Optional[str] = typer.Option(None, envvar="SINERGI_NATS_URL",
-                                              help="use this NATS instead of the embedded one"),
-       database_url: Optional[str] = typer.Option(None, envvar="SINERGI_DATABASE_URL",
-                                                  help="use this PostgreSQL server instead of the embedded one"),
+       nats_url: str | None = typer.Option(None, envvar="SINERGI_NATS_URL",
+                                          help="use this NATS instead of the embedded one"),
+       database_url: str | None = typer.Option(None, envvar="SINERGI_DATABASE_URL",
+                                              help="use this PostgreSQL server instead of the embedded one"),
        http_port_base: int = typer.Option(8001, envvar="SINERGI_HTTP_PORT_BASE",
                                           help="intake on this port, then registry, disbursement, reporting"),
        ) -> None:
     """Start the whole system: NATS, PostgreSQL (embedded unless given) and the four services.
 
-    Prints where everything listens and writes it to DATA_DIR/endpoints.json. Ctrl-C stops the services, then the embedded servers."""
-    from services.kit.embedded import EmbeddedNats, EmbeddedPostgres
+    Prints where everything listens and writes it to DATA_DIR/endpoints.json. A service (or the
+    embedded nats-server) that dies is started again, after a pause that grows with each crash
+    in a row; the others keep running. Ctrl-C stops the services, then the embedded servers."""
+    from services.kit.embedded import EmbeddedNats, EmbeddedPostgres, PortInUse
 
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     endpoints = data_dir / "endpoints.json"
     endpoints.unlink(missing_ok=True)
-    servers: list = []
-    procs: dict[str, subprocess.Popen] = {}
+    servers: list = []  # embedded NATS, then PostgreSQL: stopped in the reverse order
+    procs: dict[str, Command] = {}
     stopping = False
 
     def _stop() -> None:
@@ -175,16 +167,7 @@ def up(data_dir: Path = typer.Option(Path(".sinergi"), envvar="SINERGI_DATA_DIR"
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         console.print("[yellow]stopping...")
         endpoints.unlink(missing_ok=True)
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.time() + 20
-        for p in procs.values():
-            try:
-                p.wait(max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_all(list(procs.values()), timeout=20)
         for srv in reversed(servers):  # services first, then PostgreSQL, then NATS
             try:
                 srv.stop()
@@ -205,10 +188,11 @@ def up(data_dir: Path = typer.Option(Path(".sinergi"), envvar="SINERGI_DATA_DIR"
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:
+        embedded_nats = None
         if not nats_url:
-            n = EmbeddedNats(data_dir, port=14222).start()
-            servers.append(n)
-            nats_url = n.url
+            embedded_nats = EmbeddedNats(data_dir, port=14222).start()
+            servers.append(embedded_nats)
+            nats_url = embedded_nats.url
         if not database_url:
             pg = EmbeddedPostgres(data_dir).start()
             servers.append(pg)
@@ -220,22 +204,22 @@ def up(data_dir: Path = typer.Option(Path(".sinergi"), envvar="SINERGI_DATA_DIR"
         asyncio.run(_migrate(settings, list(SERVICES)))
         log_dir = data_dir / "logs"
         log_dir.mkdir(exist_ok=True)
-        logs = {svc: log_dir / f"{svc}.log" for svc in SERVICES}
         for svc in SERVICES:
             # each service logs (JSON lines) to its own file, so the terminal keeps the table;
             # own session: a terminal's Ctrl-C reaches only `up`, which stops them in order
-            with open(logs[svc], "ab") as out:
-                procs[svc] = subprocess.Popen([sys.executable, "-m", "services.cli", "run", svc], env=env,
-                                              stdout=out, stderr=subprocess.STDOUT,
-                                              start_new_session=True, preexec_fn=_die_with_parent)
-        _wait_ready({s: settings.port(s) for s in SERVICES}, procs, logs=logs)
-        _write_endpoints(endpoints, {
-            "nats": nats_url, "database": database_url, "data_dir": str(data_dir), "pid": os.getpid(),
-            "services": {svc: {"url": f"http://127.0.0.1:{settings.port(svc)}", "pid": procs[svc].pid}
-                         for svc in SERVICES},
-            "embedded": {type(srv).__name__: srv.pid for srv in servers},
-            "logs": {svc: str(path) for svc, path in logs.items()},
-        })
+            procs[svc] = Command(svc, [sys.executable, "-m", "services.cli", "run", svc], env,
+                                 log_dir / f"{svc}.log").start()
+        _wait_ready({s: settings.port(s) for s in SERVICES}, procs)
+
+        def _publish_endpoints(*_restarted: object) -> None:  # and again after each restart: new pid
+            _write_endpoints(endpoints, {
+                "nats": nats_url, "database": database_url, "data_dir": str(data_dir), "pid": os.getpid(),
+                "services": {svc: {"url": f"http://127.0.0.1:{settings.port(svc)}", "pid": procs[svc].pid}
+                             for svc in SERVICES},
+                "embedded": {type(srv).__name__: srv.pid for srv in servers},
+                "logs": {svc: str(c.log) for svc, c in procs.items()},
+            })
+        _publish_endpoints()
         table = Table(title="Sinergi is up (Ctrl-C stops it)",
                       caption="every service: /docs (OpenAPI), /healthz (alive), /readyz (NATS and database)")
         table.add_column("what")
@@ -249,16 +233,19 @@ def up(data_dir: Path = typer.Option(Path(".sinergi"), envvar="SINERGI_DATA_DIR"
         table.add_row("endpoints", str(endpoints))
         Console().print(table)  # stdout: what the user asked for; logs go elsewhere
         sys.stdout.flush()
-        while all(p.poll() is None for p in procs.values()):
-            time.sleep(0.5)
-        dead = [s for s, p in procs.items() if p.poll() is not None]
-        console.print(f"[red]{', '.join(dead)} stopped unexpectedly")
-        for svc in dead:
-            console.print(f"last lines of {logs[svc]}:\n{_tail(logs[svc])}", style="red", markup=False,
-                          highlight=False)
-        raise typer.Exit(1)
+
+        def _say(line: str) -> None:  # one line per crash and per restart, on the terminal
+            console.print(f"{time.strftime('%H:%M:%S')} {line}", style="yellow", markup=False, highlight=False,
+                          soft_wrap=True)  # one line, however narrow the terminal
+        supervisor = Supervisor(_say, on_restart=_publish_endpoints)
+        for child in [*([embedded_nats] if embedded_nats else []), *procs.values()]:
+            supervisor.watch(child)
+        supervisor.run()  # until Ctrl-C or SIGTERM
     except KeyboardInterrupt:
         pass
+    except PortInUse as exc:  # the data dir's NATS port is taken: say by whom and what to do
+        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     except RuntimeError as exc:  # a server or service did not come up: say which, stop the rest
         console.print(str(exc), style="red", markup=False, highlight=False)  # log lines hold [brackets]
         raise typer.Exit(1) from None
