@@ -1,11 +1,15 @@
-"""Intake rules without servers: tickets, working-day deadlines, who may act, visit dates."""
+"""Intake rules without servers: tickets, working-day deadlines, who may act, what a lookup
+means for a new case, what a step changes, visit dates."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import uuid
 
 import pytest
 
-from contracts.intake import CaseLevel, CaseStatus
+from contracts.intake import CaseLevel, CaseStatus, PersonStatus
+from contracts.lookup import EnrolmentSummary, LookupReply, PersonSummary
 from services.intake import domain
 from services.intake.domain import WIB, RuleError
 from services.kit.auth import Principal, Role
@@ -27,12 +31,12 @@ def test_ticket_is_quotable_and_sortable():
     (wib(2026, 11, 23, 10), 0, wib(2026, 11, 23, 10)),
 ])
 def test_deadlines_count_working_days_in_wib(start, days, due):
-    assert domain.add_working_days(start.astimezone(dt.timezone.utc), days) == due
+    assert domain.add_working_days(start.astimezone(dt.UTC), days) == due
 
 
 def test_weekday_is_decided_in_wib_not_utc():
     # Friday 20:00 UTC is already Saturday 03:00 in Rembang: due Wednesday 03:00 WIB
-    fri_utc = dt.datetime(2026, 11, 27, 20, tzinfo=dt.timezone.utc)
+    fri_utc = dt.datetime(2026, 11, 27, 20, tzinfo=dt.UTC)
     assert domain.add_working_days(fri_utc, 3) == wib(2026, 12, 2, 3)
 
 
@@ -92,7 +96,7 @@ def test_visit_dates_and_periods():
     with pytest.raises(RuleError, match="two months"):
         domain.check_visit_date(dt.date(2026, 9, 1), today)
     # 00:30 WIB on the 1st is already the new month even though UTC is still on the 30th
-    assert domain.today_wib(dt.datetime(2026, 11, 30, 17, 30, tzinfo=dt.timezone.utc)) == dt.date(2026, 12, 1)
+    assert domain.today_wib(dt.datetime(2026, 11, 30, 17, 30, tzinfo=dt.UTC)) == dt.date(2026, 12, 1)
 
 
 def test_deadlines_and_holidays_come_from_the_environment(monkeypatch):
@@ -108,3 +112,58 @@ def test_deadlines_and_holidays_come_from_the_environment(monkeypatch):
         monkeypatch.setenv("SINERGI_INTAKE_DEADLINE_DAYS", bad)
         with pytest.raises(ValueError):
             IntakeSettings(_env_file=None)
+
+
+def _reported(**kw) -> domain.Reported:
+    base = {"nik": None, "name": None, "no_kk": None, "address": "", "village_code": "3317012001",
+            "programme": None}
+    return domain.Reported(**{**base, **kw})
+
+
+def _person(nik: str) -> PersonSummary:
+    return PersonSummary(nik=nik, no_kk="3317010101200001", name="Siti", sex="F", birth_date="1960-07-01",
+                         village_code="3317012001", enrolments=[EnrolmentSummary(
+                             programme_identifier="pkh", enrolment_status="active", status_change_date="2026-01-01")])
+
+
+def test_what_the_registry_lookup_means_for_a_new_case():
+    nik = "3317014107600001"  # born 1960-07-01, F
+    ids = {"case_id": uuid.uuid4(), "proposal_id": uuid.uuid4(), "submitted_by": "fo"}
+    found = domain.finding(_reported(nik=nik), LookupReply(found=True, people=[_person(nik)]), **ids)
+    assert found.person_status is PersonStatus.found and found.programs[0]["programme_identifier"] == "pkh"
+    missing = LookupReply(found=False)
+    assert domain.finding(_reported(nik=nik), missing, **ids).person_status is PersonStatus.not_found
+    proposed = domain.finding(_reported(nik=nik, name="Siti", no_kk="3317010101200001"), missing, **ids)
+    assert proposed.person_status is PersonStatus.proposed and proposed.proposal is not None
+    p = proposed.proposal
+    assert (p.proposal_id, p.case_id, p.sex, p.birth_date) == (ids["proposal_id"], ids["case_id"], "F",
+                                                               dt.date(1960, 7, 1))
+    by_name = domain.finding(_reported(name="Siti"), LookupReply(found=True, people=[_person(nik)]), **ids)
+    assert by_name.person_status is PersonStatus.possible_match and by_name.matches[0]["nik"] == nik
+    assert domain.finding(_reported(name="Siti"), missing, **ids).person_status is PersonStatus.not_found
+
+
+def test_a_step_is_decided_before_anything_is_written():
+    now = wib(2026, 11, 23, 10)
+
+    def deadline(level):
+        return now + dt.timedelta(days={"kecamatan": 5, "kabupaten": 7, "agency": 14}[level.value])
+    plan = functools.partial(domain.plan_step, now=now, deadline=deadline)
+    assert plan("handle", CaseLevel.village, None).status is CaseStatus.in_progress
+    answered = plan("answer", CaseLevel.village, None, answer="Sedang diperiksa")
+    assert answered.status is CaseStatus.answered and answered.note == "Sedang diperiksa"
+    assert answered.changes == {"answer": "Sedang diperiksa"}
+    with pytest.raises(RuleError) as e:
+        plan("answer", CaseLevel.village, None)
+    assert e.value.status == 422
+    referred = plan("refer", CaseLevel.kabupaten, None, programme="pkh")
+    assert (referred.level, referred.from_level, referred.status) == (CaseLevel.agency, CaseLevel.kabupaten,
+                                                                      CaseStatus.open)
+    assert referred.changes == {"due_at": now + dt.timedelta(days=14), "programme_identifier": "pkh"}
+    # the case's own program serves a referral to the agency when none is named
+    assert plan("refer", CaseLevel.kabupaten, "kip").changes["programme_identifier"] == "kip"
+    resolved = plan("resolve", CaseLevel.agency, "pkh", outcome="not_eligible")
+    assert resolved.status is CaseStatus.resolved and resolved.changes == {"outcome": "not_eligible",
+                                                                            "resolved_at": now}
+    with pytest.raises(RuleError, match="unknown action"):
+        plan("delete", CaseLevel.village, None)
