@@ -68,7 +68,7 @@ def staff_accounts(request: Request) -> UsersFile | None:
     """The staff accounts file of this service (SINERGI_USERS_FILE), or None when not configured."""
     from services.kit.users import UsersFile
 
-    path = getattr(request.app.state.runtime.settings, "users_file", None)
+    path = getattr(request.app.state.kit.settings, "users_file", None)
     if not path:
         return None
     cache: dict[str, UsersFile] = request.app.state.__dict__.setdefault("_sinergi_users", {})
@@ -80,7 +80,7 @@ def current_principal(request: Request,
     if creds is None:
         raise HTTPException(401, detail={"error": "missing bearer token (Authorization: Bearer ...)"},
                             headers={"WWW-Authenticate": "Bearer"})
-    settings = request.app.state.runtime.settings
+    settings = request.app.state.kit.settings
     p = decode_token(creds.credentials, settings.auth_secret)
     users = staff_accounts(request)
     # a disabled or deleted account loses access at once, not when its token expires
@@ -139,7 +139,7 @@ def router() -> APIRouter:
 
     @r.post("/token", summary="log in with a staff account; returns a bearer token that expires")
     async def token(request: Request, form: OAuth2PasswordRequestForm = Depends()) -> dict[str, Any]:
-        settings = request.app.state.runtime.settings
+        settings = request.app.state.kit.settings
         users = staff_accounts(request)
         if users is None:
             raise HTTPException(503, detail={"error": "no staff accounts configured (SINERGI_USERS_FILE)"})

@@ -91,7 +91,10 @@ class Bus:
         return self.nc.jetstream()
 
     def on_connect(self, callback: OnConnect) -> None:
-        """Run `callback(nc)` now if connected and after every replacement (core subscriptions)."""
+        """Run `callback(nc)` at start and after every replacement (core subscriptions).
+        Register while composing the service, before `start`."""
+        if self._nc is not None:
+            raise RuntimeError("register on_connect callbacks before the bus starts")
         self._on_connect.append(callback)
 
     async def start(self) -> None:

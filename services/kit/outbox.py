@@ -121,8 +121,10 @@ def deadletter_row(names: Names, service: str, subject: str, data: bytes, reason
 
 async def add(session: AsyncSession | AsyncConnection, table: sa.Table, rows: Sequence[OutboxRow]) -> None:
     if rows:
+        # one executemany takes its columns from the first row: every row names every column
+        full = [r if "headers" in r else {**r, "headers": {}} for r in rows]
         # on conflict: the same deterministic row twice (a retried batch) is one event
-        await session.execute(insert(table).on_conflict_do_nothing(index_elements=["id"]), list(rows))
+        await session.execute(insert(table).on_conflict_do_nothing(index_elements=["id"]), full)
 
 
 @dataclass(frozen=True)
