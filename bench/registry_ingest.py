@@ -89,7 +89,7 @@ def make_reports(n: int, invalid: float, seed: int = 7) -> list[tuple[str, bytes
 async def publish_all(js, subject_of, reports) -> None:
     """Pipelined JetStream publishes with de-duplication ids, acks awaited at the end."""
     for i, (program, payload, mid) in enumerate(reports):
-        await js.publish_async(subject_of(program), payload, headers={"Nats-Msg-Id": mid})
+        await js.publish_async(subject_of(program), payload, headers={"Nats-Msg-Id": f"{program}:{mid}"})
         if i % 5000 == 4999:
             await js.publish_async_completed()
     await js.publish_async_completed()
@@ -112,7 +112,7 @@ async def baseline_jetstream(nc, settings: Settings, reports) -> float:
             while seen < len(reports):
                 try:
                     msgs = await psub.fetch(1000, timeout=1)
-                except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                except (TimeoutError, nats.errors.TimeoutError):
                     continue
                 await asyncio.gather(*(m.ack() for m in msgs))
                 seen += len(msgs)
@@ -216,7 +216,7 @@ async def main() -> None:
                 # short wait: nats-py's fetch returns a partial batch and then sits out the whole
                 # timeout, which with timeout=1 capped this reader (not the registry) at ~1,000/s
                 msgs = await receipts.fetch(2000, timeout=0.05)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 msgs = []
             for m in msgs:  # contracts.agency.ReceiptBatch
                 for r in json.loads(m.data)["receipts"]:

@@ -5,7 +5,8 @@ agency's own ids and come back in the receipt; `programme_identifier`, `enrolmen
 and `status_change_date` mirror DCI's beneficiary-registry names.
 
 An agency publishes one JSON object per person on `agency.<program>.enrolments` (set the
-`Nats-Msg-Id` header to `message_id` so JetStream drops a re-sent copy) and reads one
+`Nats-Msg-Id` header to `<program>:<message_id>` so JetStream drops a re-sent copy: it
+de-duplicates across every program's reports, so the program scopes the id) and reads one
 receipt per message from `agency.<program>.receipts`.
 """
 from __future__ import annotations

@@ -56,7 +56,10 @@ _Instruction = getattr(_disb, "PaymentInstruction", None)
 _Settlement = getattr(_disb, "Settlement", None)
 MESSAGES: tuple[Message, ...] = (
     Message("enrolment_report", EnrolmentReport, "agency.{program}.enrolments", "AGENCY_ENROLMENTS", "receive",
-            "A program agency reports one person's enrolment; set Nats-Msg-Id to message_id.", (PROGRAM,)),
+            "A program agency reports one person's enrolment. Set the Nats-Msg-Id header to "
+            "<program>:<message_id> (e.g. pkh:row-1): JetStream de-duplicates it across every program's "
+            "reports, so the program scopes it. Any other header is rejected (rjct.message_id.unscoped); "
+            "without one the registry's receipts still answer a repeat.", (PROGRAM,)),
     Message("receipt_batch", ReceiptBatch, "agency.{program}.receipts", "AGENCY_RECEIPTS", "send",
             "The registry answers every enrolment report (succ, or rjct with every reason), the reports of one "
             "transaction together: look each up by message_id.", (PROGRAM,)),
@@ -178,7 +181,7 @@ def asyncapi_document() -> dict[str, Any]:
             "description": (
                 "Subjects, streams and messages of Sinergi, one auditable event backbone for a regency's "
                 "poverty programs. Every JetStream publish carries a Nats-Msg-Id header (event_id for "
-                "events, message_id for agency reports) so a repeat is dropped. Streams: "
+                "events, <program>:<message_id> for agency reports) so a repeat is dropped. Streams: "
                 + ", ".join(f"{s} ({' '.join(f)})" for s, f in STREAMS.items()) + "."),
             "license": {"name": "MIT"},
         },

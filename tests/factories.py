@@ -41,6 +41,12 @@ def enrolment(program: str = "pkh", *, status: str = "active", effective: str = 
     return report
 
 
+def msg_id(report: dict, program: str | None = None) -> str:
+    """The Nats-Msg-Id header an agency sets on a report: `<program>:<message_id>` (JetStream
+    de-duplicates the header across every program's reports, so the program scopes it)."""
+    return f"{program or report['programme_identifier']}:{report['message_id']}"
+
+
 def receipts_of(data: bytes) -> list[dict]:
     """The receipts in one message on agency.<program>.receipts (a contracts.agency.ReceiptBatch,
     validated here so every test that reads receipts also checks the contract)."""

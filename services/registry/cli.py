@@ -6,10 +6,13 @@ birth_date, village_code, address, enrolment_status, status_change_date,
 is_head_of_household, and optionally message_id and programme_identifier. Without a
 message_id column each row gets a stable one from its content, so publishing the same file
 again is recognised as the same messages (JetStream de-duplication, then the registry's inbox).
+Each row goes out with `Nats-Msg-Id: <program>:<message_id>`: JetStream de-duplicates that
+header across every program's reports, so the program scopes it.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import hashlib
 import json
@@ -41,6 +44,11 @@ def row_to_report(row: dict[str, str], program: str) -> dict:
         content = json.dumps({k: rep[k] for k in sorted(rep)}, sort_keys=True)
         rep["message_id"] = f"{program}-{hashlib.sha256(content.encode()).hexdigest()[:32]}"
     return rep
+
+
+def msg_id(program: str, message_id: str) -> str:
+    """The Nats-Msg-Id of a report: JetStream de-duplicates it per stream, across programs."""
+    return f"{program}:{message_id}"
 
 
 def read_reports(path: Path, program: str) -> list[dict]:
@@ -89,10 +97,11 @@ async def publish_file(settings: Settings, path: Path, program: str, out: Path, 
             for i in range(0, len(reports), 500):
                 chunk = reports[i:i + 500]
                 acks = await asyncio.gather(*(js.publish(names.enrolments(program), json.dumps(r).encode(),
-                                                         headers={"Nats-Msg-Id": r["message_id"]}) for r in chunk))
+                                                         headers={"Nats-Msg-Id": msg_id(program, r["message_id"])})
+                                              for r in chunk))
                 # a re-sent row inside JetStream's de-duplication window is dropped by the server:
                 # its receipt went out the first time, so do not wait for another
-                duplicates += [r["message_id"] for r, a in zip(chunk, acks) if a.duplicate]
+                duplicates += [r["message_id"] for r, a in zip(chunk, acks, strict=True) if a.duplicate]
                 progress.update(sent, advance=len(chunk))
                 progress.update(got, completed=len(receipts))
             expected = len(reports) - len(duplicates)
@@ -100,10 +109,8 @@ async def publish_file(settings: Settings, path: Path, program: str, out: Path, 
                 done.set()
             deadline = asyncio.get_running_loop().time() + timeout
             while not done.is_set() and asyncio.get_running_loop().time() < deadline:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(done.wait(), 0.2)
-                except asyncio.TimeoutError:
-                    pass
                 progress.update(got, completed=len(receipts))
             progress.update(got, completed=len(receipts))
         await sub.unsubscribe()

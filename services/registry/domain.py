@@ -1,10 +1,14 @@
-"""Registry rules, no I/O: what a valid enrolment report is, and which report wins."""
+"""Registry rules, no I/O: what a valid enrolment report is, which report wins, and what an
+ingest batch changes (`plan_ingest`: store.write_plan writes it)."""
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import json
+import re
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pydantic import ValidationError
 
@@ -24,6 +28,9 @@ REASONS: dict[str, str] = {
     "<field>.string_type": "a field that must be text is not",
     "<field>.string_too_short": "a text field is empty (message_id, name)",
     "<field>.string_too_long": "a text field is longer than allowed",
+    "<field>.string_unicode": "a text field holds an unpaired UTF-16 surrogate (e.g. \\ud800), which is not a "
+                              "character",
+    "<field>.nul_character": "a text field holds a NUL character (\\u0000), which the registry cannot store",
     "is_head_of_household.bool_parsing": "is_head_of_household is not true or false",
     "programme_identifier.mismatch": "programme_identifier differs from the program in the subject",
     "nik.format": "NIK is not exactly 16 digits",
@@ -44,7 +51,22 @@ REASONS: dict[str, str] = {
     "status_change_date.format": "status_change_date is not a date YYYY-MM-DD",
     "status_change_date.too_far": "status_change_date is more than a year ahead",
     "status_change_date.before_birth": "status_change_date is before the birth date",
+    "message_id.unscoped": "the Nats-Msg-Id header is not <program>:<message_id>",
 }
+
+# what PostgreSQL refuses in text (and in jsonb): NUL, and a surrogate that pairs with nothing
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_TEXT_FIELDS = tuple(f for f, info in EnrolmentReport.model_fields.items() if info.annotation is str)
+
+
+def storable(text: str) -> str:
+    """`text` with what PostgreSQL cannot store replaced by U+FFFD, for echoing a rejected
+    message's ids and values back (its receipt is kept in a jsonb column)."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
+def is_storable(text: str) -> bool:
+    return _UNSTORABLE.search(text) is None
 
 
 @dataclass(frozen=True)
@@ -79,10 +101,24 @@ def _date(value: str, field: str, problems: list[Problem]) -> dt.date | None:
         return None
 
 
-def check_report(data: bytes, subject_program: str, today: dt.date | None = None
+def _nul_problems(rep: EnrolmentReport) -> list[Problem]:
+    """PostgreSQL refuses NUL in text: caught here it is one rejected report, not a failed batch."""
+    return [Problem(f"{f}.nul_character", f"{f} contains a NUL character (\\u0000), which the registry cannot "
+                                          "store; remove it", f)
+            for f in _TEXT_FIELDS if "\x00" in getattr(rep, f)]
+
+
+def _scoped(header_id: str, program: str, message_id: str) -> bool:
+    prefix = program + ":"
+    return header_id.startswith(prefix) and header_id[len(prefix):].strip() == message_id
+
+
+def check_report(data: bytes, subject_program: str, today: dt.date | None = None, header_id: str | None = None
                  ) -> tuple[CheckedReport | None, dict, list[Problem]]:
     """Apply every rule a data officer would; return the parsed report or every failed rule.
 
+    `header_id` is the message's Nats-Msg-Id header, if it has one: it must be
+    `<program>:<message_id>`, since JetStream de-duplicates it across every program's reports.
     Also returns what could be read of the raw message (for the receipt's ids).
     """
     today = today or dt.date.today()
@@ -109,7 +145,8 @@ def check_report(data: bytes, subject_program: str, today: dt.date | None = None
             problems.append(Problem(f"{field}.{err['type']}", f"{field} {_MISSING.get(err['type'], err['msg'])}", field))
         return None, raw, problems
 
-    problems: list[Problem] = []
+    # a NUL can only arrive escaped (JSON forbids the raw byte), so most reports skip the field walk
+    problems: list[Problem] = _nul_problems(rep) if b"\\u0000" in data else []
     if rep.programme_identifier != subject_program:
         problems.append(Problem("programme_identifier.mismatch",
                                 f"programme_identifier {rep.programme_identifier!r} does not match the subject's "
@@ -136,6 +173,13 @@ def check_report(data: bytes, subject_program: str, today: dt.date | None = None
                                 "status_change_date"))
     if parts is not None:
         problems += nik_consistency(parts, birth, rep.sex if rep.sex in ("F", "M") else None)
+    if header_id is not None and not _scoped(header_id, subject_program, rep.message_id):
+        shown = header_id if len(header_id) <= 140 else header_id[:140] + "..."
+        problems.append(Problem(
+            "message_id.unscoped",
+            f"the Nats-Msg-Id header {shown!r} must be {subject_program + ':' + rep.message_id!r} "
+            f"(<program>:<message_id>): JetStream de-duplicates Nats-Msg-Id across every program, so an "
+            f"unscoped id can be swallowed by another program's message with the same id", "message_id"))
     if problems:
         return None, raw, problems
     assert birth and effective
@@ -177,6 +221,210 @@ def identity_conflicts(current_name: str, current_birth: dt.date, current_by: st
 def fingerprint(kind: str, *parts: str) -> str:
     """The same disagreement (same programs, same values) is flagged once, however often it is reported."""
     return hashlib.sha256("|".join([kind, *sorted(parts)]).encode()).hexdigest()[:32]
+
+
+# ---- an ingest batch as a plan: what to write, decided without I/O (store.write_plan writes it) ----
+
+# a person's identity (what person_history keeps), and the people row besides its nik
+IDENTITY = ("no_kk", "name", "sex", "birth_date", "village_code", "address")
+PERSON_COLUMNS = (*IDENTITY, "name_key", "reported_by")
+
+
+@dataclass(frozen=True)
+class Person:
+    """A person as the registry holds them: their `people` row, read under its lock."""
+
+    nik: str
+    no_kk: str
+    name: str
+    sex: str
+    birth_date: dt.date
+    village_code: str
+    address: str
+    name_key: str
+    reported_by: str
+    verification_status: str | None = None
+    verification_period: str | None = None
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """A person's current status in one program: their `enrolments` row."""
+
+    enrolment_status: str
+    status_change_date: dt.date
+    message_id: str
+
+
+class IdentityOutcome(NamedTuple):
+    """A person's identity after a batch: the people row (PERSON_COLUMNS) if it changed, else
+    None; the identities to keep in person_history; the disagreements to queue."""
+
+    row: dict | None
+    history: list[dict]
+    conflicts: list[dict]
+
+
+def identity_after(nik: str, old: dict | None, reports: Sequence[CheckedReport]) -> IdentityOutcome:
+    """A person's identity after this batch's reports (in effective order) on top of `old` (a
+    people row; None: new to the registry). The first program to report a person sets the name
+    and birth date; another program agreeing may update household, village and address; one
+    disagreeing leaves the identity alone and raises a conflict for a verifier."""
+    cur, history, conflicts = old, [], []
+    for r in reports:
+        rep = r.report
+        if cur is not None:
+            kinds = identity_conflicts(cur["name"], cur["birth_date"], cur["reported_by"], r)
+            if kinds:  # keep the identity we have; a verifier decides
+                for kind in kinds:
+                    field = "name" if kind == "name_mismatch" else "birth_date"
+                    conflicts.append({
+                        "nik": nik, "kind": kind, "village_code": cur["village_code"],
+                        "fingerprint": fingerprint(kind, f"{cur['reported_by']}={cur[field]}",
+                                                   f"{r.program}={getattr(rep, field)}"),
+                        "programme_identifiers": sorted({cur["reported_by"], r.program}),
+                        "details": {"registry": {field: str(cur[field]), "reported_by": cur["reported_by"]},
+                                    "report": {field: str(getattr(rep, field)), "reported_by": r.program,
+                                               "message_id": rep.message_id}}})
+                continue
+        row = {"no_kk": rep.no_kk, "name": rep.name, "sex": rep.sex, "birth_date": r.birth_date,
+               "village_code": r.village_code, "address": rep.address, "name_key": names.normalise(rep.name),
+               "reported_by": r.program}
+        if cur is not None and cur["reported_by"] and cur["reported_by"] != r.program:
+            # another program agreeing on the identity: it may update the household and
+            # address, but the name keeps the spelling of the program that set it
+            row |= {k: cur[k] for k in ("name", "name_key", "birth_date", "reported_by")}
+        if cur is None or any(cur[k] != row[k] for k in IDENTITY):
+            history.append({"nik": nik, **{k: row[k] for k in IDENTITY}, "reported_by": row["reported_by"],
+                            "message_id": rep.message_id})
+        cur = row
+    return IdentityOutcome(cur if history else None, history, conflicts)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch's accepted reports, grouped per person (each person's in effective order), with
+    the identity each person would have if new to the registry: new people are inserted before
+    anyone is locked, and the plan reuses that outcome for those the insert created."""
+
+    reports: tuple[CheckedReport, ...]
+    by_nik: Mapping[str, tuple[CheckedReport, ...]]
+    as_new: Mapping[str, IdentityOutcome]
+
+    @classmethod
+    def of(cls, valid: Sequence[CheckedReport]) -> Batch:
+        grouped: dict[str, list[CheckedReport]] = {}
+        for r in valid:
+            grouped.setdefault(r.nik, []).append(r)
+        by_nik = {nik: tuple(sorted(rs, key=lambda x: x.order) if len(rs) > 1 else rs) for nik, rs in grouped.items()}
+        as_new = {nik: identity_after(nik, None, by_nik[nik]) for nik in sorted(by_nik)}
+        return cls(tuple(valid), by_nik, as_new)
+
+    @property
+    def niks(self) -> set[str]:
+        return set(self.by_nik)
+
+    def new_people(self) -> list[dict]:
+        """A people row for everyone in the batch, as if new; the store inserts those it lacks."""
+        return [{"nik": nik, **outcome.row} for nik, outcome in self.as_new.items() if outcome.row is not None]
+
+
+@dataclass(frozen=True)
+class IngestPlan:
+    """Everything one ingest batch writes, in the order the store writes it, and what it announces."""
+
+    people: tuple[dict, ...]  # upserts of people already in the registry whose identity changed
+    person_history: tuple[dict, ...]
+    name_trigrams: tuple[tuple[str, str, set[str]], ...]  # (nik, village, trigrams); only without pg_trgm
+    households: tuple[dict, ...]  # in No. KK order: concurrent batches lock them in the same order
+    enrolment_history: tuple[dict, ...]  # every accepted report, in arrival order
+    enrolments: tuple[dict, ...]  # at most one per (nik, program): the batch's winner, if it supersedes
+    registered: tuple[dict, ...]  # registry.people_registered items
+    changes: tuple[dict, ...]  # registry.enrolments_changed items, one per enrolment written
+    conflicts: tuple[dict, ...]  # data_quality rows (the store gives them ids)
+
+
+def plan_ingest(batch: Batch, people: Mapping[str, Person], enrolments: Mapping[tuple[str, str], Enrolment],
+                created: Set[str], *, trigram_table: bool = False) -> IngestPlan:
+    """What a batch of accepted reports changes, given the batch's people as locked (`people`;
+    those the batch just `created` are not in it), every current enrolment of those people, and
+    whether name search needs the trigram table. Pure: the same input gives the same plan."""
+    people_rows: list[dict] = []
+    history: list[dict] = []
+    conflicts: list[dict] = []
+    trigram_rows: list[tuple[str, str, set[str]]] = []
+    registered: list[dict] = []
+    households: dict[str, dict] = {}
+    for nik, reports in batch.by_nik.items():
+        for r in reports:
+            rep = r.report
+            if rep.is_head_of_household or rep.no_kk not in households:
+                households[rep.no_kk] = {"no_kk": rep.no_kk, "village_code": r.village_code,
+                                         "head_nik": nik if rep.is_head_of_household else None}
+        old = people.get(nik)
+        if nik in created:
+            outcome = batch.as_new[nik]
+        else:
+            # (old is None only if the person vanished between insert and lock: the upsert writes them again)
+            outcome = identity_after(nik, {k: getattr(old, k) for k in PERSON_COLUMNS} if old else None, reports)
+            if outcome.row is not None:
+                people_rows.append({"nik": nik, **outcome.row})
+        history += outcome.history
+        conflicts += outcome.conflicts
+        ident = outcome.row
+        if ident is not None:
+            if trigram_table and (old is None or old.name_key != ident["name_key"]
+                                  or old.village_code != ident["village_code"]):
+                trigram_rows.append((nik, ident["village_code"], names.trigrams(ident["name_key"])))
+            registered.append({"nik": nik, "no_kk": ident["no_kk"], "name": ident["name"], "sex": ident["sex"],
+                               "birth_date": ident["birth_date"].isoformat(), "village_code": ident["village_code"],
+                               "is_new": nik in created, "reported_by": ident["reported_by"]})
+
+    enrolment_history = tuple(
+        {"nik": r.nik, "programme_identifier": r.program, "enrolment_status": r.report.enrolment_status,
+         "status_change_date": r.status_change_date, "message_id": r.report.message_id,
+         "reference_id": r.report.reference_id, "reported_by": r.program} for r in batch.reports)
+    enrol_rows: list[dict] = []
+    changes: list[dict] = []
+    status = {k: e.enrolment_status for k, e in enrolments.items()}  # (nik, program) -> status after this batch
+    for key, r in winners(batch.reports).items():
+        cur_e = enrolments.get(key)
+        if not supersedes(r, cur_e.status_change_date if cur_e else None, cur_e.message_id if cur_e else None):
+            continue
+        rep = r.report
+        status[key] = rep.enrolment_status
+        person = people.get(r.nik)
+        enrol_rows.append({"nik": r.nik, "programme_identifier": r.program,
+                           "enrolment_status": rep.enrolment_status, "status_change_date": r.status_change_date,
+                           "message_id": rep.message_id, "reference_id": rep.reference_id, "reported_by": r.program})
+        changes.append({
+            "nik": r.nik, "no_kk": rep.no_kk, "village_code": r.village_code, "birth_date": r.birth_date.isoformat(),
+            "programme_identifier": r.program, "enrolment_status": rep.enrolment_status,
+            "previous_status": cur_e.enrolment_status if cur_e else None,
+            "status_change_date": r.status_change_date.isoformat(), "reported_by": r.program,
+            "reference_id": rep.reference_id,
+            "verification_status": person.verification_status if person else None,
+            "verification_period": person.verification_period if person else None})
+    conflicts += deaths_while_active(status, batch.by_nik)
+    return IngestPlan(tuple(people_rows), tuple(history), tuple(trigram_rows),
+                      tuple(households[k] for k in sorted(households)), enrolment_history, tuple(enrol_rows),
+                      tuple(registered), tuple(changes), tuple(conflicts))
+
+
+def deaths_while_active(status: Mapping[tuple[str, str], str], by_nik: Mapping[str, Sequence[CheckedReport]]
+                        ) -> list[dict]:
+    """A death reported by one program while another still has the person active, for the batch's
+    people (`status`: every (nik, program) after the batch). Exact: read under the people locks."""
+    programs: dict[str, dict[str, list[str]]] = {}
+    for (nik, program), st in sorted(status.items()):
+        if st in ("deceased", "active"):
+            programs.setdefault(nik, {"deceased": [], "active": []})[st].append(program)
+    return [{"nik": nik, "kind": "death_while_active", "village_code": by_nik[nik][-1].village_code,
+             "fingerprint": fingerprint("death_while_active", *[f"deceased={x}" for x in p["deceased"]],
+                                        *[f"active={x}" for x in p["active"]]),
+             "programme_identifiers": sorted({*p["deceased"], *p["active"]}),
+             "details": {"deceased_in": p["deceased"], "active_in": p["active"]}}
+            for nik, p in programs.items() if p["deceased"] and p["active"] and nik in by_nik]
 
 
 # ---- verivali ----

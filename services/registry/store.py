@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, insert
 
 from services.kit.outbox import inbox_table, outbox_table
+from services.registry.domain import PERSON_COLUMNS, Enrolment, IngestPlan, Person
 
 metadata = sa.MetaData()
 outbox = outbox_table(metadata)
@@ -214,20 +216,34 @@ async def add_outbox(session, rows: list[dict]) -> None:
 
 
 async def insert_new_people(session, rows: list[dict]) -> set[str]:
-    """Insert the people that are not in the registry yet (rows: nik first, then _PEOPLE_SET);
+    """Insert the people that are not in the registry yet (rows: nik first, then PERSON_COLUMNS);
     return their NIKs. In NIK order: the uncommitted rows are this transaction's locks on them."""
     got = await bulk_insert(session, people, sorted(rows, key=lambda r: r["nik"]), "order by 1 on conflict do nothing",
                             returning="nik")
     return {r[0] for r in got}
 
 
-async def lock_people(session, niks: list[str]) -> dict[str, sa.Row]:
+_PERSON = [people.c[f] for f in Person.__dataclass_fields__]
+
+
+async def lock_people(session, niks: list[str]) -> dict[str, Person]:
     """Lock existing people (row locks, NIK order: no deadlocks) and read them as committed now."""
     if not niks:
         return {}
-    rows = (await session.execute(sa.select(people).where(people.c.nik == sa.func.any(
+    rows = (await session.execute(sa.select(*_PERSON).where(people.c.nik == sa.func.any(
         sa.cast(sorted(set(niks)), ARRAY(sa.Text)))).order_by(people.c.nik).with_for_update())).all()
-    return {r.nik: r for r in rows}
+    return {r[0]: Person(*r) for r in rows}
+
+
+async def current_enrolments(session, niks: list[str]) -> dict[tuple[str, str], Enrolment]:
+    """Every enrolment of these people, in every program (death conflicts need all of them)."""
+    if not niks:
+        return {}
+    e = enrolments
+    rows = (await session.execute(sa.select(e.c.nik, e.c.programme_identifier, e.c.enrolment_status,
+                                            e.c.status_change_date, e.c.message_id)
+                                  .where(e.c.nik == sa.func.any(sa.cast(sorted(set(niks)), ARRAY(sa.Text)))))).all()
+    return {(r[0], r[1]): Enrolment(r[2], r[3], r[4]) for r in rows}
 
 
 async def fetch_enrolments(session, niks: list[str]) -> dict[tuple[str, str], sa.Row]:
@@ -239,13 +255,10 @@ async def fetch_enrolments(session, niks: list[str]) -> dict[tuple[str, str], sa
     return {(r.nik, r.programme_identifier): r for r in rows}
 
 
-_PEOPLE_SET = ("no_kk", "name", "sex", "birth_date", "village_code", "address", "name_key", "reported_by")
-
-
 async def upsert_people(session, rows: list[dict]) -> None:
-    """Rows carry every column in _PEOPLE_SET plus nik."""
+    """Rows carry every column in PERSON_COLUMNS plus nik."""
     await bulk_insert(session, people, rows, "on conflict (nik) do update set "
-                      + ", ".join(f"{c} = excluded.{c}" for c in _PEOPLE_SET) + ", updated_at = now()")
+                      + ", ".join(f"{c} = excluded.{c}" for c in PERSON_COLUMNS) + ", updated_at = now()")
 
 
 async def upsert_households(session, rows: list[dict]) -> None:
@@ -285,14 +298,27 @@ async def has_pg_trgm(session) -> bool:
 
 
 async def flag(session, rows: list[dict]) -> list[dict]:
-    """Add conflicts to the data-quality queue; return only the new ones (each is flagged once).
-    Row by row: conflicts are rare, and each needs its own `returning`."""
+    """Add conflicts to the data-quality queue; return only the new ones, with the id each got
+    (each is flagged once). Row by row: conflicts are rare, and each needs its own `returning`."""
     new = []
     for row in rows:
+        row = {"id": uuid.uuid4(), **row}
         stmt = insert(data_quality).values(row).on_conflict_do_nothing(constraint="data_quality_once")
         if (await session.execute(stmt.returning(data_quality.c.id))).first():
             new.append(row)
     return new
+
+
+async def write_plan(session, plan: IngestPlan) -> list[dict]:
+    """Write an ingest batch's plan (domain.plan_ingest), one statement per table; return the
+    conflicts that are new to the data-quality queue. The caller holds the batch's people rows."""
+    await upsert_people(session, list(plan.people))
+    await bulk_insert(session, person_history, list(plan.person_history))
+    await replace_name_trigrams(session, list(plan.name_trigrams))
+    await upsert_households(session, list(plan.households))
+    await bulk_insert(session, enrolment_history, list(plan.enrolment_history))
+    await upsert_enrolments(session, list(plan.enrolments))
+    return await flag(session, list(plan.conflicts))
 
 
 # ---- reads ----

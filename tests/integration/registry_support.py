@@ -16,7 +16,7 @@ def auth(settings, role: Role = Role.verifier, area: str = "", user: str = "dins
 
 
 async def send(nc, settings, reports: list[dict], program: str | None = None) -> dict[str, dict]:
-    """Publish reports (each with its message_id as Nats-Msg-Id) and wait for every receipt."""
+    """Publish reports (each with Nats-Msg-Id `<program>:<message_id>`) and wait for every receipt."""
     got: dict[str, dict] = {}
 
     async def cb(m):
@@ -25,8 +25,9 @@ async def send(nc, settings, reports: list[dict], program: str | None = None) ->
     sub = await nc.subscribe(settings.names.receipts("*"), cb=cb)
     js = nc.jetstream()
     for rep in reports:
-        await js.publish(settings.names.enrolments(program or rep["programme_identifier"]), json.dumps(rep).encode(),
-                         headers={"Nats-Msg-Id": rep["message_id"]})
+        subject_program = program or rep["programme_identifier"]
+        await js.publish(settings.names.enrolments(subject_program), json.dumps(rep).encode(),
+                         headers={"Nats-Msg-Id": factories.msg_id(rep, subject_program)})
     await eventually(lambda: all(r["message_id"] in got for r in reports), timeout=15)
     await sub.unsubscribe()
     return got

@@ -187,7 +187,7 @@ async def test_a_persons_data_is_exported_on_request(settings, nc, start, tmp_pa
     async with start("registry", settings):
         for rep in (report, other):
             await nc.jetstream().publish(settings.names.enrolments("pkh"), json.dumps(rep).encode(),
-                                         headers={"Nats-Msg-Id": rep["message_id"]})
+                                         headers={"Nats-Msg-Id": factories.msg_id(rep)})
 
         async def exported():
             data = await export_person(settings, report["nik"])

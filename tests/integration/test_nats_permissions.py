@@ -300,7 +300,7 @@ async def test_services_and_agencies_work_under_their_own_identity(deployed, inf
     try:
         async with running("registry", as_service("registry")), running("reporting", as_service("reporting")):
             ack = await pkh.nc.jetstream().publish("agency.pkh.enrolments", json.dumps(report).encode(),
-                                                   headers={"Nats-Msg-Id": report["message_id"]})
+                                                   headers={"Nats-Msg-Id": factories.msg_id(report)})
             assert ack.stream == "AGENCY_ENROLMENTS"
             sub = await pkh.nc.jetstream().pull_subscribe("agency.pkh.receipts", durable="receipts-pkh",
                                                           stream="AGENCY_RECEIPTS")

@@ -27,7 +27,7 @@ class _Msg:
 
     def __init__(self, subject: str, report: dict, seq: int) -> None:
         self.subject, self.data = subject, json.dumps(report).encode()
-        self.headers, self.metadata = {"Nats-Msg-Id": report["message_id"]}, _Meta(seq)
+        self.headers, self.metadata = {"Nats-Msg-Id": factories.msg_id(report)}, _Meta(seq)
 
 
 def _batch(settings, reports: list[dict]) -> list[_Msg]:

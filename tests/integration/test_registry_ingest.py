@@ -1,5 +1,6 @@
 """Agency enrolment reports against real NATS and PostgreSQL: every rejection reason reaches the
-agency in a receipt, duplicates change nothing, out-of-order reports cannot regress a status."""
+agency in a receipt, duplicates change nothing, out-of-order reports cannot regress a status,
+and two programs' message ids never swallow each other."""
 from __future__ import annotations
 
 import asyncio
@@ -25,7 +26,7 @@ class Receipts:
     def __init__(self) -> None:
         self.by_id: dict[str, list[dict]] = {}
 
-    async def start(self, nc, settings) -> "Receipts":
+    async def start(self, nc, settings) -> Receipts:
         async def cb(m):
             for r in factories.receipts_of(m.data):
                 self.by_id.setdefault(r["message_id"], []).append(r)
@@ -36,10 +37,17 @@ class Receipts:
         return (self.by_id.get(mid) or [None])[0]
 
 
-async def publish(js, settings, program: str, report: dict | bytes, msg_id: str | None = None) -> None:
+SCOPED = "scoped"
+
+
+async def publish(js, settings, program: str, report: dict | bytes, header: str | None = SCOPED):
+    """Publish one report with Nats-Msg-Id `header`: by default `<program>:<message_id>` as the
+    contract says; None for no header (JetStream then keeps every copy)."""
     data = report if isinstance(report, bytes) else json.dumps(report).encode()
-    mid = msg_id or (report.get("message_id") if isinstance(report, dict) else None)
-    await js.publish(settings.names.enrolments(program), data, headers={"Nats-Msg-Id": mid} if mid else None)
+    if header is SCOPED:
+        header = factories.msg_id(report, program) if isinstance(report, dict) and "message_id" in report else None
+    return await js.publish(settings.names.enrolments(program), data,
+                            headers={"Nats-Msg-Id": header} if header is not None else None)
 
 
 async def test_every_rejection_reason_comes_back_in_a_receipt(settings, nc, start):
@@ -51,7 +59,7 @@ async def test_every_rejection_reason_comes_back_in_a_receipt(settings, nc, star
             mid = f"case-{i}"
             if isinstance(report, dict) and "message_id" in report:
                 report = {**report, "message_id": mid}
-            await publish(js, settings, program, report, msg_id=mid)
+            await publish(js, settings, program, report, header=f"{program}:{mid}")
             expected[mid] = codes
         await eventually(lambda: all(got.first(m) for m in expected), timeout=15)
         for mid, codes in expected.items():
@@ -70,9 +78,9 @@ async def test_receipt_echoes_the_agency_ids_and_a_rejected_duplicate_gets_the_s
     bad = factories.enrolment("pkh", village_code="3317019999")
     bad["village_code"] = "3317019999"
     async with start("registry", settings):
-        await publish(js, settings, "pkh", bad, msg_id="a")
+        await publish(js, settings, "pkh", bad)
         await eventually(lambda: got.first(bad["message_id"]))
-        await publish(js, settings, "pkh", bad, msg_id="b")  # different Nats-Msg-Id: JetStream keeps both
+        await publish(js, settings, "pkh", bad, header=None)  # no Nats-Msg-Id: JetStream keeps both
         await eventually(lambda: len(got.by_id[bad["message_id"]]) == 2)
         one, two = got.by_id[bad["message_id"]]
         assert one == two and one["reference_id"] == bad["reference_id"] and one["status"] == "rjct"
@@ -123,7 +131,7 @@ async def test_ties_on_the_effective_date_resolve_by_message_id_in_any_order(set
     async with start("registry", settings) as registry:
         for rep in (z, a, oa, oz):  # person 1: greater id first; person 2: smaller id first
             await publish(js, settings, "pkh", rep)
-            await eventually(lambda: got.first(rep["message_id"]))
+            await eventually(lambda rep=rep: got.first(rep["message_id"]))
         assert (await _state(registry, base["nik"]))[0] == [("suspended", "msg-z")]
         assert (await _state(registry, other["nik"]))[0] == [("suspended", "other-z")]
     await got.sub.unsubscribe()
@@ -142,7 +150,7 @@ async def test_ties_agree_in_sql_and_events_under_a_language_collation(settings,
             await s.execute(sa.text('alter table enrolments alter column message_id type text collate "en-US-x-icu"'))
         for rep in (upper, lower):
             await publish(js, settings, "pkh", rep)
-            await eventually(lambda: got.first(rep["message_id"]))
+            await eventually(lambda rep=rep: got.first(rep["message_id"]))
         stored = (await _state(registry, base["nik"]))[0]
         changed = await eventually(lambda: _changes(js, settings))
         assert stored == [(changed[-1]["enrolment_status"], "a-1")] == [("exited", "a-1")]
@@ -154,15 +162,15 @@ async def test_same_message_in_one_batch_and_again_later_changes_nothing(setting
     got = await Receipts().start(nc, settings)
     rep = factories.enrolment("bpnt")
     newer = {**rep, "message_id": "newer", "enrolment_status": "exited", "status_change_date": "2026-06-01"}
-    # three copies (distinct Nats-Msg-Ids, so JetStream keeps them) before the registry starts: one batch
-    for i in range(3):
-        await publish(js, settings, "bpnt", rep, msg_id=f"copy-{i}")
+    # three copies (no Nats-Msg-Id, so JetStream keeps them) before the registry starts: one batch
+    for _ in range(3):
+        await publish(js, settings, "bpnt", rep, header=None)
     async with start("registry", settings) as registry:
         await eventually(lambda: len(got.by_id.get(rep["message_id"], [])) == 3)
         assert len({json.dumps(r, sort_keys=True) for r in got.by_id[rep["message_id"]]}) == 1
         await publish(js, settings, "bpnt", newer)
         await eventually(lambda: got.first("newer"))
-        await publish(js, settings, "bpnt", rep, msg_id="copy-late")  # an old message re-sent after a change
+        await publish(js, settings, "bpnt", rep, header=None)  # an old message re-sent after a change
         await eventually(lambda: len(got.by_id[rep["message_id"]]) == 4)
         assert got.by_id[rep["message_id"]][3] == got.by_id[rep["message_id"]][0]
         assert await _state(registry, rep["nik"]) == ([("exited", "newer")], 2)
@@ -181,16 +189,48 @@ async def test_an_overlong_message_id_gets_its_rejection_and_does_not_hold_up_th
     bad = factories.enrolment("pkh", message_id=long_id)
     good = factories.enrolment("pkh")
     async with start("registry", settings) as registry:
-        await publish(js, settings, "pkh", bad, msg_id="hdr-long")
+        await publish(js, settings, "pkh", bad, header=None)
         await publish(js, settings, "pkh", good)
         await eventually(lambda: got.first(long_id) and got.first(good["message_id"]), timeout=8)
         r = got.first(long_id)
         assert r["status"] == "rjct"
         assert [s["status_reason_code"] for s in r["status_reasons"]] == ["rjct.message_id.string_too_long"]
         assert got.first(good["message_id"])["status"] == "succ"
-        await publish(js, settings, "pkh", bad, msg_id="hdr-long-again")  # the same message again
+        await publish(js, settings, "pkh", bad, header=None)  # the same message again
         await eventually(lambda: len(got.by_id[long_id]) == 2)
         assert got.by_id[long_id][1] == r
         async with registry.rt.sessions() as s:
             assert (await s.execute(sa.select(sa.func.count()).select_from(store.enrolment_history))).scalar() == 1
+    await got.sub.unsubscribe()
+
+
+async def test_two_programs_may_use_the_same_message_id_and_an_unscoped_header_is_rejected(settings, nc, start):
+    """JetStream de-duplicates Nats-Msg-Id across the whole stream: with the header set to the bare
+    message_id, bpnt's "row-1" was dropped as a repeat of pkh's "row-1", and no receipt ever came.
+    Scoped as <program>:<message_id>, both arrive; an unscoped header is refused with a reason."""
+    js = nc.jetstream()
+    got = await Receipts().start(nc, settings)
+    pkh = factories.enrolment("pkh", message_id="row-1")
+    bpnt = factories.enrolment("bpnt", message_id="row-1")
+    unscoped = factories.enrolment("kis", message_id="row-1")
+    async with start("registry", settings) as registry:
+        acks = [await publish(js, settings, "pkh", pkh), await publish(js, settings, "bpnt", bpnt)]
+        assert not any(a.duplicate for a in acks)
+        assert (await publish(js, settings, "pkh", pkh)).duplicate  # a true repeat is still dropped
+        await publish(js, settings, "kis", unscoped, header="row-1")
+        await eventually(lambda: len(got.by_id.get("row-1", [])) == 3, timeout=15)
+        by_program = {r["programme_identifier"]: r for r in got.by_id["row-1"]}
+        assert by_program["pkh"]["status"] == by_program["bpnt"]["status"] == "succ"
+        assert by_program["pkh"]["reference_id"] == pkh["reference_id"]
+        assert by_program["bpnt"]["reference_id"] == bpnt["reference_id"]
+        r = by_program["kis"]
+        assert r["status"] == "rjct"
+        assert [s["status_reason_code"] for s in r["status_reasons"]] == ["rjct.message_id.unscoped"]
+        assert "'kis:row-1'" in r["status_reasons"][0]["status_reason_message"]
+        async with registry.rt.sessions() as s:
+            enrolled = (await s.execute(sa.select(store.enrolments.c.nik, store.enrolments.c.programme_identifier)
+                                        .order_by(store.enrolments.c.programme_identifier))).all()
+        assert [tuple(e) for e in enrolled] == [(bpnt["nik"], "bpnt"), (pkh["nik"], "pkh")]
+        dead = await drain(js, settings.names.deadletter("registry"), settings.names.stream("DEADLETTER"))
+        assert [(d["msg_id"], d["reason_code"]) for d in dead] == [("row-1", "rjct.message_id.unscoped")]
     await got.sub.unsubscribe()

@@ -378,7 +378,7 @@ async def test_registry_enrolments_reach_the_recap_end_to_end(settings, nc, star
     async with start("registry", settings), start("reporting", settings) as rep:
         for r in reports:
             await js.publish(settings.names.enrolments("pkh"), json.dumps(r).encode(),
-                             headers={"Nats-Msg-Id": r["message_id"]})
+                             headers={"Nats-Msg-Id": factories.msg_id(r)})
 
         async def recap(period):
             return (await rep.http.get("/reports/monthly", params={"period": period})).json()

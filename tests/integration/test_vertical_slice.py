@@ -38,7 +38,7 @@ async def test_agency_enrolment_flows_to_registry_reporting_and_receipt(settings
     report = factories.enrolment("pkh", is_head_of_household=True)
     async with start("registry", settings) as registry, start("reporting", settings) as reporting:
         ack = await js.publish(settings.names.enrolments("pkh"), json.dumps(report).encode(),
-                               headers={"Nats-Msg-Id": report["message_id"]})
+                               headers={"Nats-Msg-Id": factories.msg_id(report)})
         assert not ack.duplicate
         receipt = await eventually(lambda: got.get(report["message_id"]))
         assert receipt["status"] == "succ"
@@ -81,7 +81,7 @@ async def test_bad_messages_get_rejected_receipts_and_dead_letters_and_consumer_
     async with start("registry", settings) as registry:
         await js.publish(subj, b"{not json", headers={"Nats-Msg-Id": "garbage-1"})
         for rep in (bad_nik, mismatch, unknown_village, good):
-            await js.publish(subj, json.dumps(rep).encode(), headers={"Nats-Msg-Id": rep["message_id"]})
+            await js.publish(subj, json.dumps(rep).encode(), headers={"Nats-Msg-Id": factories.msg_id(rep)})
         await eventually(lambda: len(got) == 5)
 
         def codes(rep):

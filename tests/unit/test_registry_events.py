@@ -11,7 +11,7 @@ from contracts.catalog import EVENTS
 from contracts.registry import MAX_ITEMS, EnrolmentChange, EnrolmentsChanged, PeopleRegistered, PersonIdentity
 from contracts.subjects import Names
 from contracts.values import Problem
-from services.kit.outbox import decode_envelope
+from services.kit.decode import decode_envelope
 from services.registry import handlers
 from tests import factories
 

@@ -22,13 +22,13 @@ def good(**overrides) -> dict:
     return r
 
 
-def check(report: dict | bytes, program: str = "pkh"):
+def check(report: dict | bytes, program: str = "pkh", header_id: str | None = None):
     data = report if isinstance(report, bytes) else json.dumps(report).encode()
-    return domain.check_report(data, program, today=TODAY)
+    return domain.check_report(data, program, today=TODAY, header_id=header_id)
 
 
-def codes(report, program: str = "pkh") -> set[str]:
-    return {p.code for p in check(report, program)[2]}
+def codes(report, program: str = "pkh", header_id: str | None = None) -> set[str]:
+    return {p.code for p in check(report, program, header_id)[2]}
 
 
 def drop(key: str) -> dict:
@@ -46,6 +46,9 @@ CASES = [
     (good(name=12), "pkh", {"name.string_type"}),
     (good(name="   "), "pkh", {"name.string_too_short"}),
     (good(reference_id="x" * 129), "pkh", {"reference_id.string_too_long"}),
+    (good(reference_id="R\ud800-1"), "pkh", {"reference_id.string_unicode"}),  # an unpaired surrogate
+    (good(name="Siti\x00Aminah"), "pkh", {"name.nul_character"}),
+    (good(address="RT 01\x00", reference_id="\x00"), "pkh", {"address.nul_character", "reference_id.nul_character"}),
     (good(is_head_of_household="maybe"), "pkh", {"is_head_of_household.bool_parsing"}),
     (good(), "bpnt", {"programme_identifier.mismatch"}),
     (good(nik="33170141076000"), "pkh", {"nik.format"}),
@@ -79,13 +82,51 @@ def test_each_rule_names_its_reason(report, program, expected):
     assert all(p.message for p in problems)
 
 
+# (header, what the registry says): the Nats-Msg-Id header, when present, is <program>:<message_id>
+HEADERS = [
+    (None, set()),
+    ("pkh:m-1", set()),
+    ("m-1", {"message_id.unscoped"}),  # the old contract: JetStream would drop bpnt's m-1 as a repeat
+    ("bpnt:m-1", {"message_id.unscoped"}),
+    ("pkh:m-2", {"message_id.unscoped"}),
+    ("pkh:", {"message_id.unscoped"}),
+]
+
+
 def test_every_documented_reason_code_is_exercised():
     seen = set()
-    for report, program, _ in CASES:
-        for p in check(report, program)[2]:
+    checks = [check(report, program)[2] for report, program, _ in CASES]
+    checks += [check(good(), "pkh", header)[2] for header, _ in HEADERS]
+    for problems in checks:
+        for p in problems:
             field, _, rest = p.code.partition(".")
             seen.add(p.code if p.code in domain.REASONS else f"<field>.{rest}")
     assert seen == set(domain.REASONS)
+
+
+@pytest.mark.parametrize("header,expected", HEADERS)
+def test_the_msg_id_header_is_scoped_to_the_program(header, expected):
+    assert codes(good(), "pkh", header) == expected
+    if expected:
+        [p] = check(good(), "pkh", header)[2]
+        assert "pkh:m-1" in p.message and p.field == "message_id"
+
+
+def test_a_padded_message_id_matches_its_scoped_header():
+    assert codes(good(message_id=" m-1 "), "pkh", "pkh: m-1 ") == set()
+
+
+def test_nul_is_rejected_in_any_text_field_but_other_control_characters_and_escaped_text_pass():
+    for field in ("message_id", "name", "address", "nik", "reference_id", "status_change_date"):
+        assert f"{field}.nul_character" in codes(good(**{field: good()[field] + "\x00"})), field
+    assert codes(good(name="Siti\x01Aminah\t", address="RT 01\x1f")) == set()
+    assert codes(good(name="Siti \\u0000 Aminah")) == set()  # the six characters, not a NUL
+    assert codes(good(extra="\x00")) == set()  # an ignored field is never stored
+
+
+def test_storable_replaces_only_what_postgresql_refuses():
+    assert domain.storable("a\x00b\ud800c\x01\U0001F600") == "a\ufffdb\ufffdc\x01\U0001F600"
+    assert domain.is_storable("Siti \x01 \U0001F600") and not domain.is_storable("\udfff")
 
 
 def test_a_valid_report_passes_with_parsed_values():
