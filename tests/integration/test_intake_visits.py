@@ -141,3 +141,20 @@ async def _at_least(coro, n):
 async def _consumed(nc, settings, n):
     info = await nc.jetstream().consumer_info(settings.names.stream("REGISTRY"), "intake-registry-v2")
     return info.delivered.stream_seq >= n and info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_a_late_older_exit_does_not_end_a_newer_assignment(settings, nc, start):
+    elder = nik(VILLAGE, dt.date(1942, 4, 4), "F")
+    coord = token(settings, Role.coordinator, "331701", "koord")
+    ani = token(settings, Role.companion, "331701", "ani")
+    async with start("intake", settings) as svc:
+        await publish_event(nc, settings, enrolments(enrolment(elder, VILLAGE, day=dt.date(2026, 3, 1))))
+        await eventually(lambda: _consumed(nc, settings, 1))
+        r = await svc.http.post("/assignments", json={"companion": "ani", "nik": elder}, headers=coord)
+        assert r.status_code == 201, r.text
+        # an exit dated before the enrolment now stored arrives late: it is history, not news
+        await publish_event(nc, settings, enrolments(enrolment(elder, VILLAGE, status=EnrolmentStatus.exited,
+                                                               day=dt.date(2026, 2, 1))))
+        await eventually(lambda: _consumed(nc, settings, 2))
+        load = (await svc.http.get("/companions/ani/caseload", headers=ani)).json()["items"]
+        assert [i["nik"] for i in load] == [elder]
