@@ -30,11 +30,6 @@ def create_app(settings: Settings | None = None, intake: IntakeSettings | None =
     deps = compose(settings, intake)
     app = deps.kit.http_app("Sinergi intake", "Puskesos front and back office, SLRT referral chain, home visits.")
     app.state.deps = deps
-    # WORKAROUND (kit): kit.auth still reads `app.state.runtime.settings` while Kit.http_app
-    # sets only `app.state.kit`; without this every authenticated route fails with 500.
-    # Remove once kit.auth reads app.state.kit.
-    if not hasattr(app.state, "runtime"):
-        app.state.runtime = deps.kit
     api.install_errors(app)
     app.include_router(api.router(deps))
     web.mount(app, deps)
