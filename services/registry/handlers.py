@@ -6,21 +6,28 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from nats.aio.msg import Msg
 
 from contracts.agency import MAX_RECEIPTS, ReceiptStatus
 from contracts.registry import MAX_ITEMS, ConflictFlagged, EnrolmentsChanged, PeopleRegistered
+from contracts.values import Problem
 from services.kit import logging as klog
-from services.kit.outbox import deadletter_row, event_row
-from services.kit.runtime import ServiceRuntime
+from services.kit.consumer import ConsumerSpec, Delivery
+from services.kit.decode import Rejection
+from services.kit.uow import UnitOfWork
 from services.registry import domain, store
-from services.registry.consumer import batch_consumer
+
+if TYPE_CHECKING:
+    from services.registry.app import Registry
 
 log = klog.get(__name__)
 CONSUMER = "registry-enrolments-v1"
 SERVICE = "registry"
+# a report is a few short fields (under 2 KB; the longest, address, is 500 characters); the
+# bytes beyond this are not parsed, and the report is answered with rjct.message.too_large
+MAX_REPORT_BYTES = 64 * 1024
 
 
 def _message_key(m: Msg, raw: dict, program: str) -> str:
@@ -92,27 +99,34 @@ def _now_iso() -> str:
 class _Checked(NamedTuple):
     """One message of a batch, checked and answered (not yet stored)."""
 
-    msg: Msg
+    delivery: Delivery[bytes]
     message_id: str
     report: domain.CheckedReport | None
     problems: list
     receipt: bytes
 
 
-async def ingest(rt: ServiceRuntime, msgs: list[Msg]) -> dict[str, int]:
+def _check(d: Delivery[bytes], program: str) -> tuple[domain.CheckedReport | None, dict, list[Problem]]:
+    """domain.check_report, or the kit's rejection (e.g. too large) as the receipt's one reason."""
+    if d.rejection is not None:
+        return None, {}, [Problem(d.rejection.code.removeprefix("rjct."), d.rejection.reason)]
+    return domain.check_report(d.data, program, header_id=d.msg.headers.get("Nats-Msg-Id") if d.msg.headers else None)
+
+
+async def ingest(reg: Registry, uow: UnitOfWork, batch: list[Delivery[bytes]]) -> dict[str, int]:
     """One batch: check every report, write the accepted ones in bulk, answer every message.
-    All in one transaction; the caller acknowledges the batch only after it commits.
+    All in the caller's unit of work (the kit consumer's: it commits, then acknowledges).
 
     The `receipts` table is this consumer's idempotency record: a report whose (program,
     message_id) already has a receipt changes nothing and gets that receipt again."""
-    names_ = rt.names
+    names_ = reg.kit.names
     corr, now = str(uuid.uuid4()), _now_iso()
     first: dict[tuple[str, str], _Checked] = {}  # by (program, stored key of message_id)
     copies: list[tuple[str, str]] = []
-    for m in msgs:
+    for d in batch:
+        m = d.msg
         program = names_.bare(m.subject).split(".")[1]
-        checked, raw, problems = domain.check_report(m.data, program,
-                                                     header_id=m.headers.get("Nats-Msg-Id") if m.headers else None)
+        checked, raw, problems = _check(d, program)
         mid = _message_key(m, raw, program)
         key = (program, _stored_key(mid))
         if key in first:
@@ -120,45 +134,42 @@ async def ingest(rt: ServiceRuntime, msgs: list[Msg]) -> dict[str, int]:
             continue
         status = ReceiptStatus.rjct if problems else ReceiptStatus.succ
         body = json.dumps(_receipt(program, mid, raw, status, problems, corr, now)).encode()
-        first[key] = _Checked(m, mid, checked, problems, body)
+        first[key] = _Checked(d, mid, checked, problems, body)
 
-    out: list[dict] = []
     answers: dict[str, list[bytes]] = {}
     counts = {"accepted": 0, "rejected": 0, "duplicate": 0}
-    async with rt.sessions.begin() as s:
-        fresh = await store.record_receipts(s, [(*k, c.receipt) for k, c in first.items()])
-        valid = []
-        for key, (m, mid, checked, problems, body) in first.items():
-            if key not in fresh:
-                copies.append(key)
-                continue
-            answers.setdefault(key[0], []).append(body)
-            if problems:
-                out.append(deadletter_row(names_, SERVICE, m.subject, m.data, f"rjct.{problems[0].code}",
-                                          domain.storable("; ".join(p.message for p in problems)),
-                                          domain.storable(mid)))
-                counts["rejected"] += 1
-            else:
-                valid.append(checked)
-        counts["accepted"] = len(valid)
-        await apply(rt, s, valid, out, corr)
-        if copies:
-            # the same message again gets the same answer, once per copy (the first answer may be
-            # long gone from the agency's view)
-            stored = await store.stored_receipts(s, [k for k in copies if k not in fresh])
-            for key in copies:
-                body = first[key].receipt if key in fresh else stored.get(key)
-                if body is not None:
-                    answers.setdefault(key[0], []).append(body)
-            counts["duplicate"] = len(copies)
-        out += receipt_rows(names_, answers)
-        await store.add_outbox(s, out)
-    rt.kick()
+    s = uow.session
+    fresh = await store.record_receipts(s, [(*k, c.receipt) for k, c in first.items()])
+    valid = []
+    for key, (d, mid, checked, problems, body) in first.items():
+        if key not in fresh:
+            copies.append(key)
+            continue
+        answers.setdefault(key[0], []).append(body)
+        if problems:
+            uow.dead_letter(d.subject, d.data, f"rjct.{problems[0].code}",
+                            domain.storable("; ".join(p.message for p in problems)), msg_id=domain.storable(mid),
+                            **d.where())
+            counts["rejected"] += 1
+        else:
+            valid.append(checked)
+    counts["accepted"] = len(valid)
+    await apply(reg, uow, valid, corr)
+    if copies:
+        # the same message again gets the same answer, once per copy (the first answer may be
+        # long gone from the agency's view)
+        stored = await store.stored_receipts(s, [k for k in copies if k not in fresh])
+        for key in copies:
+            body = first[key].receipt if key in fresh else stored.get(key)
+            if body is not None:
+                answers.setdefault(key[0], []).append(body)
+        counts["duplicate"] = len(copies)
+    uow.add_rows(receipt_rows(names_, answers))
     log.info("registry.ingested", **counts)
     return counts
 
 
-async def apply(rt: ServiceRuntime, s, valid: list[domain.CheckedReport], out: list[dict], corr: str) -> None:
+async def apply(reg: Registry, uow: UnitOfWork, valid: list[domain.CheckedReport], corr: str) -> None:
     """Write people, households and enrolments for accepted reports (domain.plan_ingest decides,
     store.write_plan writes); queue their events (a few batch events per transaction) and any
     new cross-program conflicts.
@@ -170,29 +181,37 @@ async def apply(rt: ServiceRuntime, s, valid: list[domain.CheckedReport], out: l
     PostgreSQL's shared lock table ("out of shared memory") for every database on the server."""
     if not valid:
         return
-    names_ = rt.names
+    names_, s = reg.kit.names, uow.session
     batch = domain.Batch.of(valid)
     created = await store.insert_new_people(s, batch.new_people())
     people = await store.lock_people(s, sorted(batch.niks - created))
     enrolments = await store.current_enrolments(s, sorted(batch.niks))
-    plan = domain.plan_ingest(batch, people, enrolments, created, trigram_table=not rt.name_search_trgm)
+    plan = domain.plan_ingest(batch, people, enrolments, created, trigram_table=not reg.name_search.trgm)
     flagged = await store.write_plan(s, plan)
-    out += event_rows(names_, PeopleRegistered, "people", list(plan.registered), corr)
-    out += event_rows(names_, EnrolmentsChanged, "changes", list(plan.changes), corr)
+    uow.add_rows(event_rows(names_, PeopleRegistered, "people", list(plan.registered), corr))
+    uow.add_rows(event_rows(names_, EnrolmentsChanged, "changes", list(plan.changes), corr))
     for c in flagged:
-        out.append(event_row(names_, ConflictFlagged(
-            conflict_id=c["id"], nik=c["nik"], kind=c["kind"], village_code=c["village_code"],
-            programme_identifiers=c["programme_identifiers"]), SERVICE, correlation_id=uuid.UUID(corr)))
+        uow.emit(ConflictFlagged(conflict_id=c["id"], nik=c["nik"], kind=c["kind"], village_code=c["village_code"],
+                                 programme_identifiers=c["programme_identifiers"]), correlation_id=uuid.UUID(corr))
 
 
-def register(rt: ServiceRuntime) -> None:
-    cfg = rt.registry_settings
+def decode_report(msg: Msg) -> bytes:
+    """Only the size here: domain.check_report reads the rest, naming every failed rule."""
+    if len(msg.data) > MAX_REPORT_BYTES:
+        raise Rejection("rjct.message.too_large",
+                        f"the report has {len(msg.data)} bytes; a report has at most {MAX_REPORT_BYTES}")
+    return msg.data
 
-    async def on_enrolments(msgs: list[Msg]) -> None:
-        # raw nats messages: every bad one becomes a rejected receipt, never a failed batch;
-        # an exception (database away) naks the whole batch for redelivery
-        await ingest(rt, msgs)
 
-    batch_consumer(rt, subject=rt.names.enrolments("*"), stream=rt.names.stream("AGENCY_ENROLMENTS"),
-                   durable=CONSUMER, batch=cfg.batch_size, timeout=cfg.batch_timeout, handler=on_enrolments,
-                   ack_wait=cfg.ack_wait)
+def register(reg: Registry) -> None:
+    cfg, names_ = reg.cfg, reg.kit.names
+
+    async def handle(uow: UnitOfWork, batch: list[Delivery[bytes]]) -> None:
+        # every report gets a receipt, whatever its bytes (a kit rejection too: handles_rejections)
+        await ingest(reg, uow, batch)
+
+    # inbox=False: the receipts table is this consumer's idempotency record
+    reg.kit.consume(ConsumerSpec(
+        durable=CONSUMER, stream=names_.stream("AGENCY_ENROLMENTS"), subject=names_.enrolments("*"),
+        decode=decode_report, handle=handle, inbox=False, handles_rejections=True, batch=cfg.batch_size,
+        fetch_wait=cfg.batch_timeout, ack_wait=cfg.ack_wait))

@@ -360,10 +360,10 @@ async def person_history_view(session, nik: str, as_of=None) -> dict | None:
     out = {"nik": nik, "identity": identity, "enrolments": enrol}
     if as_of is not None:
         best: dict[str, dict] = {}
-        for r, j in zip(hist, enrol):  # ordered by date then message id: the last one wins
+        for r, j in zip(hist, enrol, strict=True):  # ordered by date then message id: the last one wins
             if r.status_change_date <= as_of:
                 best[r.programme_identifier] = j
-        known = [i for r, i in zip(ids, identity) if r.received_at.date() <= as_of]
+        known = [i for r, i in zip(ids, identity, strict=True) if r.received_at.date() <= as_of]
         out["as_of"] = {"date": as_of.isoformat(), "identity": known[-1] if known else None,
                         "enrolments": list(best.values())}
     return out
@@ -471,3 +471,127 @@ async def data_quality_page(session, status: str | None, kind: str | None, area:
     rows = (await session.execute(q.order_by(data_quality.c.created_at, data_quality.c.id)
                                   .limit(limit).offset(offset))).all()
     return total, rows
+
+
+# ---- proposals, verification rounds and the data-quality queue (verivali.py, api.py) ----
+
+async def add_proposals(session, rows: list[dict]) -> None:
+    """Proposals (usulan), each once per proposal_id: a repeated event adds nothing."""
+    if rows:
+        await session.execute(insert(proposals).on_conflict_do_nothing(), rows)
+
+
+async def proposal(session, proposal_id: uuid.UUID, *, lock: bool = False) -> sa.Row | None:
+    q = sa.select(proposals).where(proposals.c.proposal_id == proposal_id)
+    return (await session.execute(q.with_for_update() if lock else q)).first()
+
+
+async def proposals_page(session, status: str | None, area: str, limit: int, offset: int) -> tuple[int, list]:
+    """Proposals in `area`, oldest first, and how many there are in all."""
+    q = sa.select(proposals).where(proposals.c.village_code.startswith(area))
+    if status:
+        q = q.where(proposals.c.status == status)
+    total = (await session.execute(sa.select(sa.func.count()).select_from(q.subquery()))).scalar_one()
+    rows = (await session.execute(q.order_by(proposals.c.created_at, proposals.c.proposal_id)
+                                  .limit(limit).offset(offset))).all()
+    return total, list(rows)
+
+
+async def decide_proposal(session, proposal_id: uuid.UUID, status: str, reason: str, by: str) -> None:
+    await session.execute(sa.update(proposals).where(proposals.c.proposal_id == proposal_id).values(
+        status=status, reason=reason, decided_by=by, decided_at=sa.func.now()))
+
+
+async def insert_proposed_person(session, row: dict, message_id: str) -> bool:
+    """A person from an accepted proposal, with their first history row; False if the NIK is
+    already in the registry. The insert is the lock: a concurrent ingest inserting this NIK
+    is waited for, and a person who exists is never created twice."""
+    created = (await session.execute(insert(people).values(row).on_conflict_do_nothing()
+                                     .returning(people.c.nik))).first()
+    if created:
+        await session.execute(sa.insert(person_history).values(
+            {c: row[c] for c in ("nik", "no_kk", "name", "sex", "birth_date", "village_code", "address",
+                                 "reported_by")} | {"message_id": message_id}))
+    return created is not None
+
+
+async def add_round(session, round_id: uuid.UUID, period: str, cadence: str, area: str, by: str) -> bool:
+    """A new verification round; False if the period already has one for this area."""
+    t = verification_rounds
+    done = (await session.execute(insert(t).values(round_id=round_id, period=period, cadence=cadence, area=area,
+                                                   opened_by=by)
+                                  .on_conflict_do_nothing(constraint="verification_round_once")
+                                  .returning(t.c.round_id))).first()
+    return done is not None
+
+
+async def verification_round(session, round_id: uuid.UUID, *, lock: bool = False) -> sa.Row | None:
+    q = sa.select(verification_rounds).where(verification_rounds.c.round_id == round_id)
+    return (await session.execute(q.with_for_update() if lock else q)).first()
+
+
+async def latest_rounds(session, limit: int = 100) -> list:
+    t = verification_rounds
+    return list((await session.execute(sa.select(t).order_by(t.c.opened_at.desc()).limit(limit))).all())
+
+
+async def lock_person(session, nik: str) -> sa.Row | None:
+    return (await session.execute(sa.select(people).where(people.c.nik == nik).with_for_update())).first()
+
+
+async def record_result(session, round_id: uuid.UUID, period: str, nik: str, result: str, note: str, by: str
+                        ) -> list[str]:
+    """Keep a person's result in a round (the last one recorded counts) and as their latest
+    status; return the programs they are active in."""
+    vr = verification_results
+    stmt = insert(vr).values(round_id=round_id, nik=nik, result=result, note=note, recorded_by=by)
+    await session.execute(stmt.on_conflict_do_update(index_elements=["round_id", "nik"], set_={
+        "result": stmt.excluded.result, "note": stmt.excluded.note, "recorded_by": stmt.excluded.recorded_by,
+        "recorded_at": sa.func.now()}))
+    await session.execute(sa.update(people).where(people.c.nik == nik).values(
+        verification_status=result, verification_period=period))
+    e = enrolments
+    return list((await session.execute(sa.select(e.c.programme_identifier).where(
+        e.c.nik == nik, e.c.enrolment_status == "active").order_by(e.c.programme_identifier))).scalars().all())
+
+
+def _not_verified(round_id: uuid.UUID, area: str, verified: list[str]) -> sa.Select:
+    """People in `area` without a result in the round that counts as verified."""
+    vr = verification_results
+    done = sa.select(vr.c.nik).where(vr.c.round_id == round_id, vr.c.result.in_(verified))
+    return sa.select(people).where(people.c.village_code.startswith(area), people.c.nik.not_in(done))
+
+
+async def close_round(session, round_id: uuid.UUID, area: str, verified: list[str], by: str) -> tuple[int, int]:
+    """Close a round (the caller holds its row); return (verified, not verified) in its area."""
+    missing = (await session.execute(sa.select(sa.func.count()).select_from(
+        _not_verified(round_id, area, verified).subquery()))).scalar_one()
+    vr = verification_results
+    done = (await session.execute(sa.select(sa.func.count()).select_from(vr).where(
+        vr.c.round_id == round_id, vr.c.result.in_(verified)))).scalar_one()
+    await session.execute(sa.update(verification_rounds).where(verification_rounds.c.round_id == round_id)
+                          .values(status="closed", closed_by=by, closed_at=sa.func.now()))
+    return done, missing
+
+
+async def unverified_page(session, round_id: uuid.UUID, area: str, verified: list[str], limit: int, offset: int
+                          ) -> tuple[int, list]:
+    """People in `area` not verified in the round, with the result recorded if any."""
+    q = _not_verified(round_id, area, verified).subquery()
+    total = (await session.execute(sa.select(sa.func.count()).select_from(q))).scalar_one()
+    vr = verification_results
+    rows = (await session.execute(
+        sa.select(q.c.nik, q.c.name, q.c.village_code, vr.c.result)
+        .select_from(q.outerjoin(vr, sa.and_(vr.c.nik == q.c.nik, vr.c.round_id == round_id)))
+        .order_by(q.c.village_code, q.c.nik).limit(limit).offset(offset))).all()
+    return total, list(rows)
+
+
+async def lock_conflict(session, conflict_id: uuid.UUID) -> sa.Row | None:
+    t = data_quality
+    return (await session.execute(sa.select(t).where(t.c.id == conflict_id).with_for_update())).first()
+
+
+async def resolve_conflict(session, conflict_id: uuid.UUID, by: str, resolution: str) -> None:
+    await session.execute(sa.update(data_quality).where(data_quality.c.id == conflict_id).values(
+        status="resolved", resolved_by=by, resolved_at=sa.func.now(), resolution=resolution))

@@ -10,6 +10,7 @@ import random
 import pytest
 import sqlalchemy as sa
 
+from services.kit.consumer import Delivery
 from services.registry import handlers, store
 from tests import factories
 
@@ -34,6 +35,12 @@ def _batch(settings, reports: list[dict]) -> list[_Msg]:
     return [_Msg(settings.names.enrolments(r["programme_identifier"]), r, i) for i, r in enumerate(reports)]
 
 
+async def ingest(registry, msgs: list[_Msg]) -> dict[str, int]:
+    """One batch through handlers.ingest in its own unit of work, as the kit's consumer runs it."""
+    async with registry.rt.unit_of_work() as uow:
+        return await handlers.ingest(registry.deps, uow, [Delivery(m, m.headers["Nats-Msg-Id"]) for m in msgs])
+
+
 async def test_concurrent_batches_on_the_same_people_neither_deadlock_nor_double(settings, start):
     rng = random.Random(5)
     people = [factories.enrolment("pkh", sex=rng.choice("FM")) for _ in range(300)]
@@ -49,7 +56,7 @@ async def test_concurrent_batches_on_the_same_people_neither_deadlock_nor_double
             # a third batch changes some addresses too (identity updates racing with each other)
             c = [{**p, "message_id": f"c{rnd}-{i}", "address": f"RT 0{rnd + 1} RW 09"}
                  for i, p in enumerate(people[::3])]
-            counts = await asyncio.gather(*(handlers.ingest(rt, _batch(settings, x)) for x in (a, b, c)))
+            counts = await asyncio.gather(*(ingest(registry, _batch(settings, x)) for x in (a, b, c)))
             assert [k["accepted"] for k in counts] == [300, 300, 100]
 
         async with rt.sessions() as s:
@@ -74,8 +81,8 @@ async def test_the_same_batch_twice_at_once_is_applied_once(settings, start):
     """A redelivery can reach a second process while the first still holds the batch."""
     reports = [factories.enrolment("kis") for _ in range(200)]
     async with start("registry", settings) as registry:
-        first, second = await asyncio.gather(handlers.ingest(registry.rt, _batch(settings, reports)),
-                                             handlers.ingest(registry.rt, _batch(settings, reports[::-1])))
+        first, second = await asyncio.gather(ingest(registry, _batch(settings, reports)),
+                                             ingest(registry, _batch(settings, reports[::-1])))
         assert sorted([first["accepted"], second["accepted"]]) == [0, 200]
         assert first["duplicate"] + second["duplicate"] == 200
         async with registry.rt.sessions() as s:
