@@ -5,8 +5,6 @@ and hands each batch over in one unit of work, acknowledged after the commit."""
 from __future__ import annotations
 
 import functools
-import re
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
@@ -16,8 +14,8 @@ from contracts.envelope import Envelope, Event, utcnow
 from contracts.registry import EnrolmentsChanged, ProposalDecided
 from services.intake import cases, visits
 from services.kit import logging as klog
-from services.kit.consumer import ConsumerSpec, Delivery, default_key
-from services.kit.decode import Limits, Rejection, decode_envelope, load_json
+from services.kit.consumer import ConsumerSpec, Delivery, envelope_key
+from services.kit.decode import Limits, decode_envelope
 from services.kit.uow import UnitOfWork
 
 if TYPE_CHECKING:
@@ -26,11 +24,12 @@ if TYPE_CHECKING:
 log = klog.get(__name__)
 
 # -v2: v1 was a FastStream push (queue) consumer; a durable's type cannot change in place, so
-# the pull consumer starts under a new name. It reads REGISTRY once from the start, and the
-# kit inbox keys claims by durable name, so v1's claims do not count: what v1 applied is
-# applied again harmlessly (a decision the case already shows is skipped, an enrolment no
-# newer than the stored one changes nothing).
+# the pull consumer starts under a new name and reads REGISTRY once from the start. Its inbox
+# keeps v1's name (both keyed by event_id), so what v1 applied counts as seen; what slips
+# through is applied again harmlessly (a decision the case already shows is skipped, an
+# enrolment no newer than the stored one changes nothing).
 CONSUMER = "intake-registry-v2"
+INBOX = "intake-registry-v1"
 WANTED: dict[str, type[Event]] = {ProposalDecided.event_type: ProposalDecided,
                                   EnrolmentsChanged.event_type: EnrolmentsChanged}
 # the registry's other events are not intake's business: acknowledged, not handled. An
@@ -42,35 +41,6 @@ OTHER_REGISTRY_EVENTS = frozenset(t for t, cls in EVENTS.items() if cls.domain =
 # default (NATS's 1 MiB) would let ~900 KB of text in one unbounded field (a decision's
 # `reason`) through into a case step.
 LIMITS = Limits(max_bytes=512 * 1024)
-
-# `{"event_id": "<uuid>"` opens every envelope (pydantic and the registry's bulk writer both
-# put it first), so the key is read without parsing the whole message twice
-_LEADING_EVENT_ID = re.compile(rb'\A\s*\{\s*"event_id"\s*:\s*"([0-9A-Fa-f-]{32,36})"')
-
-
-def event_key(msg: Msg) -> str:
-    """The idempotency key: the envelope's `event_id`.
-
-    The outbox publishes every event with `Nats-Msg-Id` = `event_id`, so for the registry's own
-    publishes (and the relay's re-publishes after a crash) this equals the kit's default key.
-    A copy re-published by anything else (a replay from another stream, an operator's tool)
-    outside JetStream's de-duplication window may carry another `Nats-Msg-Id`, but still its
-    `event_id`: keyed by that, the inbox drops it. Bytes without a readable event_id fall back
-    to the default key (Nats-Msg-Id, else the stream sequence), and the decoder rejects them.
-    """
-    head = _LEADING_EVENT_ID.match(msg.data)
-    raw: Any = head.group(1).decode() if head else None
-    if raw is None:
-        try:
-            doc = load_json(msg.data, LIMITS)
-        except Rejection:
-            return default_key(msg)
-        raw = doc.get("event_id") if isinstance(doc, dict) else None
-    try:
-        return str(uuid.UUID(raw)) if isinstance(raw, str) else default_key(msg)
-    except ValueError:
-        return default_key(msg)
-
 
 def decode(msg: Msg) -> Envelope[Any] | None:
     return decode_envelope(msg.data, WANTED, LIMITS, skip=OTHER_REGISTRY_EVENTS)
@@ -92,7 +62,7 @@ def register(deps: Intake) -> None:
     kit, names = deps.kit, deps.kit.names
     kit.consume(ConsumerSpec(
         durable=CONSUMER, stream=names.stream("REGISTRY"), subject=names.subject("registry.events.>"),
-        decode=decode, handle=functools.partial(follow_registry, deps), key=event_key,
+        decode=decode, handle=functools.partial(follow_registry, deps), key=envelope_key, inbox_name=INBOX,
         # 100 events are up to 50,000 enrolment changes: a burst of that size was decoded and
         # applied in about 4 s (2.4 s of it decoding) on the shared 2-core machine at load 7-8,
         # far inside the kit's 60 s ack_wait

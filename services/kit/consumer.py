@@ -1,7 +1,7 @@
 """The one JetStream consumer every service uses.
 
-    Consumer(kit, ConsumerSpec(durable="intake-registry-v1", stream=..., subject=...,
-                               decode=decode_registry_event, handle=follow_registry))
+    kit.consume(ConsumerSpec(durable="reporting-registry-v1", stream=..., subject=...,
+                             decode=decode_registry_event, handle=apply_facts))
 
 A loop on nats-py's pull API (FastStream is not used: docs/ARCHITECTURE.md says why):
 
@@ -29,7 +29,9 @@ comes (`stall_after`). The loop checks that itself and re-subscribes; `/readyz` 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -40,7 +42,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from services.kit import logging as klog
-from services.kit.decode import Rejection
+from services.kit.decode import Limits, Rejection, load_json
 from services.kit.outbox import claim
 from services.kit.uow import UnitOfWork
 
@@ -108,6 +110,34 @@ def default_key(msg: Msg) -> str:
     return (msg.headers or {}).get("Nats-Msg-Id") or f"seq-{msg.metadata.sequence.stream}"
 
 
+# `{"event_id": "<uuid>"` opens every envelope (pydantic and the registry's bulk writer both
+# put it first), so the key is read without parsing the whole message twice
+_LEADING_EVENT_ID = re.compile(rb'\A\s*\{\s*"event_id"\s*:\s*"([0-9A-Fa-f-]{32,36})"')
+
+
+def envelope_key(msg: Msg) -> str:
+    """The idempotency key of an event: its envelope's `event_id`.
+
+    The outbox publishes every event with `Nats-Msg-Id` = `event_id`, so for a producer's own
+    publishes (and the relay's re-publishes after a crash) this equals `default_key`. A copy
+    re-published by anything else (a replay, an operator's tool) outside JetStream's
+    de-duplication window may carry another `Nats-Msg-Id`, but still its `event_id`: keyed by
+    that, the inbox drops it. Bytes without a readable event_id fall back to `default_key`
+    (and the decoder rejects them)."""
+    head = _LEADING_EVENT_ID.match(msg.data)
+    raw: Any = head.group(1).decode() if head else None
+    if raw is None:
+        try:
+            doc = load_json(msg.data, Limits())
+        except Rejection:
+            return default_key(msg)
+        raw = doc.get("event_id") if isinstance(doc, dict) else None
+    try:
+        return str(uuid.UUID(raw)) if isinstance(raw, str) else default_key(msg)
+    except ValueError:
+        return default_key(msg)
+
+
 Decode = Callable[[Msg], Any]
 Handle = Callable[[UnitOfWork, list[Delivery[Any]]], Awaitable[None]]
 
@@ -127,6 +157,9 @@ class ConsumerSpec:
     inbox: bool = True                # claim keys in the kit inbox (False: the service keeps its own)
     handles_rejections: bool = False  # True: rejected deliveries go to the handler (receipts)
     key: Callable[[Msg], str] = default_key
+    # the inbox's consumer name (default: the durable): a durable renamed to change its config
+    # keeps the old name here, so what the old one applied counts as seen
+    inbox_name: str | None = None
     backoff: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30)
     stall_after: float = 30.0         # messages pending and no batch this long: stalled
 
@@ -304,10 +337,13 @@ class Consumer:
         async with self.kit.unit_of_work() as uow:
             todo = batch
             if spec.inbox:
-                fresh = await claim(uow.session, self.kit.inbox, spec.durable, [d.key for d in batch])
+                # rejected keys are not claimed: a corrected message may reuse its id, and a
+                # rejection repeated after a crash gives the same (deterministic) dead letter
+                fresh = await claim(uow.session, self.kit.inbox, spec.inbox_name or spec.durable,
+                                    [d.key for d in batch if d.rejection is None])
                 todo, seen = [], set()
                 for d in batch:
-                    if d.key in fresh and d.key not in seen:
+                    if (d.rejection is not None or d.key in fresh) and d.key not in seen:
                         seen.add(d.key)
                         todo.append(d)
                 self.stats.duplicates += len(batch) - len(todo)
@@ -369,7 +405,7 @@ class Consumer:
         try:
             async with self.kit.unit_of_work() as uow:
                 if spec.inbox:
-                    await claim(uow.session, self.kit.inbox, spec.durable, [d.key])
+                    await claim(uow.session, self.kit.inbox, spec.inbox_name or spec.durable, [d.key])
                 uow.dead_letter(d.subject, d.data, HANDLER_ERROR, error, msg_id=d.key, **d.where())
         except Exception as exc2:  # the database is away: dead letters need it too; later
             log.error("consumer.dead_letter_failed", durable=spec.durable, error=str(exc2)[:300])
