@@ -1,21 +1,21 @@
 """Events in, facts out: the one place that knows the other services' event shapes.
 
 `ADAPTERS` maps an `event_type` to (its contract class, a function of the decoded envelope
-giving facts). Event types not listed are acknowledged and skipped. Dates that an event
-does not carry are the day it happened (`occurred_at`) in the regency's time zone.
+and reporting's pseudonym key giving facts). Other known event types are acknowledged and
+skipped (handlers.py). Dates that an event does not carry are the day it happened
+(`occurred_at`) in the regency's time zone.
 """
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import hmac
-from typing import Any, Callable
-
-from pydantic import BaseModel
+from collections.abc import Callable
+from typing import Any
 
 from contracts.disbursement import (AllocationSet, KubeGrantMade, KubeGroupRegistered, KubeInstalmentPaid,
                                     KubeLoanIssued, SettlementRecorded, SettlementStatus)
-from contracts.envelope import Envelope
+from contracts.envelope import Envelope, Event
 from contracts.intake import (CaseEscalated, CaseReferred, CaseRegistered, CaseResolved, CompanionAssigned,
                               VisitReportFiled)
 from contracts.registry import EnrolmentsChanged
@@ -25,30 +25,31 @@ from services.reporting.facts import (AllocationFact, Assignment, ComplaintRecei
                                       VisitDone)
 
 
-_KEY = [hashlib.sha256(b"sinergi-reporting-pseudonym|unset").digest()]
+class Pseudonyms:
+    """Reporting's keyed pseudonym of a NIK: HMAC-SHA256 under a key derived from the
+    deployment's secret, 32 hex characters. Joins a person's events without keeping who they
+    are; a new secret gives new pseudonyms, so changing it needs `sinergi reporting rebuild`."""
+
+    def __init__(self, secret: str) -> None:
+        self._key = hashlib.sha256(f"sinergi-reporting-pseudonym|{secret}".encode()).digest()
+
+    def __call__(self, nik: str) -> str:
+        return hmac.new(self._key, nik.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def set_secret(secret: str) -> None:
-    """Key the NIK pseudonyms (from the deployment's secret; changing it needs a rebuild)."""
-    _KEY[0] = hashlib.sha256(f"sinergi-reporting-pseudonym|{secret}".encode()).digest()
-
-
-def pseudonym(nik: str) -> str:
-    """HMAC-SHA256 of the NIK under reporting's key, 32 hex characters: joins a person's
-    events without keeping who they are."""
-    return hmac.new(_KEY[0], nik.encode(), hashlib.sha256).hexdigest()[:32]
+Pseudonym = Callable[[str], str]
 
 
 def _day(env: Envelope) -> dt.date:
     return domain.local_date(env.occurred_at)
 
 
-def _enrolments(env: Envelope[EnrolmentsChanged]) -> list[Fact]:
+def _enrolments(env: Envelope[EnrolmentsChanged], pseudonym: Pseudonym) -> list[Fact]:
     return [EnrolmentFact(e.programme_identifier, pseudonym(e.nik), e.village_code, e.enrolment_status.value,
                           e.status_change_date) for e in env.data.changes]
 
 
-def _settlement(env: Envelope[SettlementRecorded]) -> list[Fact]:
+def _settlement(env: Envelope[SettlementRecorded], _p: Pseudonym) -> list[Fact]:
     """A paid settlement: one payment per funding line (a payment may draw on several sources).
     Events from before the settlement carried its village count under an unknown area ("")."""
     e = env.data
@@ -59,49 +60,49 @@ def _settlement(env: Envelope[SettlementRecorded]) -> list[Fact]:
                         payments=int(i == 0)) for i, line in enumerate(e.funding)]
 
 
-def _allocation(env: Envelope[AllocationSet]) -> list[Fact]:
+def _allocation(env: Envelope[AllocationSet], _p: Pseudonym) -> list[Fact]:
     """The ceiling is absolute: its change since the previous ceiling is what is added."""
     e = env.data
     return [AllocationFact(e.source.value, e.programme_identifier, e.fiscal_year,
                            e.ceiling - (e.previous_ceiling or 0))]
 
 
-def _case_registered(env: Envelope[CaseRegistered]) -> list[Fact]:
+def _case_registered(env: Envelope[CaseRegistered], _p: Pseudonym) -> list[Fact]:
     e = env.data
     return [ComplaintReceived(str(e.case_id), e.village_code, _day(env), domain.local_date(e.due_at), e.level.value)]
 
 
-def _case_referred(env: Envelope[CaseReferred] | Envelope[CaseEscalated]) -> list[Fact]:
+def _case_referred(env: Envelope[CaseReferred] | Envelope[CaseEscalated], _p: Pseudonym) -> list[Fact]:
     e = env.data
     return [ComplaintReferred(str(e.case_id), e.village_code, e.level.value, _day(env), domain.local_date(e.due_at))]
 
 
-def _case_resolved(env: Envelope[CaseResolved]) -> list[Fact]:
+def _case_resolved(env: Envelope[CaseResolved], _p: Pseudonym) -> list[Fact]:
     e = env.data
     return [ComplaintResolved(str(e.case_id), e.village_code, _day(env), None)]
 
 
-def _assigned(env: Envelope[CompanionAssigned]) -> list[Fact]:
+def _assigned(env: Envelope[CompanionAssigned], _p: Pseudonym) -> list[Fact]:
     e = env.data  # the NIK stays here: only the assignment id goes on
     return [Assignment(str(e.assignment_id), e.companion, e.village_code, e.active, domain.period_of(_day(env)))]
 
 
-def _visit(env: Envelope[VisitReportFiled]) -> list[Fact]:
+def _visit(env: Envelope[VisitReportFiled], _p: Pseudonym) -> list[Fact]:
     e = env.data
     return [VisitDone(str(e.visit_id), e.companion, e.village_code, e.period, e.physical_condition.value,
                       e.social_condition.value)]
 
 
-def _kube_group(env: Envelope[KubeGroupRegistered]) -> list[Fact]:
+def _kube_group(env: Envelope[KubeGroupRegistered], _p: Pseudonym) -> list[Fact]:
     e = env.data
     return [KubeGroup(str(e.group_id), e.village_code.replace(".", ""), len(e.members), domain.period_of(_day(env)))]
 
 
-def _kube_grant(env: Envelope[KubeGrantMade]) -> list[Fact]:
+def _kube_grant(env: Envelope[KubeGrantMade], _p: Pseudonym) -> list[Fact]:
     return [KubeFlow(str(env.data.group_id), domain.period_of(_day(env)), funded=env.data.funding.amount)]
 
 
-def _kube_loan(env: Envelope[KubeLoanIssued]) -> list[Fact]:
+def _kube_loan(env: Envelope[KubeLoanIssued], _p: Pseudonym) -> list[Fact]:
     """The principal goes out now; instalments fall due monthly from `first_due` until it is repaid."""
     e = env.data
     out: list[Fact] = [KubeFlow(str(e.group_id), domain.period_of(_day(env)), disbursed=e.principal)]
@@ -110,11 +111,12 @@ def _kube_loan(env: Envelope[KubeLoanIssued]) -> list[Fact]:
     return out
 
 
-def _kube_paid(env: Envelope[KubeInstalmentPaid]) -> list[Fact]:
+def _kube_paid(env: Envelope[KubeInstalmentPaid], _p: Pseudonym) -> list[Fact]:
     return [KubeFlow(str(env.data.group_id), domain.period_of(env.data.paid_on), repaid=env.data.amount)]
 
 
-ADAPTERS: dict[str, tuple[type[BaseModel], Callable[[Any], list[Fact]]]] = {
+Adapter = Callable[[Any, Pseudonym], list[Fact]]
+ADAPTERS: dict[str, tuple[type[Event], Adapter]] = {
     cls.event_type: (cls, fn) for cls, fn in (
         (EnrolmentsChanged, _enrolments),
         (SettlementRecorded, _settlement),

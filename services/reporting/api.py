@@ -1,15 +1,16 @@
 """Reporting HTTP routes: the monthly recap (JSON, CSV, XLSX, printable page) and the dashboard."""
-from __future__ import annotations
-
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from contracts import wilayah
-from services.kit.runtime import ServiceRuntime
 from services.reporting import charts, domain, exports, report, store
+
+if TYPE_CHECKING:
+    from services.reporting.app import Reporting
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 templates.env.filters["rp"] = lambda v: "-" if v is None else f"{v:,}".replace(",", ".")
@@ -19,59 +20,68 @@ templates.env.filters["pct"] = lambda v: "-" if v is None else f"{v:.2f}".replac
 PERIOD = Query(None, description="the month, YYYY-MM", examples=["2026-11"])
 
 
-def _period(value: str | None) -> str:
+def _parse(value: str | None) -> str:
     try:
         return domain.parse_period(value)
     except domain.BadPeriod as exc:
         raise HTTPException(400, detail={"error": str(exc)}) from None
 
 
-def router(rt: ServiceRuntime) -> APIRouter:
+def _period(period: str | None = PERIOD) -> str:
+    return _parse(period)
+
+
+def _period_or_now(period: str | None = PERIOD) -> str:
+    """The dashboard shows this month when no period is given."""
+    return _parse(period or domain.period_of(domain.today()))
+
+
+Period = Annotated[str, Depends(_period)]
+PeriodOrNow = Annotated[str, Depends(_period_or_now)]
+
+
+def router(deps: "Reporting") -> APIRouter:
+    # no `from __future__ import annotations` in this module: FastAPI must read `Session`, a
+    # name local to this function, from the route signatures
     r = APIRouter(tags=["reports"])
 
-    async def recap(period: str | None) -> dict:
-        p = _period(period)
-        async with rt.sessions() as s:
-            return await report.monthly(s, p)
+    Session = Annotated[store.Reader, Depends(store.reader(deps.kit.sessions))]
 
     @r.get("/reports/enrolments", summary="people per program, village and enrolment status")
-    async def enrolments(program: str | None = Query(None, description="only this program")) -> dict:
-        async with rt.sessions() as s:
-            rows = await store.counts(s, program)
+    async def enrolments(s: Session, program: str | None = Query(None, description="only this program")) -> dict:
+        rows = await store.counts(s, program)
         for row in rows:
             row["village_name"] = wilayah.name_of(row["village_code"])
         return {"items": rows}
 
     @r.get("/reports/monthly", summary="the monthly recap to Bappeda (rekap bulanan), as JSON")
-    async def monthly(period: str | None = PERIOD) -> dict:
-        return await recap(period)
+    async def monthly(s: Session, period: Period) -> dict:
+        return await report.monthly(s, period)
 
     @r.get("/reports/monthly.csv", summary="the monthly recap as CSV (one block per table)",
            response_class=PlainTextResponse)
-    async def monthly_csv(period: str | None = PERIOD) -> Response:
-        data = await recap(period)
+    async def monthly_csv(s: Session, period: Period) -> Response:
+        data = await report.monthly(s, period)
         return Response(exports.to_csv(data), media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="rekap-{data["period"]}.csv"'})
 
     @r.get("/reports/monthly.xlsx", summary="the monthly recap as an Excel workbook (one sheet per table)")
-    async def monthly_xlsx(period: str | None = PERIOD) -> Response:
-        data = await recap(period)
+    async def monthly_xlsx(s: Session, period: Period) -> Response:
+        data = await report.monthly(s, period)
         return Response(exports.to_xlsx(data), headers={
             "Content-Disposition": f'attachment; filename="rekap-{data["period"]}.xlsx"'},
             media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 
     @r.get("/reports/monthly.html", summary="the monthly recap as a printable page", response_class=HTMLResponse)
-    async def monthly_html(request: Request, period: str | None = PERIOD) -> HTMLResponse:
-        data = await recap(period)
+    async def monthly_html(request: Request, s: Session, period: Period) -> HTMLResponse:
+        data = await report.monthly(s, period)
         return templates.TemplateResponse(request, "monthly.html", {"r": data, "sheets": exports.sheets(data)})
 
     @r.get("/dashboard", summary="dashboard (Bahasa Indonesia) with charts, no internet needed",
            response_class=HTMLResponse)
-    async def dashboard(request: Request, period: str | None = PERIOD) -> HTMLResponse:
-        p = _period(period or domain.period_of(domain.today()))
-        async with rt.sessions() as s:
-            data = await report.monthly(s, p)
-            trend = await report.complaint_trend(s, p, months=12)
+    async def dashboard(request: Request, s: Session, period: PeriodOrNow) -> HTMLResponse:
+        data = await report.monthly(s, period)
+        trend = await report.complaint_trend(s, period, months=12)
         return templates.TemplateResponse(request, "dashboard.html", {
             "r": data, "charts": charts.dashboard(data, trend)})
 

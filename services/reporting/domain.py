@@ -7,7 +7,7 @@ from collections import Counter
 from decimal import ROUND_HALF_UP, Decimal
 
 from contracts import wilayah
-from services.reporting.facts import EnrolmentFact
+from services.reporting.facts import EnrolmentFact, PaymentFact
 
 _PERIOD = re.compile(r"(\d{4})-(\d{2})")
 
@@ -75,6 +75,23 @@ def enrolment_changes(facts: list[EnrolmentFact], state: dict[tuple[str, str], E
     return now, flow
 
 
+def months_paid(pays: list[PaymentFact], masks: dict[tuple[str, str, int], int]) -> Counter:
+    """Set each payment's month bit in its payee's mask for the year (`masks`, updated in
+    place; a payee missing from it had no month paid yet).
+
+    Returns (program, village, period) -> payees newly paid that month: a person paid twice
+    in a month, or from two funding sources, counts once, in the village of the first payment.
+    """
+    newly: Counter = Counter()
+    for p in pays:
+        key, bit = (p.program, p.person_ref, int(p.period[:4])), month_bit(p.period)
+        mask = masks.get(key, 0)
+        if not mask & bit:
+            masks[key] = mask | bit
+            newly[(p.program, p.village_code, p.period)] += 1
+    return newly
+
+
 def percent(part: int, whole: int) -> float | None:
     """Realisation percentage to two decimals, half up (as the village budget tables print it)."""
     if not whole:
@@ -126,7 +143,7 @@ WIB = dt.timezone(dt.timedelta(hours=7), "WIB")
 
 def local_date(moment: dt.datetime) -> dt.date:
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
+        moment = moment.replace(tzinfo=dt.UTC)
     return moment.astimezone(WIB).date()
 
 

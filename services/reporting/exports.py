@@ -28,11 +28,11 @@ def sheets(r: dict) -> list[Sheet]:
     c = r["complaints"]
     areas_rows = []
     for k in r["areas"]:
-        for v in k["villages"]:
-            areas_rows.append([k["kecamatan_code"], k["kecamatan_name"], v["village_code"],
-                               v["village_name"] or "(wilayah tidak tercatat)",
-                               v["enrolled"], v["people_paid"], v["amount_paid"], v["complaints_received"],
-                               v["complaints_resolved"], v["visits_due"], v["visits_done"], v["kube_groups"]])
+        areas_rows.extend([k["kecamatan_code"], k["kecamatan_name"], v["village_code"],
+                           v["village_name"] or "(wilayah tidak tercatat)",
+                           v["enrolled"], v["people_paid"], v["amount_paid"], v["complaints_received"],
+                           v["complaints_resolved"], v["visits_due"], v["visits_done"], v["kube_groups"]]
+                          for v in k["villages"])
         t = k["totals"]
         areas_rows.append([k["kecamatan_code"], k["kecamatan_name"], "", "Jumlah kecamatan", t["enrolled"],
                            t["people_paid"], t["amount_paid"], t["complaints_received"], t["complaints_resolved"],

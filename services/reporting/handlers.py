@@ -1,80 +1,117 @@
-"""Reporting subscribers: REGISTRY, INTAKE and DISBURSEMENT events into read models, idempotently.
+"""Reporting's consumers: REGISTRY, INTAKE and DISBURSEMENT events folded into the read models.
 
-One batch pull subscriber per stream; a batch is decoded, claimed in the inbox and folded
-into the aggregates in one transaction, and acknowledged after the commit. Undecodable
-events are dead-lettered; event types reporting does not use are acknowledged and skipped.
+One kit consumer (services/kit/consumer.py) per stream, with the durable names of before.
+`decode` turns one message into its event id and facts (adapters.py): an event type
+reporting has an adapter for gives facts, another known event type is `None` (acknowledged,
+skipped), anything else is a `Rejection` the kit dead-letters with its reason code. `fold`
+then claims the event ids and applies the facts of the new ones, in the consumer's unit of
+work, which commits before the batch is acknowledged.
+
+Reporting keeps its own idempotency record (`inbox=False` for the kit): it claims *event
+ids* in the inbox, not the kit's delivery keys (Nats-Msg-Id, else the stream sequence). The
+same event published twice without a Nats-Msg-Id still counts once, existing deployments
+keep their inbox, and `sinergi reporting rebuild` (which claims event ids too) gives the
+very same inbox rows as the live consumers.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import TYPE_CHECKING, NamedTuple
 
 from nats.aio.msg import Msg
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from contracts.envelope import Envelope
-from contracts.subjects import Names
-from services.kit import logging as klog
-from services.kit.consumer import batch_subscriber
-from services.kit.outbox import add, claim, deadletter_row
-from services.kit.runtime import ServiceRuntime
-from services.reporting import adapters, store
-from services.reporting.adapters import ADAPTERS
+from contracts.catalog import EVENTS
+from services.kit.consumer import ConsumerSpec, Delivery
+from services.kit.decode import Rejection, decode_envelope
+from services.kit.uow import UnitOfWork
+from services.reporting import bulk, store
+from services.reporting.adapters import ADAPTERS, Pseudonym
 from services.reporting.facts import Fact
 
-log = klog.get(__name__)
-SERVICE = "reporting"
-# (stream, subject filter, durable consumer): the registry durable keeps its first name
+if TYPE_CHECKING:
+    from services.reporting.app import Reporting
+    from services.reporting.settings import ReportingSettings
+
+
+class Source(NamedTuple):
+    stream: str    # bare stream name
+    subject: str   # bare subject filter
+    durable: str   # the durable consumer (existing deployments keep their position)
+
+    def batch(self, cfg: ReportingSettings) -> int:
+        return cfg.registry_batch if self.stream == "REGISTRY" else cfg.batch
+
+
 SOURCES = (
-    ("REGISTRY", "registry.events.>", "reporting-registry-v1"),
-    ("INTAKE", "intake.events.>", "reporting-intake-v1"),
-    ("DISBURSEMENT", "disbursement.>", "reporting-disbursement-v1"),
+    Source("REGISTRY", "registry.events.>", "reporting-registry-v1"),
+    Source("INTAKE", "intake.events.>", "reporting-intake-v1"),
+    Source("DISBURSEMENT", "disbursement.>", "reporting-disbursement-v1"),
 )
+WANTED = {event_type: cls for event_type, (cls, _facts) in ADAPTERS.items()}
+SKIPPED = frozenset(EVENTS) - WANTED.keys()  # known events that change no figure
 
 
-@dataclass
-class Decoded:
-    facts: dict[str, list[Fact]] = field(default_factory=dict)  # event id -> its facts
-    bad: list[dict] = field(default_factory=list)                # dead-letter outbox rows
-    skipped: int = 0
+class Folded(NamedTuple):
+    """One decoded event: its id (the idempotency key) and its facts (none for, e.g., a
+    failed settlement)."""
+
+    event_id: str
+    facts: list[Fact]
 
 
-def decode(names: Names, msgs: list[Msg]) -> Decoded:
-    """Facts per event id for the event types reporting uses; the rest skipped or dead-lettered."""
-    out = Decoded()
-    for m in msgs:
-        msg_id = (m.headers or {}).get("Nats-Msg-Id")
-        try:
-            raw = json.loads(m.data)
-            if not isinstance(raw, dict):
-                raise ValueError("an event must be a JSON object (an envelope)")
-            adapter = ADAPTERS.get(raw.get("event_type"))
-            if adapter is None:
-                out.skipped += 1
-                continue
-            model, to_facts = adapter
-            env = Envelope[model].model_validate(raw)  # type: ignore[valid-type]
-            out.facts[str(env.event_id)] = to_facts(env)
-        except ValueError as exc:  # JSON and pydantic errors are ValueErrors
-            out.bad.append(deadletter_row(names, SERVICE, m.subject, m.data, "rjct.event.invalid",
-                                          str(exc)[:2000], msg_id))
-    return out
+def decode(data: bytes, pseudonym: Pseudonym) -> Folded | None:
+    """One message's event id and facts; None for a known event reporting does not use;
+    `Rejection` (kit/decode.py) for anything else."""
+    env = decode_envelope(data, WANTED, skip=SKIPPED)
+    if env is None:
+        return None
+    facts = ADAPTERS[env.event_type][1](env, pseudonym)
+    _storable(facts)
+    return Folded(str(env.event_id), facts)
 
 
-async def consume(rt: ServiceRuntime, consumer: str, msgs: list[Msg]) -> None:
-    d = decode(rt.names, msgs)
-    async with rt.sessions.begin() as s:
-        fresh = await claim(s, rt.inbox, consumer, list(d.facts))
-        await store.apply(s, [f for eid, facts in d.facts.items() if eid in fresh for f in facts])
-        await add(s, rt.outbox, d.bad)
-    if d.bad:
-        log.warning("reporting.dead_lettered", count=len(d.bad), consumer=consumer)
-        rt.kick()
+def _storable(facts: list[Fact]) -> None:
+    """Text PostgreSQL cannot keep (a lone surrogate, which JSON can spell as "\\ud800" and
+    the contracts accept) is a rejection here, not a failed batch at the insert."""
+    for f in facts:
+        for name in f.__slots__:
+            v = getattr(f, name)
+            if type(v) is str and not v.isascii():
+                try:
+                    v.encode()
+                except UnicodeEncodeError:
+                    raise Rejection("rjct.text.unstorable", f"{name}: text that is not valid Unicode") from None
 
 
-def register(rt: ServiceRuntime) -> None:
-    names = rt.names
-    adapters.set_secret(rt.settings.auth_secret)
-    for stream, subject, durable in SOURCES:
-        # kit's batch subscriber: ack after commit, retry with delay, split a poison batch
-        batch_subscriber(rt, names.subject(subject), names.stream(stream), durable,
-                         lambda rt_, msgs, durable=durable: consume(rt_, durable, msgs))
+async def fold(session: AsyncSession | AsyncConnection, consumer: str, events: Iterable[Folded]) -> int:
+    """Claim the event ids for `consumer` and apply the facts of those not seen before (each
+    once, also within the batch). Returns how many events were new."""
+    events = list(events)
+    fresh = await bulk.claim(session, store.inbox, consumer, (e.event_id for e in events))
+    new = len(fresh)
+    facts: list[Fact] = []
+    for e in events:
+        if e.event_id in fresh:
+            fresh.discard(e.event_id)
+            facts.extend(e.facts)
+    await store.apply(session, facts)
+    return new
+
+
+async def _handle(consumer: str, uow: UnitOfWork, batch: list[Delivery[Folded]]) -> None:
+    await fold(uow.session, consumer, (d.value for d in batch if d.value is not None))
+
+
+def _decoder(pseudonym: Pseudonym) -> Callable[[Msg], Folded | None]:
+    return lambda msg: decode(msg.data, pseudonym)
+
+
+def register(deps: Reporting) -> None:
+    names, cfg = deps.kit.names, deps.cfg
+    for src in SOURCES:
+        deps.kit.consume(ConsumerSpec(
+            durable=src.durable, stream=names.stream(src.stream), subject=names.subject(src.subject),
+            decode=_decoder(deps.pseudonyms), handle=partial(_handle, src.durable),
+            batch=src.batch(cfg), fetch_wait=cfg.fetch_wait, inbox=False))

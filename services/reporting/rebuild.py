@@ -2,7 +2,8 @@
 
 1. Fresh tables in a side schema (`reporting_rebuild`), the same definitions as the live ones.
 2. Each source stream is read from sequence 1 by a throw-away (ephemeral, no-ack) consumer
-   and folded in with the live code path (`handlers.decode` + `store.apply`), in batches.
+   and folded in with the live code path (`handlers.decode` + `handlers.fold`: the inbox
+   claim and `store.apply`), in batches. Messages the live consumers dead-lettered are skipped.
 3. Swap, in one transaction: lock the live tables (the live consumers wait), read what
    arrived meanwhile, move the live tables out and the rebuilt ones in, drop the old.
    A live batch that was waiting fails on the vanished table and is redelivered; the rebuilt
@@ -22,10 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.kit import logging as klog
 from services.kit.db import make_engine
-from services.kit.outbox import claim
 from services.kit.settings import Settings
 from services.kit.streams import connect
-from services.reporting import adapters, handlers, store
+from services.reporting import handlers, store
+from services.reporting.adapters import Pseudonym, Pseudonyms
 
 log = klog.get(__name__)
 SIDE, OLD = "reporting_rebuild", "reporting_old"
@@ -39,15 +40,22 @@ class Progress:
     seconds: float = 0.0
 
 
-async def _fold(conn: AsyncConnection, names, msgs, consumer: str) -> None:
-    d = handlers.decode(names, msgs)  # bad events were dead-lettered live; here they are only skipped
-    fresh = await claim(conn, store.inbox, consumer, list(d.facts))
-    await store.apply(conn, [f for eid, facts in d.facts.items() if eid in fresh for f in facts])
+def _decoded(msgs, pseudonym: Pseudonym) -> list[handlers.Folded]:
+    out = []
+    for m in msgs:
+        try:
+            folded = handlers.decode(m.data, pseudonym)
+        except Exception:  # a Rejection, or whatever else the kit turned into one
+            continue  # dead-lettered by the live consumer already
+        if folded is not None:
+            out.append(folded)
+    return out
 
 
 async def _read(js, conn: AsyncConnection, settings: Settings, progress: Progress, *, upto: dict[str, int]) -> None:
     """Fold each stream's events after `progress.position` up to sequence `upto[stream]`."""
     names = settings.names
+    pseudonym = Pseudonyms(settings.auth_secret)  # the same pseudonyms as the live service
     for bare, subject, durable in handlers.SOURCES:
         stream = names.stream(bare)
         start, target = progress.position.get(stream, 0) + 1, upto[stream]
@@ -65,11 +73,18 @@ async def _read(js, conn: AsyncConnection, settings: Settings, progress: Progres
                 msgs = [m for m in msgs if m.metadata.sequence.stream <= target]
                 if not msgs:
                     break
-                await _fold(conn, names, msgs, durable)
+                await handlers.fold(conn, durable, _decoded(msgs, pseudonym))
                 progress.position[stream] = msgs[-1].metadata.sequence.stream
                 progress.events[stream] = progress.events.get(stream, 0) + len(msgs)
         finally:
             await sub.unsubscribe()
+
+
+async def _into_side_schema(conn: AsyncConnection) -> None:
+    """Unqualified table names mean the side schema's until the transaction ends: the live
+    code path (store.py, bulk.py) names its tables without a schema, and nothing else of the
+    live database can be written by mistake (no other schema is searched)."""
+    await conn.execute(sa.text(f"set local search_path to {SIDE}"))
 
 
 async def _last_seqs(js, settings: Settings) -> dict[str, int]:
@@ -82,7 +97,6 @@ async def _last_seqs(js, settings: Settings) -> dict[str, int]:
 
 async def rebuild(settings: Settings) -> Progress:
     t0 = time.perf_counter()
-    adapters.set_secret(settings.auth_secret)  # the same pseudonyms as the live service
     engine = make_engine(settings.db_url("reporting"), pool_size=2)
     nc = await connect(settings, "sinergi-reporting-rebuild")
     js = nc.jetstream()
@@ -92,17 +106,17 @@ async def rebuild(settings: Settings) -> Progress:
         async with engine.begin() as conn:
             await conn.execute(sa.text(f"drop schema if exists {SIDE} cascade"))
             await conn.execute(sa.text(f"create schema {SIDE}"))
-            side = await conn.execution_options(schema_translate_map={None: SIDE})
-            await side.run_sync(lambda c: store.metadata.create_all(c, tables=store.READ_MODELS))
+            await _into_side_schema(conn)
+            await conn.run_sync(lambda c: store.metadata.create_all(c, tables=store.READ_MODELS))
         # the bulk of the history, in its own transaction: the live service keeps running
         async with engine.begin() as conn:
-            side = await conn.execution_options(schema_translate_map={None: SIDE})
-            await _read(js, side, settings, progress, upto=await _last_seqs(js, settings))
+            await _into_side_schema(conn)
+            await _read(js, conn, settings, progress, upto=await _last_seqs(js, settings))
         async with engine.begin() as conn:
             await conn.execute(sa.text("lock table " + ", ".join(f"public.{t}" for t in tables)
                                        + " in access exclusive mode"))
-            side = await conn.execution_options(schema_translate_map={None: SIDE})
-            await _read(js, side, settings, progress, upto=await _last_seqs(js, settings))
+            await _into_side_schema(conn)
+            await _read(js, conn, settings, progress, upto=await _last_seqs(js, settings))
             await conn.execute(sa.text(f"drop schema if exists {OLD} cascade"))
             await conn.execute(sa.text(f"create schema {OLD}"))
             for t in tables:

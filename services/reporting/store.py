@@ -8,12 +8,14 @@ monthly recap never scans events.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Callable
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.kit.outbox import inbox_table, outbox_table
-from services.reporting import domain
+from services.reporting import bulk, domain
 from services.reporting.facts import (AllocationFact, Assignment, ComplaintReceived, ComplaintReferred,
                                       ComplaintResolved, EnrolmentFact, Fact, KubeFlow, KubeGroup, PaymentFact,
                                       VisitDone)
@@ -173,27 +175,21 @@ kube_monthly = sa.Table(
 READ_MODELS = [t for t in metadata.sorted_tables if t.name != "outbox"]
 
 
-async def _add(session, table: sa.Table, keys: list[str], rows: list[dict], cols: list[str]) -> None:
-    """Upsert rows adding their `cols` to what is there."""
-    rows = [r for r in rows if any(r[c] for c in cols)]
-    if not rows:
-        return
-    stmt = insert(table)
-    await session.execute(stmt.on_conflict_do_update(
-        index_elements=keys, set_={c: table.c[c] + stmt.excluded[c] for c in cols}), rows)
-
-
 def _rows(counter: Counter | dict, keys: list[str], col: str) -> list[dict]:
-    return [dict(zip(keys, k)) | {col: v} for k, v in counter.items()]
+    return [dict(zip(keys, k, strict=True)) | {col: v} for k, v in counter.items()]
 
 
-async def bump_counts(session, deltas: dict[tuple[str, str, str], int]) -> None:
-    keys = ["programme_identifier", "village_code", "enrolment_status"]
-    await _add(session, enrolment_counts, keys, _rows(deltas, keys, "people"), ["people"])
+async def _add(session, table: sa.Table, keys: list[str], rows: list[dict], cols: list[str]) -> None:
+    """Upsert rows adding their `cols` to what is there. A row is written even when its sum is
+    zero, so that which rows exist does not depend on how events were batched (a rebuild
+    folds in larger batches than the live consumers and must give the same tables)."""
+    await bulk.add(session, table, keys, rows, cols)
 
 
 async def apply(session, facts: list[Fact]) -> None:
-    """Fold a batch of facts into the read models, in the caller's transaction."""
+    """Fold a batch of facts into the read models, in the caller's transaction: facts are
+    summed in memory first, then each table gets one statement (a few for the per-person
+    tables), whatever the batch size."""
     by: dict[type, list] = defaultdict(list)
     for f in facts:
         by[type(f)].append(f)
@@ -202,7 +198,7 @@ async def apply(session, facts: list[Fact]) -> None:
     if by[PaymentFact]:
         await _payments(session, by[PaymentFact])
     if by[AllocationFact]:
-        c = Counter()
+        c: Counter = Counter()
         for a in by[AllocationFact]:
             c[(a.funding_source, a.program, a.fiscal_year)] += a.amount
         keys = ["funding_source", "programme_identifier", "fiscal_year"]
@@ -217,39 +213,36 @@ async def apply(session, facts: list[Fact]) -> None:
         await _kube(session, by[KubeGroup], by[KubeFlow])
 
 
-async def _locked(session, t: sa.Table, cols: list[str], keys: list[tuple]) -> list[sa.Row]:
-    """Insert missing rows for `keys`, then lock and read them all (sorted: no deadlocks).
+async def _current(session, t: sa.Table, keys: list[str], cols: list[str], guess: dict[tuple, tuple]
+                   ) -> tuple[dict[tuple, tuple | None], set[tuple]]:
+    """Each key's row as it is now, locked: (key -> values of `cols`, None for a key that had
+    no row; the keys inserted now).
 
-    A concurrent batch on the same keys waits on the lock and then reads what this one wrote.
-    One IN list per key column: the primary-key index serves it (a row-valued IN list of
-    hundreds of tuples made PostgreSQL scan the table); extra rows it finds are filtered out.
+    A key without a row is inserted at once with `guess[key]`, its state after this batch's
+    facts when it had none before (one statement for a batch of new payees); only the others
+    are locked and read, in key order. A concurrent batch on the same keys waits on the insert
+    or the lock and then reads what the first one wrote.
     """
-    keys = sorted(set(keys))
-    await session.execute(insert(t).on_conflict_do_nothing(), [dict(zip(cols, k)) for k in keys])
-    rows = (await session.execute(
-        sa.select(t).where(*(t.c[c].in_({k[i] for k in keys}) for i, c in enumerate(cols)))
-        .order_by(*(t.c[c] for c in cols)).with_for_update())).all()
-    wanted = set(keys)
-    return [r for r in rows if tuple(r._mapping[c] for c in cols) in wanted]
+    inserted = await bulk.insert_new(session, t, keys, cols, guess)
+    prior = await bulk.lock(session, t, keys, cols, (k for k in guess if k not in inserted))
+    return {k: None for k in inserted} | prior, inserted
 
 
 async def _enrolments(session, facts: list[EnrolmentFact]) -> None:
-    t = enrolment_state
-    rows = await _locked(session, t, ["programme_identifier", "person_ref"],
-                         [(f.program, f.person_ref) for f in facts])
-    state = {(r.programme_identifier, r.person_ref): (r.village_code, r.enrolment_status, r.effective)
-             if r.enrolment_status is not None else None for r in rows}
-    before = dict(state)
+    t, keys, cols = enrolment_state, ["programme_identifier", "person_ref"], ["village_code", "enrolment_status",
+                                                                             "effective"]
+    guess: dict = {}
+    domain.enrolment_changes(facts, guess)  # where each person ends up if they were nowhere before
+    state, inserted = await _current(session, t, keys, cols, guess)
+    before = {k: (v if v is not None and v[1] is not None else None) for k, v in state.items()}
+    state = dict(before)
     now, flow = domain.enrolment_changes(facts, state)
-    changed = [{"p": k[0], "r": k[1], "v": v[0], "s": v[1], "e": v[2]} for k, v in state.items() if v != before[k]]
-    if changed:
-        await session.execute(
-            sa.update(t).where(t.c.programme_identifier == sa.bindparam("p"), t.c.person_ref == sa.bindparam("r"))
-            .values(village_code=sa.bindparam("v"), enrolment_status=sa.bindparam("s"), effective=sa.bindparam("e"))
-            .execution_options(synchronize_session=False), changed)
-    await bump_counts(session, now)
-    keys = ["programme_identifier", "village_code", "period", "enrolment_status"]
-    await _add(session, enrolment_flow, keys, _rows(flow, keys, "people"), ["people"])
+    await bulk.update(session, t, keys, cols,
+                      {k: v for k, v in state.items() if k not in inserted and v != before[k]})
+    await _add(session, enrolment_counts, ["programme_identifier", "village_code", "enrolment_status"],
+               _rows(now, ["programme_identifier", "village_code", "enrolment_status"], "people"), ["people"])
+    flow_keys = ["programme_identifier", "village_code", "period", "enrolment_status"]
+    await _add(session, enrolment_flow, flow_keys, _rows(flow, flow_keys, "people"), ["people"])
 
 
 async def _payments(session, pays: list[PaymentFact]) -> None:
@@ -263,23 +256,15 @@ async def _payments(session, pays: list[PaymentFact]) -> None:
                  "amount": a, "payments": n} for k, (a, n) in money.items()], ["amount", "payments"])
 
     # distinct people: set the month's bit in each payee's mask; only a bit not yet set counts
-    t = paid_months
-    rows = await _locked(session, t, ["programme_identifier", "person_ref", "year"],
-                         [(p.program, p.person_ref, int(p.period[:4])) for p in pays])
-    masks = {(r.programme_identifier, r.person_ref, r.year): r.months for r in rows}
+    t, keys = paid_months, ["programme_identifier", "person_ref", "year"]
+    guess: dict[tuple, int] = {}
+    domain.months_paid(pays, guess)  # each payee's months if none were paid before
+    state, inserted = await _current(session, t, keys, ["months"], {k: (m,) for k, m in guess.items()})
+    masks = {k: (v[0] if v else 0) for k, v in state.items()}
     before = dict(masks)
-    newly: Counter = Counter()
-    for p in pays:
-        k, bit = (p.program, p.person_ref, int(p.period[:4])), domain.month_bit(p.period)
-        if not masks[k] & bit:
-            masks[k] |= bit
-            newly[(p.program, p.village_code, p.period)] += 1
-    changed = [{"p": k[0], "r": k[1], "y": k[2], "m": v} for k, v in masks.items() if v != before[k]]
-    if changed:
-        await session.execute(
-            sa.update(t).where(t.c.programme_identifier == sa.bindparam("p"), t.c.person_ref == sa.bindparam("r"),
-                               t.c.year == sa.bindparam("y")).values(months=sa.bindparam("m"))
-            .execution_options(synchronize_session=False), changed)
+    newly = domain.months_paid(pays, masks)
+    await bulk.update(session, t, keys, ["months"],
+                      {k: (m,) for k, m in masks.items() if k not in inserted and m != before[k]})
     keys3 = ["programme_identifier", "village_code", "period"]
     await _add(session, people_paid, keys3, _rows(newly, keys3, "people"), ["people"])
 
@@ -415,6 +400,17 @@ async def _kube(session, groups: list[KubeGroup], flows: list[KubeFlow]) -> None
             s[c] += getattr(f, c)
     await _add(session, kube_monthly, ["group_id", "period"],
                [{"group_id": k[0], "period": k[1]} | v for k, v in sums.items()], list(cols))
+
+
+Reader = AsyncSession  # what the read queries (here and in report.py) take
+
+
+def reader(sessions: async_sessionmaker[AsyncSession]) -> Callable[[], AsyncIterator[AsyncSession]]:
+    """A FastAPI dependency: one session per request, for reading."""
+    async def session() -> AsyncIterator[AsyncSession]:
+        async with sessions() as s:
+            yield s
+    return session
 
 
 async def counts(session, program: str | None = None) -> list[dict]:

@@ -10,7 +10,7 @@ from contracts.disbursement import AllocationSet, FundingLine, KubeLoanIssued, S
 from contracts.envelope import envelope
 from contracts.intake import CaseRegistered, CompanionAssigned
 from services.reporting import domain
-from services.reporting.adapters import ADAPTERS
+from services.reporting.adapters import ADAPTERS, Pseudonyms
 from services.reporting.facts import AllocationFact, Assignment, EnrolmentFact, KubeFlow, PaymentFact
 
 
@@ -65,13 +65,14 @@ def test_enrolment_changes_move_people_between_statuses_and_villages_in_the_mont
 
 
 def test_pseudonyms_are_keyed_and_hide_the_nik():
-    from services.reporting import adapters
-    adapters.set_secret("one")
-    a = adapters.pseudonym("3317014107600001")
-    adapters.set_secret("two")
-    b = adapters.pseudonym("3317014107600001")
+    one, two = Pseudonyms("one"), Pseudonyms("two")
+    a, b = one("3317014107600001"), two("3317014107600001")
     assert a != b and len(a) == 32 and "3317014107600001" not in a
-    assert adapters.pseudonym("3317014107600001") == b
+    assert two("3317014107600001") == b and Pseudonyms("two")("3317014107600001") == b
+
+
+def facts_of(env):
+    return ADAPTERS[env.event_type][1](env, Pseudonyms("test"))
 
 
 def _env(event, day="2026-03-31T20:00:00+00:00"):
@@ -83,23 +84,22 @@ def test_settlements_become_one_payment_per_funding_line_and_failed_ones_nothing
              FundingLine(source="apbd_kabupaten", allocation_id=uuid.uuid4(), amount=200_000)]
     paid = SettlementRecorded(chain_seq=1, prev_hash="0" * 64, instruction_id=uuid.uuid4(), pseudonym="ab" * 32,
                               programme_identifier="pkh", period="2026-03", status="paid", amount=600_000,
-                              funding=lines, settled_at=dt.datetime(2026, 3, 25, tzinfo=dt.timezone.utc))
-    _model, to_facts = ADAPTERS[paid.event_type]
-    assert to_facts(_env(paid)) == [PaymentFact("pkh", "ab" * 32, "", "apbn", 400_000, "2026-03", 1),
+                              funding=lines, settled_at=dt.datetime(2026, 3, 25, tzinfo=dt.UTC))
+    assert facts_of(_env(paid)) == [PaymentFact("pkh", "ab" * 32, "", "apbn", 400_000, "2026-03", 1),
                                     PaymentFact("pkh", "ab" * 32, "", "apbd_kabupaten", 200_000, "2026-03", 0)]
     failed = paid.model_copy(update={"status": "failed"})
-    assert to_facts(_env(failed)) == []
+    assert facts_of(_env(failed)) == []
 
 
 def test_case_dates_are_days_in_wib_and_assignments_drop_the_nik():
     reg = CaseRegistered(case_id=uuid.uuid4(), ticket="PSK-1", kind="complaint", category="other", channel="phone",
                          village_code="3317012001", level="village", status="open", person_status="found",
-                         due_at=dt.datetime(2026, 4, 14, 10, tzinfo=dt.timezone.utc), actor="s")
-    (fact,) = ADAPTERS[reg.event_type][1](_env(reg))  # 20:00 UTC on 31 March is 03:00 WIB on 1 April
+                         due_at=dt.datetime(2026, 4, 14, 10, tzinfo=dt.UTC), actor="s")
+    (fact,) = facts_of(_env(reg))  # 20:00 UTC on 31 March is 03:00 WIB on 1 April
     assert (fact.received_on, fact.due_on, fact.level) == (dt.date(2026, 4, 1), dt.date(2026, 4, 14), "village")
     a = CompanionAssigned(assignment_id=uuid.uuid4(), companion="pdp-1", nik="3317014107600001",
                           village_code="3317012001", actor="c")
-    (fact,) = ADAPTERS[a.event_type][1](_env(a))
+    (fact,) = facts_of(_env(a))
     assert fact == Assignment(str(a.assignment_id), "pdp-1", "3317012001", True, "2026-04")
     assert "3317014107600001" not in repr(fact)
 
@@ -111,7 +111,7 @@ def test_kube_loans_fall_due_monthly_until_the_principal_is_covered():
         ("2026-01", 1_000), ("2026-02", 1_000), ("2026-03", 8_000)]
     loan = KubeLoanIssued(chain_seq=1, prev_hash="0" * 64, loan_id=uuid.uuid4(), group_id=uuid.uuid4(), member="m",
                           principal=3_000, instalment=1_500, term_months=2, first_due=dt.date(2026, 5, 1))
-    facts = ADAPTERS[loan.event_type][1](_env(loan, "2026-04-10T03:00:00+00:00"))
+    facts = facts_of(_env(loan, "2026-04-10T03:00:00+00:00"))
     g = str(loan.group_id)
     assert facts == [KubeFlow(g, "2026-04", disbursed=3_000), KubeFlow(g, "2026-05", due=1_500),
                      KubeFlow(g, "2026-06", due=1_500)]
@@ -121,4 +121,4 @@ def test_allocation_amendments_add_their_difference():
     a = AllocationSet(chain_seq=1, prev_hash="0" * 64, allocation_id=uuid.uuid4(), source="apbn",
                       programme_identifier="pkh", fiscal_year=2026, ceiling=10_000, previous_ceiling=6_000,
                       reason="perubahan", set_by="pm")
-    assert ADAPTERS[a.event_type][1](_env(a)) == [AllocationFact("apbn", "pkh", 2026, 4_000)]
+    assert facts_of(_env(a)) == [AllocationFact("apbn", "pkh", 2026, 4_000)]
