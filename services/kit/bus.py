@@ -36,7 +36,9 @@ OnConnect = Callable[[Client], Awaitable[None]]
 
 def connect_options(settings: Settings, name: str) -> dict[str, Any]:
     opts: dict[str, Any] = {
-        "servers": [settings.nats_url],
+        # every node of a cluster (Settings.nats_url may list them): a node that is down at
+        # start-up or goes down later is skipped; nats-py also learns the others from the server
+        "servers": settings.nats_servers,
         "name": name,
         # nats-py gives up after ~2 minutes by default; a service must keep trying
         "max_reconnect_attempts": -1,

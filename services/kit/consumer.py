@@ -192,6 +192,11 @@ class Consumer:
         self.stalled: str | None = None
         self.last_error: str | None = None
 
+    @property
+    def ack_wait(self) -> float:
+        """The spec's, unless the settings shorten it for every consumer (crash tests)."""
+        return self.kit.settings.consumer_ack_wait or self.spec.ack_wait
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -243,7 +248,7 @@ class Consumer:
         if self._psub is None or self._generation != bus.generation:
             s = self.spec
             cfg = ConsumerConfig(durable_name=s.durable, ack_policy=AckPolicy.EXPLICIT,
-                                 deliver_policy=DeliverPolicy.ALL, ack_wait=s.ack_wait,
+                                 deliver_policy=DeliverPolicy.ALL, ack_wait=self.ack_wait,
                                  max_ack_pending=max(s.batch * 4, 1000), filter_subject=s.subject)
             self._psub = await bus.js.pull_subscribe(s.subject, durable=s.durable, stream=s.stream, config=cfg,
                                                      pending_msgs_limit=s.batch * 8)
@@ -388,7 +393,7 @@ class Consumer:
             await self._settle([d.msg for d in batch], ack=False, delay=self._delay(n))
             return
         if len(batch) > 1:
-            if time.monotonic() - started > spec.ack_wait / 3:  # keep the rest from being redelivered
+            if time.monotonic() - started > self.ack_wait / 3:  # keep the rest from being redelivered
                 await asyncio.gather(*(d.msg.in_progress() for d in batch), return_exceptions=True)
             half = len(batch) // 2
             log.warning("consumer.batch_split", durable=spec.durable, size=len(batch), error=error)

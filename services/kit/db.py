@@ -1,6 +1,7 @@
 """Database engine and session per service, and database creation."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -30,6 +31,15 @@ def _server_dsn(url: str, database: str = "postgres") -> tuple[str, dict[str, An
     kwargs = {"host": host} if host else {}
     u = u.set(query={})
     return u.render_as_string(hide_password=False), kwargs
+
+
+async def connect_raw(url: str, **server_settings: str) -> asyncpg.Connection[Any]:
+    """A plain asyncpg connection to the database in `url`, outside the engine's pool (for a
+    lock held as long as a process lives: kit.lease)."""
+    dsn, kw = _server_dsn(url, database=make_url(url).database or "postgres")
+    conn: asyncpg.Connection[Any] = await asyncio.wait_for(
+        asyncpg.connect(dsn, server_settings=server_settings, **kw), 10)
+    return conn
 
 
 async def ensure_database(url: str) -> bool:

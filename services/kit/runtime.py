@@ -26,6 +26,7 @@ from services.kit import db as kdb
 from services.kit import logging as klog
 from services.kit.bus import Bus
 from services.kit.consumer import Consumer, ConsumerSpec
+from services.kit.lease import Lease, exclusive
 from services.kit.outbox import OutboxRelay, add
 from services.kit.settings import Settings
 from services.kit.streams import ensure_streams
@@ -55,7 +56,10 @@ class Kit:
                                  batch=relay_batch or settings.outbox_batch, poll=settings.outbox_poll_seconds)
         self.consumers: list[Consumer] = []
         self._timers: list[tuple[str, Hook]] = []
+        self._singletons: list[tuple[str, Hook]] = []  # timers run by the lease holder only
         self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._leading: dict[str, asyncio.Task[Any]] = {}
+        self.lease: Lease | None = None
         self._on_start: list[Hook] = []
         self._on_stop: list[Hook] = []
         self.started_at = time.monotonic()
@@ -67,23 +71,42 @@ class Kit:
         self.consumers.append(c)
         return c
 
-    def timer(self, name: str, every: float, tick: Hook) -> None:
+    def timer(self, name: str, every: float, tick: Hook, *, singleton: bool = False) -> None:
         """Run `tick()` every `every` seconds from start until stop; a failing tick is logged
-        and tried again next time (the database may be away)."""
+        and tried again next time (the database may be away).
+
+        `singleton`: with several copies of the service running, only the one holding the
+        service's lease (kit.lease: a PostgreSQL advisory lock) runs it; it ticks at once when
+        a copy becomes the leader (taking over from one that died), then every `every` s."""
         async def loop() -> None:
+            first = singleton
             while True:
-                await asyncio.sleep(every)
+                if not first:
+                    await asyncio.sleep(every)
+                first = False
                 try:
                     await tick()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     log.warning("timer.failed", timer=name, error=f"{type(exc).__name__}: {exc}"[:300])
-        self._timers.append((name, loop))
+        (self._singletons if singleton else self._timers).append((name, loop))
 
     def task(self, name: str, run: Hook) -> None:
         """A one-off task started after everything else (e.g. resuming interrupted work)."""
         self._timers.append((name, run))
+
+    def exclusive(self, name: str, *, wait: bool = True) -> contextlib.AbstractAsyncContextManager[bool]:
+        """`async with kit.exclusive("cycle/pkh/2026-11") as mine:` - held by one copy of the
+        service at a time (kit.lease); `mine` is False only with `wait=False` when another copy
+        holds it. The lock goes with the process: a copy killed mid-way frees it at once."""
+        return exclusive(self.settings.db_url(self.service), f"sinergi/{self.service}/{name}", wait=wait,
+                         check=self.settings.lease_check_seconds)
+
+    @property
+    def leader(self) -> bool:
+        """This copy holds the service's lease and runs its singleton timers."""
+        return self.lease is not None and self.lease.leader
 
     def on_start(self, hook: Hook) -> None:
         self._on_start.append(hook)
@@ -118,13 +141,33 @@ class Kit:
             await c.start()
         for name, run in self._timers:
             self._tasks[name] = asyncio.create_task(run(), name=name)
+        if self._singletons:
+            self.lease = Lease(self.settings.db_url(self.service), f"sinergi/{self.service}/leader",
+                               self._lead, self._follow, check=self.settings.lease_check_seconds)
+            self._tasks["lease"] = asyncio.create_task(self.lease.run(), name="lease")
         log.info("service.started", nats=self.settings.nats_url, consumers=[c.spec.durable for c in self.consumers])
 
+    async def _lead(self) -> None:
+        for name, run in self._singletons:
+            self._leading[name] = asyncio.create_task(run(), name=name)
+
+    async def _follow(self) -> None:
+        leading, self._leading = self._leading, {}
+        for t in leading.values():
+            t.cancel()
+        if leading:
+            await asyncio.wait(leading.values(), timeout=10)
+
     async def stop(self) -> None:
+        if self.lease is not None:
+            self.lease.stopping = True
         for t in self._tasks.values():
             t.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks.values(), timeout=10)
+        if self.lease is not None:
+            with contextlib.suppress(Exception):  # the next leader takes over either way
+                await asyncio.wait_for(self.lease.release(), 15)
         for c in self.consumers:
             await c.stop()
         for hook in self._on_stop:

@@ -15,6 +15,8 @@ DEFAULT_PORTS = {"intake": 8001, "registry": 8002, "disbursement": 8003, "report
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SINERGI_", env_file=".env", extra="ignore")
 
+    # one server, or a cluster's nodes comma-separated ("nats://n1:4222,nats://n2:4222,..."):
+    # the client starts on any node that answers and moves to another when its node goes
     nats_url: str = "nats://127.0.0.1:4222"
     nats_user: str | None = None
     nats_password: str | None = None
@@ -40,6 +42,18 @@ class Settings(BaseSettings):
     # /readyz answers 503 when the oldest unsent outbox row is older than this (a relay that
     # cannot publish); a million-person cycle drains in about 30 s, so 120 s leaves room
     outbox_max_age_seconds: float = 120.0
+    # seconds before a batch a consumer fetched but never acknowledged (its process was
+    # killed) is delivered again; None: each consumer's own (60 s by default). Crash tests
+    # shorten it so a killed copy's batch comes back to the surviving copy quickly.
+    consumer_ack_wait: float | None = None
+    # the lease that picks the one copy of a service running its singleton timers (kit.lease):
+    # how often the holder proves it is alive and the others try to take over
+    lease_check_seconds: float = 2.0
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """`nats_url` as the list of servers the client may connect to."""
+        return [u.strip() for u in self.nats_url.split(",") if u.strip()]
 
     @property
     def names(self) -> Names:
