@@ -53,10 +53,6 @@ def create_app(settings: Settings | None = None, cfg: DisbursementSettings | Non
     deps = compose(settings, cfg)
     app = deps.kit.http_app("Sinergi disbursement", "Budgets, payment cycles, settlements, KUBE funds, the ledger.")
     app.state.deps = deps
-    # WORKAROUND (kit gap, reported): services/kit/auth.py still reads `app.state.runtime.settings`
-    # (login, bearer tokens, staff accounts) while Kit.http_app sets only `app.state.kit`.
-    # Remove once kit/auth reads app.state.kit.
-    app.state.runtime = deps.kit
     # the rules' refusals (a ceiling below what is reserved, an unknown program, a member who
     # may not borrow) answer with their status and reason, from every route
     app.add_exception_handler(Refused, _refused)
