@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from contracts.catalog import EVENTS
 from services.kit.consumer import ConsumerSpec, Delivery
-from services.kit.decode import Rejection, decode_envelope
+from services.kit.decode import Limits, Rejection, decode_envelope
 from services.kit.uow import UnitOfWork
 from services.reporting import bulk, store
 from services.reporting.adapters import ADAPTERS, Pseudonym
@@ -51,6 +51,10 @@ SOURCES = (
 )
 WANTED = {event_type: cls for event_type, (cls, _facts) in ADAPTERS.items()}
 SKIPPED = frozenset(EVENTS) - WANTED.keys()  # known events that change no figure
+# half of NATS's 1 MB: the largest event reporting reads, registry.enrolments_changed with
+# 500 changes, is about 180 KB; the largest it skips, disbursement.payment_instructions_issued
+# with 1,000 instructions, 250-350 KB (one or two funding lines each)
+LIMITS = Limits(max_bytes=512 * 1024)
 
 
 class Folded(NamedTuple):
@@ -64,7 +68,7 @@ class Folded(NamedTuple):
 def decode(data: bytes, pseudonym: Pseudonym) -> Folded | None:
     """One message's event id and facts; None for a known event reporting does not use;
     `Rejection` (kit/decode.py) for anything else."""
-    env = decode_envelope(data, WANTED, skip=SKIPPED)
+    env = decode_envelope(data, WANTED, LIMITS, skip=SKIPPED)
     if env is None:
         return None
     facts = ADAPTERS[env.event_type][1](env, pseudonym)

@@ -6,7 +6,9 @@ import datetime as dt
 import json
 import uuid
 
+import nats.errors
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts.disbursement import (AllocationSet, FundingLine, KubeGrantMade, KubeGroupRegistered,
                                     KubeInstalmentPaid, KubeLoanIssued, SettlementRecorded)
@@ -314,10 +316,21 @@ async def test_redelivered_and_repeated_events_count_once_bad_ones_are_dead_lett
 
 
 async def dead_letters(js, names, n: int) -> list[dict] | None:
-    """Every dead letter of reporting so far, once there are at least `n` (an ordered read)."""
-    from tests.integration.test_kit_consumer import read_all
-    got = await read_all(js, names.deadletter("reporting"), names.stream("DEADLETTER"))
-    return [json.loads(m.data) for m in got] if len(got) >= n else None
+    """Every dead letter of reporting so far (read from the start, acknowledging nothing),
+    once there are at least `n`."""
+    sub = await js.pull_subscribe(names.deadletter("reporting"), stream=names.stream("DEADLETTER"),
+                                  config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE))
+    got: list[dict] = []
+    try:
+        while True:
+            try:
+                msgs = await sub.fetch(100, timeout=0.3)
+            except (TimeoutError, nats.errors.TimeoutError):
+                break
+            got += [json.loads(m.data) for m in msgs]
+    finally:
+        await sub.unsubscribe()
+    return got if len(got) >= n else None
 
 
 @pytest.mark.parametrize("period,fragment", [
