@@ -122,3 +122,17 @@ def test_allocation_amendments_add_their_difference():
                       programme_identifier="pkh", fiscal_year=2026, ceiling=10_000, previous_ceiling=6_000,
                       reason="perubahan", set_by="pm")
     assert facts_of(_env(a)) == [AllocationFact("apbn", "pkh", 2026, 4_000)]
+
+
+def test_months_paid_counts_each_payee_once_a_month_in_the_village_of_the_first_payment():
+    A, B = "3317012001", "3317012002"
+    pays = [PaymentFact("pkh", "x1", A, "apbn", 400, "2026-03", 1),
+            PaymentFact("pkh", "x1", A, "apbd_kabupaten", 200, "2026-03", 0),  # the same payment, second source
+            PaymentFact("pkh", "x1", B, "apbn", 600, "2026-03", 1),            # paid again that month: no one new
+            PaymentFact("pkh", "x1", B, "apbn", 600, "2026-04", 1),
+            PaymentFact("pkh", "x2", B, "apbn", 600, "2026-02", 1),            # February was paid before
+            PaymentFact("pkh", "x2", B, "apbn", 600, "2025-02", 1)]            # another year: its own mask
+    masks = {("pkh", "x2", 2026): 0b10}
+    newly = domain.months_paid(pays, masks)
+    assert newly == {("pkh", A, "2026-03"): 1, ("pkh", B, "2026-04"): 1, ("pkh", B, "2025-02"): 1}
+    assert masks == {("pkh", "x1", 2026): 0b1100, ("pkh", "x2", 2026): 0b10, ("pkh", "x2", 2025): 0b10}
