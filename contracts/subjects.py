@@ -23,6 +23,8 @@ STREAMS: dict[str, list[str]] = {
 }
 # the auditors' stream: money must not be deleted or purged (issue 7)
 SEALED_STREAMS = {"DISBURSEMENT"}
+# operators' queue of messages a service could not accept; limited in age (personal data)
+DEADLETTER_STREAM = "DEADLETTER"
 
 REGISTRY_LOOKUP = "registry.lookup"
 

@@ -53,6 +53,7 @@ log = klog.get(__name__)
 T = TypeVar("T")
 
 HANDLER_ERROR = "rjct.handler.error"
+MAX_SUBJECTS = 500
 # SQLSTATE classes worth retrying: connection (08), transaction rollback: deadlock or
 # serialization (40), insufficient resources (53), operator intervention: shutdown (57),
 # lock not available (55P03). Everything else (22 data, 23 integrity, 42 syntax) repeats.
@@ -175,7 +176,19 @@ class ConsumerStats:
     batches: int = 0
     failures: int = 0
     resubscribed: int = 0
+    redelivered: int = 0              # messages that arrived a second or later time
     by_code: dict[str, int] = field(default_factory=dict)
+    by_subject: dict[str, int] = field(default_factory=dict)  # messages received (kit.metrics)
+
+    def received(self, msgs: list[Msg]) -> None:
+        """Count a fetched batch: per subject (at most `MAX_SUBJECTS` kept; a hostile
+        publisher cannot grow this without bound) and redeliveries."""
+        by = self.by_subject
+        for m in msgs:
+            s = m.subject if (m.subject in by or len(by) < MAX_SUBJECTS) else "other"
+            by[s] = by.get(s, 0) + 1
+            if (m.metadata.num_delivered or 1) > 1:
+                self.redelivered += 1
 
 
 class Consumer:
@@ -334,8 +347,11 @@ class Consumer:
     async def process(self, msgs: list[Msg]) -> None:
         """Decode, handle (bisecting on failure), ack. Never raises for a bad message."""
         self.stats.batches += 1
+        self.stats.received(msgs)
         batch = [self.decode(m) for m in msgs]
-        await self._handle(batch, time.monotonic())
+        # one span per batch, child of the first message's trace (kit.tracing; nothing when off)
+        with self.kit.tracing.batch(self.spec.durable, self.spec.subject, msgs):
+            await self._handle(batch, time.monotonic())
 
     async def _attempt(self, batch: list[Delivery[Any]]) -> None:
         spec = self.spec
@@ -408,9 +424,10 @@ class Consumer:
             await self._settle([d.msg], ack=False, delay=self._delay(d.deliveries))
             return
         try:
+            # its key is not claimed: once the bug is fixed, `sinergi deadletter replay` sends
+            # the same message (same key) again and it must be handled then; a redelivery of
+            # this one meanwhile dead-letters again under the same deterministic id (one letter)
             async with self.kit.unit_of_work() as uow:
-                if spec.inbox:
-                    await claim(uow.session, self.kit.inbox, spec.inbox_name or spec.durable, [d.key])
                 uow.dead_letter(d.subject, d.data, HANDLER_ERROR, error, msg_id=d.key, **d.where())
         except Exception as exc2:  # the database is away: dead letters need it too; later
             log.error("consumer.dead_letter_failed", durable=spec.durable, error=str(exc2)[:300])

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts.subjects import Names
@@ -27,9 +27,11 @@ from services.kit import logging as klog
 from services.kit.bus import Bus
 from services.kit.consumer import Consumer, ConsumerSpec
 from services.kit.lease import Lease, exclusive
+from services.kit.metrics import HttpMetrics, KitMetrics
 from services.kit.outbox import OutboxRelay, add
 from services.kit.settings import Settings
 from services.kit.streams import ensure_streams
+from services.kit.tracing import Tracing
 from services.kit.uow import UnitOfWork
 
 log = klog.get(__name__)
@@ -52,8 +54,12 @@ class Kit:
         self.engine: AsyncEngine = kdb.make_engine(settings.db_url(service))
         self.sessions: async_sessionmaker[AsyncSession] = kdb.sessions(self.engine)
         self.bus = Bus(settings, f"sinergi-{service}")
+        self.metrics = KitMetrics(self)  # /metrics (kit.metrics); reads the parts below at scrape time
+        self.tracing = Tracing(service, settings.otel_endpoint)  # no-ops unless an endpoint is set
+        self.tracing.instrument(self.engine)
         self.relay = OutboxRelay(self.engine, self.outbox, lambda: self.bus.nc, self.names, service,
-                                 batch=relay_batch or settings.outbox_batch, poll=settings.outbox_poll_seconds)
+                                 batch=relay_batch or settings.outbox_batch, poll=settings.outbox_poll_seconds,
+                                 on_round=self.metrics.relay_round)
         self.consumers: list[Consumer] = []
         self._timers: list[tuple[str, Hook]] = []
         self._singletons: list[tuple[str, Hook]] = []  # timers run by the lease holder only
@@ -124,8 +130,10 @@ class Kit:
             uow = UnitOfWork(session, self.names, self.service)
             yield uow
             if uow.rows:
+                self.tracing.stamp(uow.rows)
                 await add(session, self.outbox, uow.rows)
         if uow.rows:
+            self.metrics.queued(uow.rows)
             self.relay.kick()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -239,13 +247,20 @@ class Kit:
             finally:
                 await kit.stop()
 
-        app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+        app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan,
+                      telemetry=kit.tracing.fastapi())  # type: ignore[arg-type]
         app.state.kit = kit  # for tests and tools that hold only the app (tests/conftest.py)
+        app.add_middleware(HttpMetrics, histogram=kit.metrics.http_latency)  # latency per route template
         app.include_router(auth.router())  # POST /auth/token, GET /auth/me (kit.auth, kit.users)
 
         @app.get("/healthz", tags=["health"], summary="process alive")
         async def healthz() -> dict[str, str]:
             return {"status": "ok", "service": kit.service}
+
+        @app.get("/metrics", tags=["health"], include_in_schema=False)
+        async def metrics() -> Response:
+            # Prometheus text format (kit.metrics; every metric in docs/OPERATIONS.md)
+            return Response(await kit.metrics.exposition(), media_type=kit.metrics.content_type)
 
         @app.get("/readyz", tags=["health"],
                  summary="NATS, database, outbox and every consumer working (503 naming the cause otherwise)")

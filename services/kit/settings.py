@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     users_file: str | None = None  # staff accounts (kit.users; `sinergi users add`)
     token_ttl_minutes: int = 480
     outbox_batch: int = 1000
-    outbox_poll_seconds: float = 0.05
+    # the relay's fallback poll: every unit of work wakes it after its commit, so this only
+    # picks up rows another process left (at 0.05 s, polling was most of an idle system's CPU)
+    outbox_poll_seconds: float = 2.0
     # /readyz answers 503 when the oldest unsent outbox row is older than this (a relay that
     # cannot publish); a million-person cycle drains in about 30 s, so 120 s leaves room
     outbox_max_age_seconds: float = 120.0
@@ -49,6 +51,12 @@ class Settings(BaseSettings):
     # the lease that picks the one copy of a service running its singleton timers (kit.lease):
     # how often the holder proves it is alive and the others try to take over
     lease_check_seconds: float = 2.0
+    # OpenTelemetry: an OTLP/HTTP collector's base URL (http://collector:4318); unset: no
+    # tracing at all (the standard OTEL_EXPORTER_OTLP_ENDPOINT works too; kit.tracing)
+    otel_endpoint: str | None = None
+    # dead letters hold personal data (the rejected reports): DEADLETTER keeps them this long
+    # (`sinergi migrate` applies a change; docs/SECURITY.md)
+    deadletter_max_age_days: float = 30.0
 
     @property
     def nats_servers(self) -> list[str]:

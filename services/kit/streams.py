@@ -8,7 +8,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from contracts.subjects import SEALED_STREAMS, STREAMS
+from contracts.subjects import DEADLETTER_STREAM, SEALED_STREAMS, STREAMS
 from services.kit import logging as klog
 from services.kit.bus import connect, connect_options  # noqa: F401 - re-exported for the CLIs
 from services.kit.settings import Settings
@@ -21,6 +21,10 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
     out = []
     for bare, subjects in STREAMS.items():
         sealed = bare in SEALED_STREAMS
+        # dead letters hold the rejected messages, personal data included: kept for a while,
+        # for an operator to look at and replay, then gone (docs/SECURITY.md); the other
+        # streams keep everything (0: no limit)
+        max_age = settings.deadletter_max_age_days * 86400 if bare == DEADLETTER_STREAM else 0.0
         out.append(StreamConfig(
             name=names.stream(bare),
             subjects=[names.subject(s) for s in subjects],
@@ -32,6 +36,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             deny_delete=sealed,
             deny_purge=sealed,
             allow_rollup_hdrs=False,
+            max_age=max_age,
         ))
     return out
 

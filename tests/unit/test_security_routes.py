@@ -16,6 +16,8 @@ PUBLIC = {
     **{(s, "GET", "/healthz"): "liveness probe" for s in SERVICES},
     **{(s, "GET", "/readyz"): "readiness probe (says only ok/unavailable)" for s in SERVICES},
     **{(s, "POST", "/auth/token"): "the login itself" for s in SERVICES},
+    **{(s, "GET", "/metrics"): "Prometheus scrape: counts and latencies by route template, no personal data; "
+                               "keep it off the public reverse proxy (docs/OPERATIONS.md)" for s in SERVICES},
 }
 # route prefixes that check the login themselves (cookie sessions for the browser pages)
 OWN_CHECK = {("intake", "/ui")}
