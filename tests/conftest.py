@@ -121,3 +121,19 @@ async def eventually(check, timeout: float = 10.0, interval: float = 0.05):
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s (last value: {last!r})")
+
+
+@pytest.fixture
+def cluster_replicas() -> int:
+    """Replicas per stream in the `cluster` fixture; a test parametrizes it to show what 1 loses."""
+    return 3
+
+
+@pytest.fixture
+async def cluster(infra, tmp_path, cluster_replicas):
+    """A three-node JetStream cluster on loopback for this test (tests/cluster_support.py), with
+    streams of `cluster_replicas` replicas, and databases of its own on the session's server."""
+    from tests.cluster_support import running_cluster, test_settings
+    base = test_settings(infra[1])
+    async with running_cluster(tmp_path, base, cluster_replicas) as c:
+        yield c

@@ -22,6 +22,7 @@ import json
 import os
 import secrets
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,8 +140,9 @@ def auth_block(ids: list[Identity], passwords: dict[str, str]) -> dict[str, Any]
 
 
 def server_conf(*, name: str, port: int, store_dir: str, conf_dir: str, tls: Tls | None,
-                monitor_port: int | None = 8222, cluster: dict[str, Any] | None = None) -> dict[str, Any]:
-    conf: dict[str, Any] = {"server_name": name, "listen": f"0.0.0.0:{port}"}
+                monitor_port: int | None = 8222, cluster: dict[str, Any] | None = None,
+                listen_host: str = "0.0.0.0") -> dict[str, Any]:
+    conf: dict[str, Any] = {"server_name": name, "listen": f"{listen_host}:{port}"}
     if monitor_port:
         conf["http_port"] = monitor_port  # /healthz for docker-compose; not published outside
     conf["max_payload"] = 1048576
@@ -165,6 +167,34 @@ def node_host(n: int) -> str:
     return "nats" if n == 1 else f"nats-{n}"
 
 
+@dataclass(frozen=True)
+class Node:
+    """Where one cluster node listens and keeps its store. In docker-compose every node is its
+    own container (same ports, own volume); the test cluster (tests/cluster_support.py) runs
+    all three on one host's loopback with ports and directories of their own."""
+
+    host: str                 # how the other nodes reach its route port
+    port: int                 # client port
+    cluster_port: int = 6222  # route port
+    store_dir: str = "/data/jetstream"
+    monitor_port: int | None = 8222
+
+
+def compose_nodes(port: int, store_dir: str, monitor_port: int | None) -> list[Node]:
+    return [Node(node_host(n), port, 6222, store_dir, monitor_port) for n in range(1, CLUSTER_NODES + 1)]
+
+
+def cluster_conf(nodes: list[Node], n: int, route_pw: str, *, conf_dir: str, tls: Tls | None,
+                 listen_host: str = "0.0.0.0") -> dict[str, Any]:
+    """The configuration of node `n` (1-based) of `nodes`."""
+    me = nodes[n - 1]
+    cluster = {"name": "sinergi", "listen": f"{listen_host}:{me.cluster_port}",
+               "authorization": {"user": "route", "password": route_pw, "timeout": 2},
+               "routes": [f"nats-route://route:{route_pw}@{m.host}:{m.cluster_port}" for m in nodes if m is not me]}
+    return server_conf(name=f"nats-{n}", port=me.port, store_dir=me.store_dir, conf_dir=conf_dir, tls=tls,
+                       monitor_port=me.monitor_port, cluster=cluster, listen_host=listen_host)
+
+
 def _write(path: Path, text: str, secret: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -174,9 +204,10 @@ def _write(path: Path, text: str, secret: bool = False) -> None:
 
 def generate(cfg: DeployConfig, outdir: Path, *, port: int = 4222, store_dir: str = "/data/jetstream",
              conf_dir: str = "/etc/nats", monitor_port: int | None = 8222, force: bool = False,
-             update: bool = False) -> dict[str, str]:
+             update: bool = False, nodes: list[Node] | None = None, listen_host: str = "0.0.0.0") -> dict[str, str]:
     """Write everything; returns the password of every identity (for tests and the caller).
-    With `update`, existing parties and the .env secrets keep their values."""
+    With `update`, existing parties and the .env secrets keep their values. `nodes` places the
+    cluster's nodes (default: docker-compose's `nats`, `nats-2`, `nats-3`)."""
     outdir = Path(outdir)
     exists = (outdir / "nats" / "auth.conf").exists()
     if exists and not (force or update):
@@ -199,17 +230,13 @@ def generate(cfg: DeployConfig, outdir: Path, *, port: int = 4222, store_dir: st
                 shutil.copyfile(src, nats_dir / "tls" / dst)
         os.chmod(nats_dir / "tls" / "server-key.pem", 0o600)
     single = server_conf(name="sinergi-nats", port=port, store_dir=store_dir, conf_dir=conf_dir, tls=cfg.tls,
-                         monitor_port=monitor_port)
+                         monitor_port=monitor_port, listen_host=listen_host)
     _write(nats_dir / "nats.conf", "# one node (docker-compose default profile)\n" + render(single))
     route_pw = kept.get("NATS_ROUTE_PASSWORD") or secrets.token_urlsafe(24)
-    for n in range(1, CLUSTER_NODES + 1):
-        cluster = {"name": "sinergi", "listen": "0.0.0.0:6222",
-                   "authorization": {"user": "route", "password": route_pw, "timeout": 2},
-                   "routes": [f"nats-route://route:{route_pw}@{node_host(m)}:6222"
-                              for m in range(1, CLUSTER_NODES + 1) if m != n]}
-        node = server_conf(name=f"nats-{n}", port=port, store_dir=store_dir, conf_dir=conf_dir, tls=cfg.tls,
-                           monitor_port=monitor_port, cluster=cluster)
-        _write(nats_dir / f"nats-{n}.conf", f"# cluster node {n} of {CLUSTER_NODES} (compose profile `cluster`)\n"
+    nodes = nodes or compose_nodes(port, store_dir, monitor_port)
+    for n in range(1, len(nodes) + 1):
+        node = cluster_conf(nodes, n, route_pw, conf_dir=conf_dir, tls=cfg.tls, listen_host=listen_host)
+        _write(nats_dir / f"nats-{n}.conf", f"# cluster node {n} of {len(nodes)} (compose profile `cluster`)\n"
                + render(node), secret=True)
 
     scheme = "tls" if cfg.tls else "nats"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from services.intake import store as intake_store
