@@ -103,10 +103,14 @@ class Tracing:
     def instrument(self, engine: AsyncEngine) -> None:
         if self.provider is None:
             return
-        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+        from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+        from opentelemetry.metrics import NoOpMeter
 
-        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, tracer_provider=self.provider,
-                                            enable_commenter=False)
+        # this engine only: the instrumentor's `instrument()` also patches create_engine for the
+        # whole process and, being a singleton, ignores every engine after the first
+        usage = NoOpMeter("sinergi").create_up_down_counter("db.client.connections.usage")
+        EngineTracer(self.provider.get_tracer("opentelemetry.instrumentation.sqlalchemy"), engine.sync_engine,  # type: ignore[no-untyped-call]
+                     usage)
 
     def fastapi(self) -> dict[str, Any]:
         """FastAPI's `telemetry=` settings: request spans only, and only when tracing is on
