@@ -29,6 +29,7 @@ comes (`stall_after`). The loop checks that itself and re-subscribes; `/readyz` 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 import uuid
@@ -109,6 +110,18 @@ class Delivery(Generic[T]):
 
 def default_key(msg: Msg) -> str:
     return (msg.headers or {}).get("Nats-Msg-Id") or f"seq-{msg.metadata.sequence.stream}"
+
+
+MAX_KEY = 200  # characters: a btree entry holds at most 2,704 bytes
+
+
+def storable_key(key: str) -> str:
+    """A key the inbox can hold: a longer one, or one PostgreSQL cannot store as text (NUL, a
+    lone surrogate), is kept as its digest. A 5,000-character Nats-Msg-Id otherwise failed the
+    inbox insert on every delivery, and the message was nak'ed forever."""
+    if len(key) <= MAX_KEY and "\x00" not in key and key.isprintable():
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # `{"event_id": "<uuid>"` opens every envelope (pydantic and the registry's bulk writer both
@@ -216,7 +229,26 @@ class Consumer:
         """Create (or find) the durable consumer, then run the loop: a permission or config
         error shows at start-up, not later in a log."""
         await self._subscription()
+        await self._reconcile()
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.spec.durable}")
+
+    async def _reconcile(self) -> None:
+        """nats-py binds an existing durable without comparing its config, so a deployment
+        made before a change keeps the old ack_wait and max_ack_pending. Those two may be
+        edited in place: do it, or say that it could not be done."""
+        js, s = self.kit.bus.js, self.spec
+        info = await js.consumer_info(s.stream, s.durable)
+        want = {"ack_wait": self.ack_wait, "max_ack_pending": max(s.batch * 4, 1000)}
+        have = {"ack_wait": info.config.ack_wait, "max_ack_pending": info.config.max_ack_pending}
+        if all(abs((have[k] or 0) - v) < 1e-3 for k, v in want.items()):
+            return
+        cfg = info.config
+        cfg.ack_wait, cfg.max_ack_pending = want["ack_wait"], want["max_ack_pending"]
+        try:
+            await js.add_consumer(s.stream, config=cfg)  # an update of a durable's editable fields
+            log.info("consumer.config_updated", durable=s.durable, was=have, now=want)
+        except Exception as exc:
+            log.warning("consumer.config_differs", durable=s.durable, have=have, want=want, error=str(exc)[:200])
 
     async def stop(self) -> None:
         # stop fetching before the connection drains (a pending pull would hold the drain)
@@ -332,7 +364,7 @@ class Consumer:
     def decode(self, msg: Msg) -> Delivery[Any]:
         spec = self.spec
         try:
-            key = spec.key(msg)
+            key = storable_key(spec.key(msg))
         except Exception:
             key = f"seq-{msg.metadata.sequence.stream}"
         d: Delivery[Any] = Delivery(msg, key)

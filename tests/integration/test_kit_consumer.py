@@ -196,7 +196,9 @@ async def test_hostile_bytes_get_a_reason_code_and_never_block_the_valid_ones(se
         for name, (data, _code) in HOSTILE.items():
             await js.publish(subject, data, headers={"Nats-Msg-Id": name})
             await js.publish(subject, _body(f"after-{name}"), headers={"Nats-Msg-Id": f"after-{name}"})
-        await eventually(lambda: _has(kit, effects, len(HOSTILE)), timeout=30)
+        # a valid message whose Nats-Msg-Id no index entry can hold is keyed by its digest
+        await js.publish(subject, _body("long-key"), headers={"Nats-Msg-Id": "k" * 5000})
+        await eventually(lambda: _has(kit, effects, len(HOSTILE) + 1), timeout=30)
         letters = await eventually(lambda: _letters(js, settings, len(HOSTILE)), timeout=15)
         got = {json.loads(m.data)["msg_id"]: json.loads(m.data) for m in letters}
         assert {k: v["reason_code"] for k, v in got.items()} == {k: code for k, (_d, code) in HOSTILE.items()}
@@ -204,7 +206,7 @@ async def test_hostile_bytes_get_a_reason_code_and_never_block_the_valid_ones(se
         assert big["payload_truncated"] and big["payload_size"] == len(HOSTILE["oversize"][0])
         assert big["payload_sha256"] == hashlib.sha256(HOSTILE["oversize"][0]).hexdigest()
         assert len(base64.b64decode(big["payload_b64"])) == 64 * 1024
-        assert await count_effects(kit, effects) == {f"after-{k}": 1 for k in HOSTILE}
+        assert await count_effects(kit, effects) == {"long-key": 1, **{f"after-{k}": 1 for k in HOSTILE}}
 
 
 async def _has(rt, effects, n: int) -> bool:
@@ -364,3 +366,21 @@ async def test_a_row_no_stream_takes_is_set_aside_after_a_few_rounds_while_other
         while await relay.drain_once():  # the replacement dead letter goes out too
             pass
         assert (await relay.backlog()).pending == 0
+
+
+async def test_a_large_unit_of_work_is_copied_in_and_a_repeated_row_is_one_row(settings, nc):
+    subject = settings.names.receipts("kitcopy")
+    async with kit_runtime(settings) as (kit, _effects):
+        await kit.relay.stop()
+        rows = [message_row(subject, json.dumps({"n": i}).encode()) for i in range(1200)]
+        rows[5]["headers"] = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+        async with kit.unit_of_work() as uow:
+            uow.add_rows(rows)
+        async with kit.unit_of_work() as uow:  # the same deterministic rows again (a retried batch)
+            uow.add_rows(rows[:700])
+        async with kit.sessions() as s:
+            n = (await s.execute(sa.select(sa.func.count()).select_from(kit.outbox))).scalar_one()
+            headers = (await s.execute(sa.select(kit.outbox.c.headers)
+                                       .where(kit.outbox.c.id == rows[5]["id"]))).scalar_one()
+        assert n == 1200
+        assert headers == rows[5]["headers"]
