@@ -38,9 +38,12 @@ def compose(settings: Settings | None = None, cfg: DisbursementSettings | None =
     async def resume() -> None:
         await cycles.resume(deps)
 
-    deps.kit.timer("chain-checkpoints", cfg.checkpoint_seconds, checkpoint)
+    # with several copies running, one of them (the lease holder, kit.lease) signs checkpoints
+    # and finishes cycles whose copy died mid-way: at once when it takes the lease, then every
+    # resume_seconds; a cycle another copy is still running is left to it (cycles.run)
+    deps.kit.timer("chain-checkpoints", cfg.checkpoint_seconds, checkpoint, singleton=True)
     if cfg.resume_cycles:
-        deps.kit.task("resume-cycles", resume)
+        deps.kit.timer("resume-cycles", cfg.resume_seconds, resume, singleton=True)
     return deps
 
 

@@ -27,7 +27,8 @@ class DisbursementSettings(BaseSettings):
     checkpoint_seconds: float = 30.0        # ...and after this long if anything happened
     chunk_size: int = 5000                  # people per cycle transaction
     relay_batch: int = 10000                # outbox rows per pipelined relay round
-    resume_cycles: bool = True              # finish cycles left running by a crash, at start-up
+    resume_cycles: bool = True              # finish cycles left running by a crash...
+    resume_seconds: float = 30.0            # ...looking this often (on the lease holder: kit.lease)
 
     def check_production(self) -> None:
         if self.pseudonym_key == DEV_PSEUDONYM_KEY or not self.signing_key_file:

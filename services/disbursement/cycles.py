@@ -314,8 +314,19 @@ async def _chunk(deps: Disbursement, ctx: CycleTerms, cid: uuid.UUID, res: RunRe
     return last if funded == len(people) else None
 
 
-async def run(deps: Disbursement, program: str, period: str, by: str) -> dict[str, Any]:
-    """Commit a cycle. Safe to call again, concurrently, or after a crash."""
+async def run(deps: Disbursement, program: str, period: str, by: str, *, wait: bool = True) -> dict[str, Any] | None:
+    """Commit a cycle. Safe to call again, concurrently, or after a crash.
+
+    One copy of the service runs a given cycle at a time (kit.exclusive, a lock that dies with
+    its process): a second call, on any copy, waits for the first and then finds nothing left
+    to issue; with `wait=False` (resumption) it returns None at once instead."""
+    async with deps.kit.exclusive(f"cycle/{program}/{period}", wait=wait) as mine:
+        if not mine:
+            return None
+        return await _run(deps, program, period, by)
+
+
+async def _run(deps: Disbursement, program: str, period: str, by: str) -> dict[str, Any]:
     async with deps.kit.sessions() as s:
         ctx = await load_terms(s, program, period)
     cid = domain.cycle_id(program, period)
@@ -359,12 +370,13 @@ async def _complete(deps: Disbursement, ctx: CycleTerms, cid: uuid.UUID, res: Ru
 
 
 async def resume(deps: Disbursement) -> None:
-    """Cycles a crash left running are finished (idempotently) as soon as we are back."""
+    """Cycles a crash left running are finished (idempotently): those no copy is running now."""
     c = store.cycles
     async with deps.kit.sessions() as s:
         todo = (await s.execute(sa.select(c.c.programme_identifier, c.c.period).where(c.c.status == "running"))).all()
     for program, period in todo:
         try:
-            await run(deps, program, period, "resume")
+            if await run(deps, program, period, "resume", wait=False) is not None:
+                log.info("cycle.resumed", program=program, period=period)
         except Exception as exc:  # one cycle that cannot finish (e.g. its program was removed) must not stop the rest
             log.warning("disbursement.resume_failed", program=program, period=period, error=str(exc)[:300])

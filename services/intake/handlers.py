@@ -70,4 +70,6 @@ def register(deps: Intake) -> None:
 
     async def escalate() -> None:
         await cases.escalate_overdue(kit, deps.cfg)
-    kit.timer("intake-escalation", deps.cfg.escalation_interval_seconds, escalate)
+    # one copy escalates (the lease holder, kit.lease); two at once would still move each case
+    # once (its rows are claimed SKIP LOCKED), but every copy would scan every interval
+    kit.timer("intake-escalation", deps.cfg.escalation_interval_seconds, escalate, singleton=True)
