@@ -256,7 +256,7 @@ def up(data_dir: Path = typer.Option(Path(".sinergi"), envvar="SINERGI_DATA_DIR"
 # Each service may add its own commands (e.g. `sinergi agency publish`, `sinergi audit verify`):
 # a module listed here that exists must define `register(app: typer.Typer) -> None`.
 PLUGINS = ("services.registry.cli", "services.intake.cli", "services.disbursement.cli",
-           "services.reporting.cli", "services.kit.deploy")
+           "services.reporting.cli", "services.kit.deploy", "services.kit.ops")
 
 
 def _load_plugins() -> None:
