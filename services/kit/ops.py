@@ -164,7 +164,7 @@ async def _service(name: str, url: str, fetch: Fetch) -> ServiceView:
     try:
         ready, metrics = await asyncio.gather(fetch(name, "/readyz"), fetch(name, "/metrics"))
     except httpx.HTTPError as exc:
-        view.error = f"not reachable at {url}: {type(exc).__name__}: {str(exc)[:150] or 'no answer'}"
+        view.error = f"not reachable at {url} ({type(exc).__name__})"
         return view
     try:
         view.checks = dict(ready.json().get("checks", {}))
@@ -185,11 +185,15 @@ async def _service(name: str, url: str, fetch: Fetch) -> ServiceView:
 
 
 async def _streams(js: JetStreamContext, names: Names, st: Status) -> None:
+    missing = []
     for bare in STREAMS:
         name = names.stream(bare)
         try:
             info: StreamInfo = await js.stream_info(name, subjects_filter=names.subject("deadletter.>")
                                                     if bare == DEADLETTER_STREAM else None)
+        except NotFoundError:
+            missing.append(name)
+            continue
         except Exception as exc:
             st.errors.append(str(_nats_error(exc, f"stream {name}")))
             continue
@@ -204,6 +208,9 @@ async def _streams(js: JetStreamContext, names: Names, st: Status) -> None:
                                                  int(c.num_redelivered or 0)))
         except Exception as exc:
             st.errors.append(str(_nats_error(exc, f"consumers of {name}")))
+    if missing:
+        st.errors.append(f"streams missing on {js._nc.connected_url.netloc if js._nc.connected_url else 'NATS'}: "
+                         f"{', '.join(missing)}; run `sinergi migrate` to create them")
 
 
 def _du(path: Path) -> int:
@@ -260,14 +267,19 @@ def _num(n: float | None) -> str:
 
 def render(st: Status, console: Console = out) -> None:
     t = Table(title="services")
-    for col in ("service", "ready", "problems", "outbox waiting", "oldest", "set aside", "dead letters"):
+    for col in ("service", "ready", "outbox waiting", "oldest", "set aside", "dead letters"):
         t.add_column(col)
+    problems = []
     for v in st.services:
-        problems = v.error or "; ".join(f"{k}: {val}" for k, val in v.checks.items() if val != "ok") or ""
-        t.add_row(v.name, "[green]yes" if v.ready else "[red]no", problems, _num(v.backlog),
+        t.add_row(v.name, "[green]yes" if v.ready else "[red]no", _num(v.backlog),
                   "-" if v.oldest is None else f"{v.oldest:.0f} s", _num(v.set_aside),
                   _num(st.dead_letters.get(v.name, 0)))
+        if v.error:
+            problems.append(f"{v.name}: {v.error}")
+        problems += [f"{v.name} {k}: {val}" for k, val in v.checks.items() if val != "ok"]
     console.print(t)
+    for line in problems:
+        console.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
     if st.consumers:
         c = Table(title="consumers (lag: messages waiting on the server)")
         for col in ("stream", "consumer", "waiting", "unacknowledged", "redelivering"):
@@ -289,7 +301,7 @@ def render(st: Status, console: Console = out) -> None:
     for what, n in disk.items():
         console.print(f"{what}: {_size(n)}")
     for e in st.errors:
-        console.print(f"[red]{e}", markup=True, highlight=False)
+        console.print(e, style="red", markup=False, highlight=False, soft_wrap=True)
 
 
 # --- dead letters ----------------------------------------------------------------------------
