@@ -210,14 +210,17 @@ class _KitCollector(Collector):
                                   "replaced by a dead letter (this process)", value=relay.set_aside)
         yield GaugeMetricFamily("sinergi_outbox_relay_up", "1 while the relay's loop runs and its last round "
                                 "succeeded", value=0 if (relay.problem() or relay.last_error) else 1)
+        # no sample until the database has answered once (an absent value, not a false zero)
         b = self.m.backlog
-        if b is not None:
-            yield GaugeMetricFamily("sinergi_outbox_backlog", "Outbox rows waiting to be published",
-                                    value=b.pending)
-            yield GaugeMetricFamily("sinergi_outbox_oldest_age_seconds", "How long the oldest unpublished row "
-                                    "has waited", value=b.oldest_age)
-            yield GaugeMetricFamily("sinergi_outbox_set_aside_rows", "Rows in the outbox table set aside "
-                                    "(all processes, all time)", value=b.set_aside)
+        for name, doc, field in (
+                ("sinergi_outbox_backlog", "Outbox rows waiting to be published", "pending"),
+                ("sinergi_outbox_oldest_age_seconds", "How long the oldest unpublished row has waited", "oldest_age"),
+                ("sinergi_outbox_set_aside_rows", "Rows in the outbox table set aside (all processes, all time)",
+                 "set_aside")):
+            fam = GaugeMetricFamily(name, doc)
+            if b is not None:
+                fam.add_metric([], getattr(b, field))
+            yield fam
 
 
 class HttpMetrics:

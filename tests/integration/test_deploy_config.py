@@ -120,3 +120,106 @@ def test_cluster_configs_route_to_the_compose_services(generated):
         assert f'server_name: "nats-{n}"' in text
         for host in others:
             assert f"@{host}:6222" in text
+
+
+# --- the `monitoring` profile: Prometheus and Grafana (docs/OPERATIONS.md, manual check there) ---
+
+DEPLOY = ROOT / "deploy"
+
+
+def _kit_metric_names() -> set[str]:
+    """Every metric family a service exports (a Kit composed, not started: names only)."""
+    import sqlalchemy as sa
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from services.kit.outbox import inbox_table, outbox_table
+    from services.kit.runtime import Kit
+    from services.kit.settings import Settings
+
+    md = sa.MetaData()
+    outbox_table(md)
+    inbox_table(md)
+    kit = Kit("registry", Settings(_env_file=None), md)
+    text = generate_latest(kit.metrics.registry).decode()
+    names = set()
+    for fam in text_string_to_metric_families(text):
+        names.add(fam.name)
+        names |= {f"{fam.name}{suffix}" for suffix in ("_total", "_bucket", "_sum", "_count", "_created")}
+    return names
+
+
+def _exprs() -> list[tuple[str, str]]:
+    """(where, PromQL) of every alert rule and dashboard panel."""
+    out = []
+    alerts = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    for group in alerts["groups"]:
+        out += [(f"alert {r['alert']}", r["expr"]) for r in group["rules"]]
+    dash = json.loads((DEPLOY / "grafana" / "dashboards" / "sinergi.json").read_text())
+    out += [(f"panel {p['title']}", t["expr"]) for p in dash["panels"] for t in p["targets"]]
+    return out
+
+
+def test_monitoring_profile_runs_prometheus_and_grafana_on_localhost(compose):
+    svcs, volumes = compose["services"], compose["volumes"]
+    for name in ("prometheus", "grafana"):
+        s = svcs[name]
+        assert s["profiles"] == ["monitoring"], name
+        image, _, tag = s["image"].partition(":")
+        assert tag and tag != "latest" and re.match(r"v?\d+\.\d+\.\d+$", tag), f"{name}: pin a release, not {tag!r}"
+        assert all(p.startswith("127.0.0.1:") for p in s["ports"]), f"{name} must listen on localhost only"
+        assert s["restart"] == "unless-stopped" and s["healthcheck"]["test"]
+        for v in s["volumes"]:
+            src = v.split(":")[0]
+            if src.startswith("./"):
+                assert (DEPLOY / src).exists(), f"{name} mounts {src}, which is not in deploy/"
+    assert {"prometheus-data", "grafana-data"} <= set(volumes)
+    assert "GF_SECURITY_ADMIN_PASSWORD" in svcs["grafana"]["environment"]
+    # the rest of the system does not depend on monitoring
+    assert all("profiles" not in svcs[s] for s in SERVICES)
+
+
+def test_prometheus_scrapes_every_service_where_compose_runs_it(compose):
+    cfg = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert cfg["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    mount = next(v for v in compose["services"]["prometheus"]["volumes"] if v.startswith("./prometheus:"))
+    assert mount.split(":")[1] == "/etc/prometheus"
+    job = next(j for j in cfg["scrape_configs"] if j["job_name"] == "sinergi")
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    targets = {t["labels"]["service"]: t["targets"] for t in job["static_configs"]}
+    assert set(targets) == set(SERVICES)
+    for svc in SERVICES:
+        port = compose["services"][svc]["ports"][0].split(":")[-1]
+        assert targets[svc] == [f"{svc}:{port}"], f"{svc} listens on {port} in compose"
+
+
+def test_grafana_is_provisioned_with_the_datasource_and_dashboard(compose):
+    ds = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    source = ds["datasources"][0]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    provider = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "dashboards" / "sinergi.yml").read_text())
+    path = provider["providers"][0]["options"]["path"]
+    assert any(v.endswith(f":{path}:ro") and v.startswith("./grafana/dashboards")
+               for v in compose["services"]["grafana"]["volumes"])
+    dash = json.loads((DEPLOY / "grafana" / "dashboards" / "sinergi.json").read_text())
+    assert dash["uid"] and dash["panels"]
+    for p in dash["panels"]:
+        assert p["datasource"]["uid"] == source["uid"], p["title"]
+        assert p["targets"] and all(t["expr"] for t in p["targets"]), p["title"]
+        g = p["gridPos"]
+        assert g["x"] + g["w"] <= 24
+
+
+def test_alerts_and_panels_use_only_metrics_the_services_export():
+    known = _kit_metric_names() | {"up"}
+    for where, expr in _exprs():
+        used = set(re.findall(r"\bsinergi_[a-z_]+", expr)) | ({"up"} if re.search(r"\bup\{", expr) else set())
+        assert used, f"{where}: no metric in {expr!r}"
+        unknown = used - known
+        assert not unknown, f"{where} uses {sorted(unknown)}, which no service exports"
+
+
+def test_the_metric_check_catches_a_misspelt_metric():
+    known = _kit_metric_names()
+    assert "sinergi_consumer_pending" in known and "sinergi_outbox_published_total" in known
+    assert "sinergi_consumer_pendng" not in known
