@@ -12,9 +12,8 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
 from contracts.disbursement import FundingSource
-from contracts.values import Rupiah
 from services.disbursement import budgets, cycles, ledger
-from services.disbursement.domain import ProgramRules
+from services.disbursement.domain import BoundedRupiah, ProgramRules
 from services.kit.auth import Principal, Role, require
 
 if TYPE_CHECKING:
@@ -28,12 +27,12 @@ Year = Annotated[int, Path(ge=2000, le=2100)]
 
 
 class AllocationIn(BaseModel):
-    ceiling: Rupiah = Field(description="the most that may ever be reserved from this allocation, rupiah")
+    ceiling: BoundedRupiah = Field(description="the most that may ever be reserved from this allocation, rupiah")
     reason: str = Field(min_length=3, max_length=1000, description="why it is set or amended (kept and published)")
 
 
 class PovertyLineIn(BaseModel):
-    amount: Rupiah = Field(gt=0, description="rupiah per person per month")
+    amount: BoundedRupiah = Field(gt=0, description="rupiah per person per month, at most 10^15")
     reason: str = Field(min_length=3, max_length=1000)
 
 

@@ -11,8 +11,9 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
 from contracts.disbursement import FundingSource
-from contracts.values import NIK, Period, Rupiah, VillageCode
+from contracts.values import NIK, Period, VillageCode
 from services.disbursement import kube
+from services.disbursement.domain import BoundedRupiah
 from services.kit.auth import Principal, Role, require
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class GroupIn(BaseModel):
 
 
 class SavingIn(BaseModel):
-    amount: Rupiah
+    amount: BoundedRupiah
 
 
 class MeetingIn(BaseModel):
@@ -45,20 +46,20 @@ class MeetingIn(BaseModel):
 class GrantIn(BaseModel):
     source: FundingSource
     fiscal_year: int = Field(ge=2000, le=2100)
-    amount: Rupiah = Field(gt=0)
+    amount: BoundedRupiah = Field(gt=0)
 
 
 class LoanIn(BaseModel):
     nik: NIK
-    need: Rupiah = Field(gt=0, description="what the member's business needs")
-    monthly_capacity: Rupiah = Field(gt=0, description="the instalment the member can pay each month")
+    need: BoundedRupiah = Field(gt=0, description="what the member's business needs")
+    monthly_capacity: BoundedRupiah = Field(gt=0, description="the instalment the member can pay each month")
     term_months: int = Field(ge=1, le=60)
     issued_on: dt.date
 
 
 class InstalmentIn(BaseModel):
     payment_id: uuid.UUID = Field(description="the treasurer's id for this payment: sending it twice records it once")
-    amount: Rupiah = Field(gt=0)
+    amount: BoundedRupiah = Field(gt=0)
     paid_on: dt.date
 
 

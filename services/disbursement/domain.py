@@ -9,14 +9,21 @@ import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, model_validator
 
 from contracts.disbursement import FundingSource, SettlementStatus
-from contracts.values import Period, Rupiah
+from contracts.values import Period
 
 _period = TypeAdapter(Period)
+
+# The most any amount, ceiling or poverty line may be: 10^15 rupiah (a thousand trillion, about
+# 300 times Indonesia's whole state budget). Every ledger row and counter stays far inside BIGINT
+# (2^63 is about 9.2 x 10^18), and the proof sums in numeric, so no total can overflow either.
+MAX_RUPIAH = 10**15
+BoundedRupiah = Annotated[StrictInt, Field(ge=0, le=MAX_RUPIAH,
+                                           description="whole rupiah, at most 10^15 (1000000000000000)")]
 _URL_NS = uuid.NAMESPACE_URL.bytes
 
 
@@ -63,7 +70,7 @@ class AmountRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     kind: Literal["fixed", "poverty_line"]
-    amount: Rupiah | None = Field(default=None, description="for kind fixed")
+    amount: BoundedRupiah | None = Field(default=None, description="for kind fixed, at most 10^15")
     regency: str | None = Field(default=None, pattern=r"^\d{4}$", description="for kind poverty_line, e.g. 3317")
 
     @model_validator(mode="after")
@@ -181,12 +188,17 @@ class SettlementRejected:
 
 
 def settlement_outcome(current: str | None, reported: SettlementStatus, reason: str | None,
-                       instruction: uuid.UUID) -> str | SettlementRejected:
+                       instruction: uuid.UUID, *, issued_to: str | None = None,
+                       reported_by: str | None = None) -> str | SettlementRejected:
     """What a channel's report does to an instruction whose status is `current` (None: never
     issued): 'paid' or 'failed' (apply it), 'duplicate' (a repeat that agrees: no change), or
-    a rejection."""
+    a rejection. A channel settles only what was issued to it (`issued_to`): instruction ids
+    are computable by anyone, so another channel's report is refused before anything else."""
     if current is None:
         return SettlementRejected("rjct.instruction.unknown", f"no payment instruction {instruction} was ever issued")
+    if reported_by is not None and issued_to != reported_by:
+        return SettlementRejected("rjct.settlement.wrong_channel",
+                                  f"instruction {instruction} was not issued to channel {reported_by}")
     if current != "issued":
         if current == reported.value:
             return "duplicate"
