@@ -9,6 +9,7 @@ do not apply anything twice, and new traffic is handled."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import shutil
@@ -182,8 +183,9 @@ async def test_backup_and_restore_into_fresh_servers_loses_nothing(infra, tmp_pa
         # --- back up (docs/DEPLOY.md section 3): services stopped above; dumps; NATS stopped, store archived
         for svc in SERVICES:
             env, name = libpq(settings.db_url(svc))
-            subprocess.run([pg_bin("pg_dump", major), "-Fc", "-f", str(backup / f"{name}.dump"), name],
-                           env={**env, "PATH": "/usr/bin:/bin"}, check=True, capture_output=True)
+            await asyncio.to_thread(subprocess.run, [pg_bin("pg_dump", major), "-Fc", "-f",
+                                                     str(backup / f"{name}.dump"), name],
+                                    env={**env, "PATH": "/usr/bin:/bin"}, check=True, capture_output=True)
         old_nats.stop()
         with tarfile.open(backup / "nats-data.tgz", "w:gz") as tar:
             tar.add(old_nats.dir / "jetstream", arcname=".")
@@ -201,9 +203,9 @@ async def test_backup_and_restore_into_fresh_servers_loses_nothing(infra, tmp_pa
         new_nats = EmbeddedNats(new_dir).start()
         for svc in SERVICES:
             env, name = libpq(settings.db_url(svc))
-            r = subprocess.run([pg_bin("pg_restore", major), "--clean", "--if-exists", "--create", "-d", "postgres",
-                                str(backup / f"{name}.dump")], env={**env, "PATH": "/usr/bin:/bin"},
-                               capture_output=True, text=True)
+            r = await asyncio.to_thread(subprocess.run, [pg_bin("pg_restore", major), "--clean", "--if-exists",
+                                                         "--create", "-d", "postgres", str(backup / f"{name}.dump")],
+                                        env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
             assert r.returncode == 0, r.stderr
         restored = settings.model_copy(update={"nats_url": new_nats.url})
         try:
@@ -236,7 +238,5 @@ async def test_backup_and_restore_into_fresh_servers_loses_nothing(infra, tmp_pa
     finally:
         old_nats.stop()
         for svc in ("intake", *SERVICES):
-            try:
+            with contextlib.suppress(Exception):
                 await drop_database(settings.db_url(svc))
-            except Exception:
-                pass
