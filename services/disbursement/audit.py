@@ -1,7 +1,7 @@
 """What an auditor runs (`sinergi audit verify`): read `disbursement.>` with read-only
-credentials, check the hash chain and the signed checkpoints, recompute totals per source
-and program, and say plainly where a check fails. Needs nothing from the regency but its
-public key.
+credentials, check every event's signature, the hash chain and the signed checkpoints,
+recompute totals per source and program, list the rule changes with their actor and reason,
+and say plainly where a check fails. Needs nothing from the regency but its public key.
 """
 from __future__ import annotations
 
@@ -9,14 +9,30 @@ import base64
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nats.js.api import DeliverPolicy
 
 from contracts.disbursement import GENESIS_HASH
-from services.disbursement.config import checkpoint_message, key_id
+from services.disbursement.config import SIGNATURE_HEADER, checkpoint_message, event_message, key_id
+
+# what an auditor is shown as "who changed the rules, when and why"
+RULE_CHANGES = ("disbursement.allocation_set", "disbursement.program_rules_set", "disbursement.poverty_line_set",
+                "disbursement.cycle_prepared", "disbursement.cycle_approved", "disbursement.cycle_rejected")
+
+
+class StreamMessage(NamedTuple):
+    seq: int                                 # stream sequence
+    data: bytes                              # the exact published bytes (what the chain hashes)
+    headers: dict[str, str] | None = None    # carries the event's signature
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -27,7 +43,9 @@ class Report:
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     checkpoints: int = 0
+    signed: int = 0
     totals: dict = field(default_factory=dict)
+    changes: list[dict] = field(default_factory=list)  # rule, ceiling and approval events, in chain order
 
     @property
     def ok(self) -> bool:
@@ -37,14 +55,19 @@ class Report:
         self.failures.append(f"{where}: {what}")
 
 
-def verify(messages: list[tuple[int, bytes]], stream: str, public_key: Ed25519PublicKey | None = None,
-           known_checkpoint: dict | None = None) -> Report:
-    """`messages` are (stream sequence, exact bytes) of everything on `disbursement.>`."""
+def verify(messages: Iterable[StreamMessage | tuple[int, bytes]], stream: str,
+           public_key: Ed25519PublicKey | None = None, known_checkpoint: dict | None = None) -> Report:
+    """`messages` are (stream sequence, exact bytes, headers) of everything on `disbursement.>`.
+    With the regency's public key every event must carry a valid signature; without it only
+    the chain and totals are checked (a note says so)."""
     rep = Report()
     by_seq: dict[int, tuple[int, bytes, dict]] = {}
     last_chain = 0
     out_of_order = 0
-    for sseq, data in messages:
+    for m in messages:
+        sseq, data, headers = StreamMessage(*m)
+        if public_key is not None:
+            _signed(rep, sseq, data, headers, stream, public_key)  # a failure; the chain is still checked
         try:
             env = json.loads(data)
             d = env["data"]
@@ -65,6 +88,8 @@ def verify(messages: list[tuple[int, bytes]], stream: str, public_key: Ed25519Pu
             out_of_order += 1
         last_chain = max(last_chain, cseq)
         by_seq[cseq] = (sseq, data, env)
+    if public_key is None:
+        rep.notes.append("event signatures not checked: give the regency's public key (--public-key)")
     if out_of_order:
         rep.notes.append(f"{out_of_order} events arrived on the stream after a later chain position "
                          "(a publish retry); the chain order is what counts")
@@ -87,6 +112,10 @@ def verify(messages: list[tuple[int, bytes]], stream: str, public_key: Ed25519Pu
         rep.events += 1
         if env.get("event_type") == "disbursement.chain_checkpoint":
             _check_checkpoint(rep, where, env["data"], hashes, stream, public_key)
+        if env.get("event_type") in RULE_CHANGES:
+            rep.changes.append({"chain_seq": cseq, "event_type": env["event_type"], "occurred_at":
+                                env.get("occurred_at"), **{k: v for k, v in env["data"].items()
+                                                           if k not in ("chain_seq", "prev_hash")}})
     rep.head_seq, rep.head_hash = (max(hashes), hashes[max(hashes)]) if hashes else (0, GENESIS_HASH)
     if known_checkpoint:
         s, h = int(known_checkpoint["head_seq"]), known_checkpoint["head_hash"]
@@ -95,6 +124,33 @@ def verify(messages: list[tuple[int, bytes]], stream: str, public_key: Ed25519Pu
                                                           f"where the saved checkpoint says {h[:16]}...: rewritten")
     rep.totals = _totals(rep, [by_seq[k][2] for k in sorted(by_seq)])
     return rep
+
+
+def _signed(rep: Report, sseq: int, data: bytes, headers: dict[str, str] | None, stream: str,
+            pub: Ed25519PublicKey) -> bool:
+    """The event's `Sinergi-Signature` verifies with the regency's key. A forged or altered event
+    fails here, at its own position."""
+    try:
+        cseq = json.loads(data)["data"]["chain_seq"]
+    except (ValueError, KeyError, TypeError):
+        cseq = "?"
+    where = f"chain position {cseq} (stream message {sseq})"
+    value = (headers or {}).get(SIGNATURE_HEADER)
+    if not value:
+        rep.fail(where, "no signature: not an event the regency signed (forged or altered)")
+        return False
+    alg, _, rest = value.partition(":")
+    kid, _, sig = rest.partition(":")
+    if alg != "ed25519" or kid != key_id(pub):
+        rep.fail(where, f"signature by key {kid or '?'}, not the regency key {key_id(pub)}: forged")
+        return False
+    try:
+        pub.verify(base64.b64decode(sig), event_message(stream, data))
+    except (InvalidSignature, ValueError):
+        rep.fail(where, "signature does not verify with the regency's public key: forged or altered")
+        return False
+    rep.signed += 1
+    return True
 
 
 def _check_checkpoint(rep: Report, where: str, d: dict, hashes: dict, stream: str,
@@ -178,11 +234,11 @@ def _totals(rep: Report, envs: list[dict]) -> dict:
             "settled_failed": sum(1 for v in settled.values() if v == "failed")}
 
 
-async def read_stream(js, stream: str, subject: str, idle: float = 2.0) -> list[tuple[int, bytes]]:
+async def read_stream(js, stream: str, subject: str, idle: float = 2.0) -> list[StreamMessage]:
     """Every message on the stream, in stream order, through an ordered (ephemeral) consumer."""
     info = await js.stream_info(stream)
     last = info.state.last_seq
-    out: list[tuple[int, bytes]] = []
+    out: list[StreamMessage] = []
     if info.state.messages == 0:
         return out
     sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, stream=stream)
@@ -192,7 +248,7 @@ async def read_stream(js, stream: str, subject: str, idle: float = 2.0) -> list[
                 m = await sub.next_msg(timeout=idle)
             except TimeoutError:
                 break
-            out.append((m.metadata.sequence.stream, m.data))
+            out.append(StreamMessage(m.metadata.sequence.stream, m.data, dict(m.headers or {})))
             if m.metadata.sequence.stream >= last:
                 break
     finally:

@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
         """Read `disbursement.>` (read-only credentials from SINERGI_NATS_*), check the chain and the
         signed checkpoints, recompute totals per source and program. Exit 1 if any check fails."""
         from services.disbursement.config import load_public_key
-        pub = load_public_key(str(public_key)) if public_key else None
+        pub = load_public_key(str(public_key)) if public_key else _regency_public_key()
         known = json.loads(checkpoint.read_text()) if checkpoint else None
         rep = asyncio.run(_verify(pub, known))
         if save_checkpoint and rep.ok:
@@ -85,7 +85,8 @@ def register(app: typer.Typer) -> None:
         if as_json:
             out.print_json(json.dumps({"ok": rep.ok, "events": rep.events, "head_seq": rep.head_seq,
                                        "head_hash": rep.head_hash, "checkpoints": rep.checkpoints,
-                                       "failures": rep.failures, "notes": rep.notes, "totals": rep.totals}))
+                                       "signed": rep.signed, "failures": rep.failures, "notes": rep.notes,
+                                       "totals": rep.totals, "changes": rep.changes}))
         else:
             t = Table(title="Totals per source and program, recomputed from the stream")
             for c in ("source", "program", "year", "ceiling", "net reserved", "paid", "KUBE grants"):
@@ -94,8 +95,15 @@ def register(app: typer.Typer) -> None:
                 t.add_row(a["source"], a["programme_identifier"], str(a["fiscal_year"]), f"{a['ceiling']:,}",
                           f"{a['net_reserved']:,}", f"{a['paid']:,}", f"{a['kube_granted']:,}")
             out.print(t)
-            out.print(f"{rep.events} events, chain head {rep.head_seq} {rep.head_hash[:16]}..., "
-                      f"{rep.checkpoints} signed checkpoints")
+            ch = Table(title="Rule, ceiling and approval changes (who, why), from the stream")
+            for c in ("#", "event", "by", "what", "reason"):
+                ch.add_column(c)
+            for c in rep.changes:
+                ch.add_row(str(c["chain_seq"]), c["event_type"].removeprefix("disbursement."), _actor(c),
+                           _what(c), str(c.get("reason") or ""))
+            out.print(ch)
+            out.print(f"{rep.events} events ({rep.signed} signatures verified), chain head {rep.head_seq} "
+                      f"{rep.head_hash[:16]}..., {rep.checkpoints} signed checkpoints")
             for n in rep.notes:
                 out.print(f"[yellow]note: {n}")
             for f in rep.failures:
@@ -110,6 +118,30 @@ def register(app: typer.Typer) -> None:
         """Print the regency's checkpoint public key (PEM) to hand to auditors."""
         from services.disbursement.config import DisbursementSettings, public_pem
         out.print(public_pem(DisbursementSettings().signing_key).decode(), end="")
+
+
+def _regency_public_key() -> Ed25519PublicKey | None:
+    """On the regency's server, without --public-key: the data dir's (or configured) key, if
+    one exists; never a new one."""
+    from services.disbursement.config import DisbursementSettings
+    try:
+        from services.kit import local  # `sinergi up`'s data dir (issue 13)
+        keys = local.disbursement_keys()
+    except ImportError:
+        keys = {}
+    cfg = DisbursementSettings(**keys)
+    path = Path(cfg.signing_key_file) if cfg.signing_key_file else Path(cfg.state_dir) / "signing.pem"
+    return cfg.signing_key.public_key() if path.exists() else None
+
+
+def _actor(change: dict[str, Any]) -> str:
+    return str(next((change[k] for k in ("set_by", "prepared_by", "approved_by", "rejected_by") if k in change), ""))
+
+
+def _what(change: dict[str, Any]) -> str:
+    skip = {"event_type", "chain_seq", "occurred_at", "reason", "set_by", "prepared_by", "approved_by",
+            "rejected_by", "rules", "previous_rules"}
+    return ", ".join(f"{k}={v}" for k, v in change.items() if k not in skip)[:120]
 
 
 async def _verify(pub: Ed25519PublicKey | None, known: dict[str, Any] | None) -> Report:

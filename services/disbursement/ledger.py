@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.disbursement import GENESIS_HASH, AuditEvent, ChainCheckpoint
 from contracts.envelope import envelope
 from services.disbursement import store
-from services.disbursement.config import DisbursementSettings, key_id, sign_checkpoint
+from services.disbursement.config import SIGNATURE_HEADER, DisbursementSettings, sign_checkpoint, sign_event
 from services.kit.uow import UnitOfWork
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class Chain:
     def checkpoint(self) -> None:
         key = self.cfg.signing_key
         stream = self.uow.names.stream("DISBURSEMENT")
-        self.emit(ChainCheckpoint, head_seq=self.seq, head_hash=self.head, key_id=key_id(key.public_key()),
+        self.emit(ChainCheckpoint, head_seq=self.seq, head_hash=self.head, key_id=self.cfg.key_id,
                   signature=sign_checkpoint(key, stream, self.seq, self.head))
         self.checkpoint_seq = self.seq
 
@@ -76,8 +76,13 @@ class Chain:
             return
         if self.seq - self.checkpoint_seq >= self.cfg.checkpoint_every:
             self.checkpoint()
-        for subject, payload, event_id in self.pending:
-            self.uow.send(subject, payload, msg_id=event_id)
+        # every event signed on its own (about 60 us each; a million-person cycle has ~1,200
+        # events): a forged event appended with the right chain_seq and prev_hash fails `audit
+        # verify` at its own position, not only once a later checkpoint does not cover it
+        key, kid, stream = self.cfg.signing_key, self.cfg.key_id, self.uow.names.stream("DISBURSEMENT")
+        self.uow.add_rows({"id": event_id, "subject": subject, "payload": payload,
+                           "headers": {SIGNATURE_HEADER: sign_event(key, kid, stream, payload)}}
+                          for subject, payload, event_id in self.pending)
         await self.uow.session.execute(sa.update(store.chain_head).where(store.chain_head.c.id == 1).values(
             seq=self.seq, hash=self.head, checkpoint_seq=self.checkpoint_seq))
         self.pending = []

@@ -50,11 +50,11 @@ async def test_audit_stream_verifies_and_carries_no_nik(settings, nc, start, tmp
         await ledger.checkpoint_if_due(svc.deps)
         async def checkpointed():
             msgs = await audit.read_stream(js, stream, settings.names.subject("disbursement.>"), idle=0.5)
-            return msgs if any(b"chain_checkpoint" in d for _s, d in msgs) else None
+            return msgs if any(b"chain_checkpoint" in m.data for m in msgs) else None
         msgs = await eventually(checkpointed)
 
     # no NIK, KK or village on the audit stream; the pseudonym is there
-    blob = b"".join(d for _s, d in msgs)
+    blob = b"".join(m.data for m in msgs)
     for p in persons:
         assert p["nik"].encode() not in blob and p["no_kk"].encode() not in blob
     assert cfg.pseudonym(persons[0]["nik"]).encode() in blob
@@ -70,8 +70,8 @@ async def test_audit_stream_verifies_and_carries_no_nik(settings, nc, start, tmp
 
     # tampering: change an amount in one event, drop one, swap two, forge a checkpoint key
     changed = list(msgs)
-    s3, d3 = changed[3]
-    changed[3] = (s3, d3.replace(b'"ceiling":', b'"ceiling":9', 1) if b'"ceiling":' in d3 else d3 + b" ")
+    s3, d3, h3 = changed[3]
+    changed[3] = audit.StreamMessage(s3, d3.replace(b'"ceiling":', b'"ceiling":9', 1) if b'"ceiling":' in d3 else d3 + b" ", h3)
     rep = audit.verify(changed, stream, pub)
     assert not rep.ok and any("chain position 5" in f and "was changed" in f for f in rep.failures), rep.failures
     rep = audit.verify(msgs[:2] + msgs[3:], stream, pub)
@@ -84,7 +84,7 @@ async def test_audit_stream_verifies_and_carries_no_nik(settings, nc, start, tmp
     # a saved checkpoint exposes a rewritten history even if the rewrite re-chains everything
     head = {"head_seq": rep.head_seq, "head_hash": rep.head_hash}
     rechained, prev = [], "0" * 64
-    for sseq, d in msgs:
+    for sseq, d, _headers in msgs:
         env = json.loads(d)
         env["data"]["prev_hash"] = prev
         if env["event_type"] == "disbursement.allocation_set":
