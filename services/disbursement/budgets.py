@@ -89,13 +89,14 @@ class _Writes:
     instructions: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def settle(uow: UnitOfWork, cfg: DisbursementSettings,
-                 settlements: Sequence[Settlement]) -> list[str | SettlementRejected]:
+async def settle(uow: UnitOfWork, cfg: DisbursementSettings, settlements: Sequence[Settlement],
+                 channels: Sequence[str] | None = None) -> list[str | SettlementRejected]:
     """Apply a batch of channel reports in one transaction under one chain lock. Returns, per
     settlement, 'paid', 'failed', 'duplicate' (a repeat that agrees: no change) or why it is
     rejected. Every outcome is decided (domain.settlement_outcome) before anything is written,
     so a rejected settlement leaves nothing behind; later reports in the batch see the earlier
-    ones (paid, then paid again, is a duplicate)."""
+    ones (paid, then paid again, is a duplicate). `channels[k]` is the channel whose subject
+    settlement k came on: it may settle only instructions issued to it (None: trusted callers)."""
     s = uow.session
     chain = await ledger.Chain.lock(uow, cfg)
     ids = sorted({st.instruction_id for st in settlements})
@@ -103,8 +104,11 @@ async def settle(uow: UnitOfWork, cfg: DisbursementSettings,
     status = {iid: r.status for iid, r in found.items()}
     outcomes: list[str | SettlementRejected] = []
     applied: list[tuple[Settlement, Any]] = []
-    for st in settlements:
-        outcome = domain.settlement_outcome(status.get(st.instruction_id), st.status, st.reason, st.instruction_id)
+    for k, st in enumerate(settlements):
+        ins = found.get(st.instruction_id)
+        outcome = domain.settlement_outcome(status.get(st.instruction_id), st.status, st.reason, st.instruction_id,
+                                            issued_to=ins.channel if ins is not None else None,
+                                            reported_by=channels[k] if channels is not None else None)
         outcomes.append(outcome)
         if outcome in ("paid", "failed"):
             status[st.instruction_id] = st.status.value

@@ -59,14 +59,28 @@ def registry_key(msg: Msg) -> str:
     return storable_key(mid) if mid else f"seq-{msg.metadata.sequence.stream}"
 
 
+def channel_of(subject: str) -> str:
+    """`[prefix.]channel.<name>.settlements` -> `<name>`: the subject is the channel's identity
+    (NATS lets each channel publish only on its own), never a field it writes itself."""
+    parts = subject.split(".")
+    return parts[-2] if len(parts) >= 3 else ""
+
+
 def settlement_key(msg: Msg) -> str:
-    """Nats-Msg-Id (the contract asks for the settlement_id there), else the settlement_id."""
+    """`<channel>:<settlement_id>`, the channel taken from the subject: settlement ids are
+    unique per channel, so one channel's ids can never shadow (and so suppress) another's.
+    Channels send `<channel>:<settlement_id>` as Nats-Msg-Id (JetStream's duplicate window
+    spans the whole CHANNEL stream); a bare id gets the prefix here, so both forms, and a
+    dead letter's replay, are the same key. Without a header: the body's settlement_id."""
+    ch = channel_of(msg.subject)
     mid = (msg.headers or {}).get("Nats-Msg-Id")
-    if mid:
-        return storable_key(mid)
-    raw = load_json(msg.data, SETTLEMENT_LIMITS)  # unreadable: the kit keys it by stream sequence
-    sid = raw.get("settlement_id") if isinstance(raw, dict) else None
-    return storable_key(sid) if isinstance(sid, str) and sid else f"seq-{msg.metadata.sequence.stream}"
+    if not mid:
+        raw = load_json(msg.data, SETTLEMENT_LIMITS)  # unreadable: the kit keys it by stream sequence
+        sid = raw.get("settlement_id") if isinstance(raw, dict) else None
+        if not (isinstance(sid, str) and sid):
+            return f"seq-{msg.metadata.sequence.stream}"
+        mid = sid
+    return storable_key(mid if mid.startswith(f"{ch}:") else f"{ch}:{mid}")
 
 
 def decode_registry(msg: Msg) -> Envelope[Any] | None:
@@ -115,9 +129,10 @@ async def follow_registry(uow: UnitOfWork, batch: list[Delivery[Envelope[Any]]])
 async def apply_settlements(deps: Disbursement, uow: UnitOfWork, batch: list[Delivery[Settlement]]) -> None:
     """One unit of work for the batch; a settlement the rules refuse is dead-lettered with its
     reason code and changes nothing (budgets.settle decides every outcome before writing)."""
-    outcomes = await budgets.settle(uow, deps.cfg, [d.value for d in batch if d.value is not None])
+    live = [d for d in batch if d.value is not None]
+    outcomes = await budgets.settle(uow, deps.cfg, [d.value for d in live], [channel_of(d.subject) for d in live])
     counts: dict[str, int] = {}
-    for d, outcome in zip(batch, outcomes, strict=True):
+    for d, outcome in zip(live, outcomes, strict=True):
         if isinstance(outcome, SettlementRejected):
             uow.dead_letter(d.subject, d.data, outcome.code, outcome.reason, msg_id=d.key, **d.where())
             counts[outcome.code] = counts.get(outcome.code, 0) + 1

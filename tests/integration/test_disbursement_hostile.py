@@ -128,9 +128,9 @@ async def test_hostile_bytes_are_dead_lettered_and_block_nothing(settings, nc, s
 
         letters = await _dead_letters(js, settings, len(SETTLEMENTS) + len(REGISTRY))
         codes = {k: v["reason_code"] for k, v in letters.items()}
-        expected = {f"st-{k}": c for k, (_d, c) in SETTLEMENTS.items()} | {f"reg-{k}": c for k, (_d, c) in REGISTRY.items()}
+        expected = {f"pos:st-{k}": c for k, (_d, c) in SETTLEMENTS.items()} | {f"reg-{k}": c for k, (_d, c) in REGISTRY.items()}
         assert codes == expected
-        big = letters["st-oversize"]
+        big = letters["pos:st-oversize"]  # settlement keys are per channel
         assert big["payload_truncated"] and big["payload_size"] == len(SETTLEMENTS["oversize"][0])
         assert big["stream"] == names.stream("CHANNEL") and big["stream_seq"] > 0 and big["reason"]
 

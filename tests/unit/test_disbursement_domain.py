@@ -120,6 +120,9 @@ def test_a_settlement_applies_to_an_issued_instruction_only():
     assert domain.settlement_outcome("paid", failed, "late", IID).code == "rjct.settlement.conflict"
     assert domain.settlement_outcome("issued", failed, None, IID).code == "rjct.settlement.reason_missing"
     assert domain.settlement_outcome("issued", failed, "", IID).code == "rjct.settlement.reason_missing"
+    wrong = domain.settlement_outcome("paid", failed, "forged", IID, issued_to="bank", reported_by="pos")
+    assert wrong.code == "rjct.settlement.wrong_channel"  # before duplicate/conflict: another channel's word counts for nothing
+    assert domain.settlement_outcome("issued", paid, None, IID, issued_to="bank", reported_by="bank") == "paid"
 
 
 @given(reports=st.lists(st.tuples(st.sampled_from(list(SettlementStatus)), st.sampled_from([None, "", "closed"])),
