@@ -132,7 +132,12 @@ def ops() -> Identity:
     for stream in STREAMS:
         pub += [f"{JS}.STREAM.{op}.{stream}" for op in ("CREATE", "UPDATE", "INFO", "SNAPSHOT", "RESTORE")]
     pub += ["$JS.SNAPSHOT.>"]  # snapshot chunk acks and restore uploads
-    return Identity("ops", "ops", pub, ["_INBOX.ops.>"], description="operator: migrations and backups")
+    # the dead-letter queue (`sinergi deadletter list/show/discard`, kit.ops): read letters one
+    # by one or through an ephemeral ordered consumer, delete one; never the data streams
+    pub += [f"{JS}.STREAM.MSG.GET.DEADLETTER", f"{JS}.STREAM.MSG.DELETE.DEADLETTER", f"{JS}.CONSUMER.CREATE.DEADLETTER",
+            f"{JS}.CONSUMER.CREATE.DEADLETTER.>", "$JS.FC.DEADLETTER.>"]
+    return Identity("ops", "ops", pub, ["_INBOX.ops.>"],
+                    description="operator: migrations, backups, status and the dead-letter queue")
 
 
 def identities(programs: dict[str, str], channels: list[str], auditors: list[str]) -> list[Identity]:

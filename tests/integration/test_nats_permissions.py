@@ -408,3 +408,28 @@ async def test_intake_and_disbursement_work_under_their_own_identity(deployed, i
         for svc in ("registry", "intake", "disbursement"):
             with contextlib.suppress(Exception):
                 await drop_database(as_service(svc).db_url(svc))
+
+
+async def test_ops_works_the_dead_letter_queue_and_no_data_stream(deployed):
+    """`sinergi status` and `sinergi deadletter list/show/discard` as `ops` (kit.ops): dead
+    letters are read and deleted; data streams are neither read nor written."""
+    from contracts.subjects import Names
+    from services.kit import ops as kops
+    from services.kit.outbox import dead_letter
+
+    svc = await Party("svc-registry").connect(deployed)
+    letter = dead_letter("registry", "agency.pkh.enrolments", b'{"x": 1}', "rjct.test", "permissions test")
+    ack = await svc.nc.jetstream().publish("deadletter.registry", letter.model_dump_json().encode())
+    await svc.close()
+    ops = await Party("ops").connect(deployed)
+    try:
+        js, names = ops.nc.jetstream(), Names("")
+        listed = await kops.list_letters(js, names, service="registry", idle=1.0)
+        assert ack.seq in [x.seq for x in listed]
+        assert (await kops.get_letter(js, names, ack.seq)).letter.reason_code == "rjct.test"
+        await kops.discard(js, names, ack.seq)
+        with pytest.raises(Exception):
+            await js.get_msg("REGISTRY", 1)
+        assert not await ops.allowed(["agency.pkh.enrolments", "registry.events.people_registered"])
+    finally:
+        await ops.close()
