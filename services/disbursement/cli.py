@@ -28,9 +28,14 @@ def _token(token: str | None, user: str) -> str:
     # program_manager token for the named user (the API still checks it like any other)
     import datetime as dt
 
+    from services.kit import local
     from services.kit.auth import Principal, Role, issue_token
-    from services.kit.settings import Settings
-    return issue_token(Principal(user, Role.program_manager, ""), Settings().auth_secret, dt.timedelta(minutes=30))
+    from services.kit.users import UsersFile
+    settings = local.settings()
+    principal = Principal(user, Role.program_manager, "")
+    if settings.users_file:  # the service checks the account: act as it is, or say what is missing
+        principal = UsersFile(settings.users_file).acting_as(user)
+    return issue_token(principal, settings.auth_secret, dt.timedelta(minutes=30))
 
 
 def register(app: typer.Typer) -> None:
@@ -49,8 +54,8 @@ def register(app: typer.Typer) -> None:
                   user: str = typer.Option(os.environ.get("USER", "operator"), help="who runs it (no token given)"),
                   ) -> None:
         """Preview or commit a cycle through the service's HTTP API (idempotent: run it again safely)."""
-        from services.kit.settings import Settings
-        base = url or f"http://127.0.0.1:{Settings().port('disbursement')}"
+        from services.kit import local
+        base = url or local.service_url("disbursement")
         path = f"/cycles/{program}/{period}" + ("/preview" if dry_run else "")
         r = httpx.post(base + path, headers={"Authorization": f"Bearer {_token(token, user)}"}, timeout=None)
         if r.status_code != 200:
@@ -117,7 +122,9 @@ def register(app: typer.Typer) -> None:
     def audit_public_key() -> None:
         """Print the regency's checkpoint public key (PEM) to hand to auditors."""
         from services.disbursement.config import DisbursementSettings, public_pem
-        out.print(public_pem(DisbursementSettings().signing_key).decode(), end="")
+        from services.kit import local
+        keys = local.disbursement_keys()  # the data dir's key beside `sinergi up`, else the environment's
+        out.print(public_pem(DisbursementSettings(**keys).signing_key).decode(), end="")
 
 
 def _regency_public_key() -> Ed25519PublicKey | None:
@@ -146,12 +153,11 @@ def _what(change: dict[str, Any]) -> str:
 
 async def _verify(pub: Ed25519PublicKey | None, known: dict[str, Any] | None) -> Report:
     from services.disbursement import audit
-    from services.kit.bus import connect
-    from services.kit.settings import Settings
+    from services.kit import local
 
-    settings = Settings()
+    settings = local.settings()
     names = settings.names
-    nc = await connect(settings, "sinergi-audit")
+    nc = await local.connect(settings, "sinergi-audit")
     try:
         stream = names.stream("DISBURSEMENT")
         msgs = await audit.read_stream(nc.jetstream(), stream, names.subject("disbursement.>"))

@@ -31,15 +31,15 @@ def escalate_cmd(now: str | None = typer.Option(None, help="evaluate deadlines a
     The events go to the outbox; the running intake service publishes them."""
     from services.intake import cases, store
     from services.intake.config import IntakeSettings
+    from services.kit import local
     from services.kit.runtime import Kit
-    from services.kit.settings import Settings
 
     when = _when(now)
 
     async def _run() -> list[dict[str, Any]]:
         # a kit that is never started: only its database is used (the unit of work's wake-up
         # of a relay that does not run is harmless; the running service's relay publishes)
-        kit = Kit("intake", Settings(), store.metadata)
+        kit = Kit("intake", local.settings(local.service_user("intake")), store.metadata)
         try:
             return await cases.escalate_overdue(kit, IntakeSettings(), when)
         finally:

@@ -86,7 +86,10 @@ class EmbeddedNats:
 
     name = "nats-server"
 
-    def __init__(self, data_dir: Path, port: int | None = None, sync_always: bool = False) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, sync_always: bool = False,
+                 auth: Path | None = None) -> None:
+        """`auth`: a file in DATA_DIR/nats with the server's users and permissions (kit.local
+        writes it for `sinergi up`); without it anyone may connect (the test suite's servers)."""
         self.dir = Path(data_dir) / "nats"
         self.port_file = self.dir / "port"
         kept = self._kept_port()
@@ -97,6 +100,9 @@ class EmbeddedNats:
         else:
             self.port = free_port(port)
         self.sync_always = sync_always
+        if auth is not None and Path(auth).resolve().parent != self.dir.resolve():
+            raise ValueError(f"{auth} must be in {self.dir}: the server config includes it by name")
+        self.auth = auth
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _kept_port(self) -> int | None:
@@ -129,9 +135,10 @@ class EmbeddedNats:
         self.dir.mkdir(parents=True, exist_ok=True)
         conf = self.dir / "nats.conf"
         sync = "\n  sync_interval: always" if self.sync_always else ""
+        include = f'include "{Path(self.auth).name}"\n' if self.auth else ""  # relative to this file
         conf.write_text(f'listen: "127.0.0.1:{self.port}"\nserver_name: "sinergi-embedded"\n'
                         f'pid_file: "{self.dir / "nats-server.pid"}"\n'
-                        f'jetstream {{\n  store_dir: "{self.dir / "jetstream"}"{sync}\n}}\n')
+                        f'jetstream {{\n  store_dir: "{self.dir / "jetstream"}"{sync}\n}}\n{include}')
         with open(self.log, "ab") as log:  # the server keeps its own copy of the descriptor
             self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True, preexec_fn=die_with_parent)

@@ -71,7 +71,8 @@ def register_cli(app: typer.Typer) -> None:
                out: Path = typer.Option(..., "--out", help="JSON file to write (mode 0600)")) -> None:
         """Everything Sinergi holds about one person, from every service database, as JSON."""
         try:
-            data = asyncio.run(export_person(Settings(), nik))
+            from services.kit import local
+            data = asyncio.run(export_person(local.settings(), nik))
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         out.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False))

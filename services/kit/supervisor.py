@@ -80,10 +80,11 @@ def die_with_parent() -> None:
 
 class Command:
     """A program run in its own session (a terminal's Ctrl-C reaches only the supervisor),
-    its output appended to `log`; it gets SIGTERM if the supervisor itself dies."""
+    its output appended to `log`, in `cwd` if given; it gets SIGTERM if the supervisor itself dies."""
 
-    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log: Path) -> None:
-        self._name, self.argv, self.env, self._log = name, list(argv), dict(env), log
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log: Path,
+                 cwd: Path | None = None) -> None:
+        self._name, self.argv, self.env, self._log, self.cwd = name, list(argv), dict(env), log, cwd
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -104,7 +105,7 @@ class Command:
 
     def start(self) -> Command:
         with open(self._log, "ab") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True, preexec_fn=die_with_parent)
         return self
 

@@ -98,7 +98,13 @@ class UsersFile:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".users-")
         with os.fdopen(fd, "w") as f:
             yaml.safe_dump(data, f, sort_keys=False, allow_unicode=True)
-        os.chmod(tmp, 0o640)
+        # keep the mode it had (0600 under `sinergi up`'s data dir; 0640 for a deployment, whose
+        # services may read it as another user of the same group)
+        try:
+            mode = self.path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            mode = 0o640
+        os.chmod(tmp, mode)
         os.replace(tmp, self.path)
         self._cache = None
 
@@ -145,6 +151,20 @@ class UsersFile:
             return None
         return user.principal()
 
+    def acting_as(self, username: str) -> Principal:
+        """The account a command acts for (e.g. `sinergi cycle run --user`), as it is: its role,
+        area and programs. UserError says what to do when there is no such active account."""
+        users = self.load()
+        if not users:
+            raise UserError(f"no staff accounts yet in {self.path}: create one with `sinergi users add NAME "
+                            "--role program_manager`, then give --user NAME")
+        user = users.get(username)
+        if user is None or user.disabled:
+            known = ", ".join(n for n, u in users.items() if not u.disabled) or "none active"
+            raise UserError(f"no active staff account {username!r} in {self.path} (accounts: {known}): give --user, "
+                            f"or create it with `sinergi users add {username} --role program_manager`")
+        return user.principal()
+
     def active(self, username: str) -> bool:
         user = self.load().get(username)
         return bool(user and not user.disabled)
@@ -162,14 +182,15 @@ def register_cli(app: typer.Typer) -> None:
 
     def _file(path: Path | None) -> UsersFile:
         if path is None:
-            from services.kit.settings import Settings
-            configured = Settings().users_file
-            if not configured:
-                raise typer.BadParameter("give --file or set SINERGI_USERS_FILE")
-            path = Path(configured)
+            from services.kit import local
+            path = local.users_file()  # the data dir's beside `sinergi up`, else SINERGI_USERS_FILE
+            if path is None:
+                raise UserError("no users file: run this in the folder where `scripts/up` runs (it keeps them in "
+                                ".sinergi/users.yaml), give --data-dir or --file, or set SINERGI_USERS_FILE")
         return UsersFile(path)
 
-    file_opt = typer.Option(None, "--file", help="users file (default: SINERGI_USERS_FILE)")
+    file_opt = typer.Option(None, "--file", help="users file (default: the data dir's users.yaml beside "
+                                                 "`sinergi up`, else SINERGI_USERS_FILE)")
 
     def _run(fn: Callable[[], T]) -> T:
         try:
@@ -193,8 +214,13 @@ def register_cli(app: typer.Typer) -> None:
     @users_app.command("list")
     def list_(file: Path | None = file_opt) -> None:
         """Accounts with role, area and state (no password hashes)."""
+        accounts = _file(file)
+        if not accounts.load():
+            out.print(f"no staff accounts yet in {accounts.path}: create the first with "
+                      "`sinergi users add NAME --role ROLE` (roles: " + ", ".join(Role) + ")")
+            return
         t = Table("user", "role", "area", "programs", "state", "created")
-        for u in _file(file).load().values():
+        for u in accounts.load().values():
             t.add_row(u.username, u.role.value, u.area or "-", ",".join(u.programs) or "-",
                       "disabled" if u.disabled else "active", u.created_at.date().isoformat())
         Console().print(t)

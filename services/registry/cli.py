@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from services.kit import local
 from services.kit.settings import Settings
 
 COLUMNS = ["reference_id", "nik", "no_kk", "name", "sex", "birth_date", "village_code", "address",
@@ -63,12 +64,10 @@ def read_reports(path: Path, program: str) -> list[dict]:
 
 async def publish_file(settings: Settings, path: Path, program: str, out: Path, timeout: float) -> dict:
     """Publish every row, wait for every receipt; write rejected rows to `out`. Returns the summary."""
-    from services.kit.streams import connect
-
     reports = read_reports(path, program)
     by_id = {r["message_id"]: (i + 2, r) for i, r in enumerate(reports)}  # CSV line numbers (header is 1)
     names = settings.names
-    nc = await connect(settings, "sinergi-agency-publish")
+    nc = await local.connect(settings, "sinergi-agency-publish")
     receipts: dict[str, dict] = {}
     done = asyncio.Event()
 
@@ -150,7 +149,7 @@ def register(app: typer.Typer) -> None:
         if not program.replace("_", "").isalnum() or not program.islower():
             raise typer.BadParameter("program must be lower case letters, digits and _, e.g. pkh")
         out = rejected_csv or file.with_suffix(".rejected.csv")
-        summary = asyncio.run(publish_file(Settings(), file, program, out, timeout))
+        summary = asyncio.run(publish_file(local.settings(), file, program, out, timeout))
         table = Table(title=f"{file.name} -> {program}")
         table.add_column("rows")
         table.add_column("accepted", style="green")

@@ -14,10 +14,16 @@ console = Console(stderr=True)
 def rebuild_cmd() -> None:
     """Rebuild every read model from the REGISTRY, INTAKE and DISBURSEMENT streams, from the
     first event, into fresh tables, then swap them in (the running service keeps going)."""
-    from services.kit.settings import Settings
+    from services.kit import local
     from services.reporting.rebuild import rebuild
 
-    progress = asyncio.run(rebuild(Settings()))
+    settings = local.settings(local.service_user("reporting"))
+
+    async def _run():
+        # NATS down: one clear line within seconds (the rebuild's own connection would keep retrying)
+        await (await local.connect(settings, "sinergi-reporting-check")).close()
+        return await rebuild(settings)
+    progress = asyncio.run(_run())
     for stream, n in sorted(progress.events.items()):
         console.print(f"[green]{stream}: {n} events, up to sequence {progress.position.get(stream, 0)}")
     console.print(f"[green]read models rebuilt and swapped in {progress.seconds:.1f} s")
@@ -29,7 +35,7 @@ def recap_cmd(period: str = typer.Argument(..., help="the month, YYYY-MM"),
     """Print the monthly recap from the read models (JSON or CSV) to standard output."""
     import json
 
-    from services.kit.settings import Settings
+    from services.kit import local
     from services.reporting import domain, exports, report
 
     try:
@@ -39,7 +45,7 @@ def recap_cmd(period: str = typer.Argument(..., help="the month, YYYY-MM"),
 
     async def _run() -> dict:
         from services.kit.db import make_engine, sessions
-        engine = make_engine(Settings().db_url("reporting"), pool_size=1)
+        engine = make_engine(local.settings(local.service_user("reporting")).db_url("reporting"), pool_size=1)
         try:
             async with sessions(engine)() as s:
                 return await report.monthly(s, p)

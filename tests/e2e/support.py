@@ -1,6 +1,7 @@
 """Driving `sinergi up` from outside, as a user does: a subprocess on the embedded default (no
 SINERGI_NATS_URL / DATABASE_URL: the embedded nats-server and PostgreSQL under a temporary
-data dir, HTTP on free ports), what it wrote to DATA_DIR/endpoints.json, and raw nats-py."""
+data dir, HTTP on free ports), what it wrote to DATA_DIR/endpoints.json, and raw nats-py with
+the `operator` NATS identity it generated there (its NATS refuses anonymous clients)."""
 from __future__ import annotations
 
 import asyncio
@@ -18,11 +19,13 @@ import nats
 import psutil
 
 from services.kit.auth import Principal, Role, issue_token
+from services.kit.bus import connect_options
+from services.kit.local import LocalSystem
 from services.kit.settings import SERVICES
+from services.kit.users import UsersFile
 from tests import factories
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET = "e2e-test-secret-" + "x" * 32
 
 
 def free(port: int) -> bool:
@@ -45,20 +48,35 @@ def free_port_base() -> int:
 def up_env(http_port_base: int | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SINERGI_")}  # the embedded default
     env.update(SINERGI_HTTP_PORT_BASE=str(http_port_base or free_port_base()), SINERGI_LOG_LEVEL="info",
-               SINERGI_ENV="development", SINERGI_AUTH_SECRET=SECRET)  # whatever a local .env says
+               SINERGI_ENV="development")
     return env
 
 
 class Up:
     """One `sinergi up` process and what it reported in DATA_DIR/endpoints.json."""
 
-    def __init__(self, data_dir: Path, log: Path) -> None:
+    def __init__(self, data_dir: Path, log: Path, argv: list[str] | None = None, cwd: Path = ROOT) -> None:
         self.data_dir, self.log_path = data_dir, log
+        self.system = LocalSystem(data_dir.resolve())
         self.log = open(log, "ab")  # noqa: SIM115 - the process writes it until interrupt() closes it
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--data-dir", str(data_dir)],
-                                     cwd=ROOT, env=up_env(), stdout=self.log, stderr=subprocess.STDOUT,
+        argv = argv or [sys.executable, "-m", "services.cli", "up", "--data-dir", str(data_dir)]
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=up_env(), stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self.endpoints = self._wait_endpoints()
+
+    async def connect(self, identity: str = "operator") -> nats.NATS:
+        """A NATS client with one of the identities `sinergi up` generated in the data dir."""
+        return await nats.connect(**connect_options(self.system.settings(identity), f"e2e-{identity}"))
+
+    def headers(self, role: Role = Role.kabupaten, area: str = "") -> dict:
+        """A bearer token for a staff account of that role (made in the data dir's users file if
+        missing: the services check it), signed with the data dir's secret."""
+        user = f"e2e-{role.value.replace('_', '-')}"
+        accounts = UsersFile(self.system.users_file)
+        if user not in accounts.load():
+            accounts.add(user, "e2e-password-not-used", role, area)
+        token = issue_token(Principal(user=user, role=role, area=area), self.system.auth_secret)
+        return {"Authorization": f"Bearer {token}"}
 
     def output(self, tail: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-tail:]
@@ -114,12 +132,6 @@ def all_gone(pids: list[int], timeout: float = 10) -> None:
         time.sleep(0.2)
 
 
-def headers() -> dict:
-    # signed with the secret the test gave `sinergi up`; routes that need no token ignore it
-    token = issue_token(Principal(user="e2e", role=Role.kabupaten, area=""), SECRET)
-    return {"Authorization": f"Bearer {token}"}
-
-
 def eventually(check, timeout: float = 30, interval: float = 0.2):
     deadline, last = time.time() + timeout, None
     while time.time() < deadline:
@@ -130,10 +142,10 @@ def eventually(check, timeout: float = 30, interval: float = 0.2):
     raise AssertionError(f"not met in {timeout} s (last: {last!r})")
 
 
-async def enrol_all(nats_url: str, reports: list[dict], program: str = "pkh", timeout: float = 60) -> dict[str, dict]:
+async def enrol_all(up: Up, reports: list[dict], program: str = "pkh", timeout: float = 60) -> dict[str, dict]:
     """Publish agency reports as an agency does (`Nats-Msg-Id` = `<program>:<message_id>`) and
     return every receipt by message_id; fails unless each report got one within `timeout`."""
-    nc = await nats.connect(nats_url)
+    nc = await up.connect()
     got: dict[str, dict] = {}
     try:
         async def on_receipts(msg) -> None:

@@ -18,19 +18,18 @@ import sys
 from pathlib import Path
 
 import httpx
-import nats
 import pytest
 
 from services.kit.settings import SERVICES
 from tests import factories
-from tests.e2e.support import ROOT, Up, all_gone, eventually, headers, up_env
+from tests.e2e.support import ROOT, Up, all_gone, eventually, up_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 PREFERRED_NATS_PORT = 14222  # what `sinergi up` asks for first
 
 
-async def _enrol_and_get_receipt(nats_url: str, report: dict) -> dict:
-    nc = await nats.connect(nats_url)
+async def _enrol_and_get_receipt(up: Up, report: dict) -> dict:
+    nc = await up.connect()
     try:
         sub = await nc.subscribe("agency.pkh.receipts")
         ack = await nc.jetstream().publish("agency.pkh.enrolments", json.dumps(report).encode(),
@@ -81,16 +80,16 @@ def test_up_runs_the_slice_stops_cleanly_and_keeps_data(tmp_path):
         assert "Sinergi is up" in up.output()
 
         report = factories.enrolment("pkh", is_head_of_household=True)
-        receipt = asyncio.run(_enrol_and_get_receipt(ep["nats"], report))
+        receipt = asyncio.run(_enrol_and_get_receipt(up, report))
         assert receipt["status"] == "succ", receipt
 
-        person = httpx.get(f"{up.url('registry')}/people/{report['nik']}", headers=headers(), timeout=5)
+        person = httpx.get(f"{up.url('registry')}/people/{report['nik']}", headers=up.headers(), timeout=5)
         assert person.status_code == 200, person.text
         assert person.json()["name"] == report["name"]
 
         def counted():
             r = httpx.get(f"{up.url('reporting')}/reports/enrolments", params={"program": "pkh"},
-                          headers=headers(), timeout=5)
+                          headers=up.headers(), timeout=5)
             return [i for i in r.json().get("items", []) if i["village_code"] == report["village_code"]]
         items = eventually(counted)
         assert items[0]["people"] == 1 and items[0]["enrolment_status"] == "active"
@@ -110,12 +109,12 @@ def test_up_runs_the_slice_stops_cleanly_and_keeps_data(tmp_path):
     try:
         # the same NATS URL as before, though 14222 may be free now: clients keep working
         assert again.endpoints["nats"] == up.endpoints["nats"]
-        person = httpx.get(f"{again.url('registry')}/people/{report['nik']}", headers=headers(), timeout=5)
+        person = httpx.get(f"{again.url('registry')}/people/{report['nik']}", headers=again.headers(), timeout=5)
         assert person.status_code == 200, person.text
         assert person.json()["name"] == report["name"]
         # the stream kept the message too: the same enrolment again is a JetStream duplicate
         async def resend() -> bool:
-            nc = await nats.connect(again.endpoints["nats"])
+            nc = await again.connect()
             try:
                 ack = await nc.jetstream().publish("agency.pkh.enrolments", json.dumps(report).encode(),
                                                    headers={"Nats-Msg-Id": f"pkh:{report['message_id']}"})

@@ -75,7 +75,7 @@ def test_a_killed_service_is_restarted_and_the_others_keep_running(up):
     assert f"{victim} restarted (pid {new_pid})" in out, out
     assert "stopped unexpectedly" not in out
 
-    receipts = asyncio.run(enrol_all(up.endpoints["nats"], _reports(100)))
+    receipts = asyncio.run(enrol_all(up, _reports(100)))
     assert len(receipts) == 100
     assert {r["status"] for r in receipts.values()} == {"succ"}, receipts
 
@@ -83,7 +83,7 @@ def test_a_killed_service_is_restarted_and_the_others_keep_running(up):
 def test_a_killed_embedded_nats_comes_back_on_the_same_port(up):
     before = up.refresh()
     old_pid = before["embedded"]["EmbeddedNats"]
-    asyncio.run(enrol_all(before["nats"], _reports(5)))  # streams and consumers in use
+    asyncio.run(enrol_all(up, _reports(5)))  # streams and consumers in use
     os.kill(old_pid, signal.SIGKILL)
 
     def restarted():
@@ -98,5 +98,5 @@ def test_a_killed_embedded_nats_comes_back_on_the_same_port(up):
     assert f"nats-server restarted (pid {new_pid})" in out, out
 
     eventually(lambda: all(_status(up.url(s), "/readyz") == 200 for s in SERVICES), timeout=60)
-    receipts = asyncio.run(enrol_all(up.endpoints["nats"], _reports(20), timeout=90))
+    receipts = asyncio.run(enrol_all(up, _reports(20), timeout=90))
     assert {r["status"] for r in receipts.values()} == {"succ"}, receipts
