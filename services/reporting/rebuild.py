@@ -27,10 +27,10 @@ from services.kit.settings import Settings
 from services.kit.streams import connect
 from services.reporting import handlers, store
 from services.reporting.adapters import Pseudonym, Pseudonyms
+from services.reporting.settings import ReportingSettings
 
 log = klog.get(__name__)
 SIDE, OLD = "reporting_rebuild", "reporting_old"
-BATCH = 2000
 
 
 @dataclass
@@ -56,7 +56,9 @@ async def _read(js, conn: AsyncConnection, settings: Settings, progress: Progres
     """Fold each stream's events after `progress.position` up to sequence `upto[stream]`."""
     names = settings.names
     pseudonym = Pseudonyms(settings.auth_secret)  # the same pseudonyms as the live service
-    for bare, subject, durable in handlers.SOURCES:
+    sizes = ReportingSettings()  # events per fold as the live consumers batch them
+    for src in handlers.SOURCES:
+        bare, subject, durable = src
         stream = names.stream(bare)
         start, target = progress.position.get(stream, 0) + 1, upto[stream]
         if target < start:
@@ -67,7 +69,7 @@ async def _read(js, conn: AsyncConnection, settings: Settings, progress: Progres
         try:
             while progress.position.get(stream, 0) < target:
                 try:
-                    msgs = await sub.fetch(BATCH, timeout=2)
+                    msgs = await sub.fetch(src.batch(sizes), timeout=2)
                 except (FetchTimeoutError, TimeoutError):
                     break  # nothing more (the rest of the range was removed by the stream's limits)
                 msgs = [m for m in msgs if m.metadata.sequence.stream <= target]

@@ -9,9 +9,10 @@ class ReportingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SINERGI_REPORTING_", env_file=".env", extra="ignore")
 
     # events per pull and transaction on INTAKE and DISBURSEMENT. A batch costs a fixed few
-    # statements (store.apply folds it first), so bigger is faster up to where the statements'
-    # per-row work dominates: 20,000 settlements drained at 5,600-6,100 events/s in batches of
-    # 2,000 and 8,000-10,300 in batches of 5,000 (10,000: no steadier; bench/reporting_drain.py)
+    # statements (store.apply folds it first), so bigger is faster until the statements'
+    # per-row work dominates. 20,000 settlements (bench/reporting_drain.py, 2 shared cores):
+    # batches of 2,000 5,600-6,100 events/s, 5,000 7,500-10,300, 10,000 5,800-11,800 (no
+    # better, and twice the transaction)
     batch: int = Field(default=5000, ge=1, le=10_000, description="events per pull and transaction")
     # a registry event carries up to 500 enrolment changes (contracts.registry.MAX_ITEMS)
     registry_batch: int = Field(default=20, ge=1, le=1_000, description="registry events per pull and transaction")
