@@ -106,11 +106,11 @@ async def traffic(svcs, settings, nc, persons) -> None:
     """Agency reports through the registry; a payment cycle with settlements; a checkpoint."""
     js = nc.jetstream()
     dis = svcs["disbursement"]
-    h = await _setup(dis, settings, js, persons)
+    await _setup(dis, settings, js, persons)
     reports = [factories.enrolment("pkh") for _ in range(5)]
     got = await send(nc, settings, reports)
     assert all(r["status"] == "succ" for r in got.values())
-    r = await dis.http.post(f"/cycles/kamalia_merekah/{PERIOD}", headers=h)
+    r = await run_cycle(dis, settings)
     assert r.json()["created"] == len(persons), r.text
     sub = await js.pull_subscribe(settings.names.subject("channel.pos.instructions"),
                                   stream=settings.names.stream("CHANNEL"))
@@ -128,6 +128,14 @@ async def traffic(svcs, settings, nc, persons) -> None:
                                     .where(dstore.instructions.c.status != "issued"))).scalar_one() == 4
     await eventually(settled, timeout=20)
     await ledger.checkpoint_if_due(dis.deps)
+
+
+async def run_cycle(dis, settings):
+    """Run the month's cycle as the disbursement tests do (with its approval, where the service
+    asks for one)."""
+    if hasattr(ds, "run_cycle"):
+        return await ds.run_cycle(dis.http, settings, "kamalia_merekah", PERIOD)
+    return await dis.http.post(f"/cycles/kamalia_merekah/{PERIOD}", headers=ds.headers(settings))
 
 
 async def quiet(svcs) -> None:
@@ -230,8 +238,9 @@ async def test_backup_and_restore_into_fresh_servers_loses_nothing(infra, tmp_pa
                 await quiet(svcs)
                 after = await counts(svcs)
                 assert after["receipts"] == before["receipts"] + 1 and after["people"] == before["people"] + 1
-                r = await dis.http.post(f"/cycles/kamalia_merekah/{PERIOD}", headers=ds.headers(restored))
-                assert r.json()["created"] == 0  # the restored cycle is known: nobody paid twice
+                r = await run_cycle(dis, restored)
+                assert r.status_code in (200, 409), r.text
+                assert r.status_code == 409 or r.json()["created"] == 0  # the restored cycle is known: nobody paid twice
             await nc.close()
         finally:
             new_nats.stop()
