@@ -19,7 +19,7 @@ from services.kit import logging as klog
 from services.kit.auth import Principal, Role, require
 from services.kit.db import ensure_database
 from services.kit.outbox import inbox_table, outbox_table
-from services.kit.runtime import ServiceRuntime
+from services.kit.runtime import Kit
 from tests import disbursement_support as ds
 from tests.conftest import eventually
 from tests.factories import nik
@@ -141,7 +141,7 @@ async def test_writes_are_attributed_in_the_services_audit_trail(settings):
     notes = sa.Table("notes", md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("village", sa.Text))
     url = settings.db_url("reporting")  # a scratch database the fixture drops afterwards
     await ensure_database(url)
-    rt = ServiceRuntime("reporting", settings, md)
+    rt = Kit("reporting", settings, md)
     async with rt.engine.begin() as conn:
         await conn.run_sync(md.create_all)
     app = rt.http_app("test")
