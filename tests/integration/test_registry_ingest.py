@@ -137,6 +137,19 @@ async def test_ties_on_the_effective_date_resolve_by_message_id_in_any_order(set
     await got.sub.unsubscribe()
 
 
+async def _language_collation(registry) -> str | None:
+    """A collation of this server that sorts like a language ("a-1" before "B-1"): ICU's en-US,
+    else a libc en_US; None where there is none (pgserver's build has neither ICU nor locales)."""
+    async with registry.rt.sessions() as s:
+        names = (await s.execute(sa.text(
+            "select collname from pg_collation where collname = 'en-US-x-icu' or collname ilike 'en_US%' "
+            "order by collname = 'en-US-x-icu' desc"))).scalars().all()
+        for name in names:
+            if (await s.execute(sa.text(f"select 'a-1' < 'B-1' collate \"{name}\""))).scalar():
+                return str(name)
+    return None
+
+
 async def test_ties_agree_in_sql_and_events_under_a_language_collation(settings, nc, start):
     """A regency's PostgreSQL may default to en_US (the postgres image does): there "a-1" sorts
     before "B-1", by code point after it. The stored winner and the announced change must agree."""
@@ -146,8 +159,13 @@ async def test_ties_agree_in_sql_and_events_under_a_language_collation(settings,
     upper = {**base, "message_id": "B-1", "enrolment_status": "suspended"}
     lower = {**base, "message_id": "a-1", "enrolment_status": "exited"}
     async with start("registry", settings) as registry:
+        collation = await _language_collation(registry)
+        if collation is None:
+            await got.sub.unsubscribe()
+            pytest.skip("this PostgreSQL has no language collation (no ICU, no en_US locale; e.g. the embedded "
+                        "pgserver): every order here is by code point, the case this test guards cannot occur")
         async with registry.rt.sessions.begin() as s:
-            await s.execute(sa.text('alter table enrolments alter column message_id type text collate "en-US-x-icu"'))
+            await s.execute(sa.text(f'alter table enrolments alter column message_id type text collate "{collation}"'))
         for rep in (upper, lower):
             await publish(js, settings, "pkh", rep)
             await eventually(lambda rep=rep: got.first(rep["message_id"]))
