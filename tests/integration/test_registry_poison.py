@@ -85,7 +85,7 @@ async def test_nul_in_a_text_field_gets_a_rejected_receipt_and_its_batch_flows(s
             got[r["message_id"]] = r
     sub = await nc.subscribe(settings.names.receipts("*"), cb=collect)
     async with start("registry", settings) as registry:
-        await eventually(lambda: len(got) == 2000, timeout=20)
+        await eventually(lambda: len(got) == 2000, timeout=90)  # a bound, not a speed check (shared 2-core CI)
         rejected = {mid: r for mid, r in got.items() if r["status"] == "rjct"}
         assert len(got) - len(rejected) == 1990 and set(rejected) == set(poisoned)
         for mid, field in poisoned.items():
