@@ -263,7 +263,7 @@ def up(data_dir: Path | None = typer.Option(None, "--data-dir", envvar="SINERGI_
         where = {"nats_url": nats_url, "database_url": database_url, "http_port_base": http_port_base,
                  "nats_users": embedded_nats is not None}  # a NATS of your own: credentials from SINERGI_NATS_*
         # no .env: the services run in the data dir and read none, so `up` migrates what they will use
-        settings = Settings(_env_file=None, **system.values(local.OPS, **where))  # type: ignore[call-arg]
+        settings = Settings(_env_file=None, **system.values(local.OPS, **where))
         asyncio.run(_migrate(settings, list(SERVICES)))
         log_dir = data_dir / "logs"
         log_dir.mkdir(exist_ok=True)

@@ -322,7 +322,9 @@ def users_file() -> Path | None:
     """The staff accounts file: the data dir's, else SINERGI_USERS_FILE, else None."""
     system = current()
     if system:
-        system.data_dir.mkdir(parents=True, exist_ok=True)
+        if not system.data_dir.is_dir():  # a mistyped --data-dir must not start a new one
+            raise NoSystem(f"no Sinergi data dir at {system.data_dir}: start it there with `sinergi up --data-dir "
+                           f"{system.data_dir}`, or give the right --data-dir")
         _write_new(system.users_file, lambda: b"users: []\n")  # 0600, as `sinergi up` makes it
         return system.users_file
     configured = Settings().users_file

@@ -148,3 +148,10 @@ def test_known_failures_become_one_line_and_bugs_keep_their_traceback(tmp_path, 
     assert explain(FileNotFoundError(2, "No such file or directory", "x.csv")) == "No such file or directory: x.csv"
     assert explain(ValueError("a bug")) is None
     assert explain(ExceptionGroup("g", [NoSystem("inside a task group")])) == "inside a task group"
+
+
+def test_a_mistyped_data_dir_is_not_created(tmp_path):
+    local.choose(tmp_path / "typo")
+    with pytest.raises(NoSystem, match="no Sinergi data dir at"):
+        local.users_file()
+    assert not (tmp_path / "typo").exists()
