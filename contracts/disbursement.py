@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -204,6 +204,69 @@ class ChainCheckpoint(AuditEvent):
     head_hash: str
     key_id: str = Field(description="SHA-256 hex of the raw public key, first 16 characters")
     signature: str
+
+
+class ProgramRulesSet(AuditEvent):
+    """A program's rules were defined or changed (who, why, before and after)."""
+
+    event_type: ClassVar[str] = "disbursement.program_rules_set"
+    programme_identifier: ProgramCode
+    rules: dict[str, Any]
+    previous_rules: dict[str, Any] | None = Field(default=None, description="null when the program is new")
+    reason: str
+    set_by: str
+
+
+class PovertyLineSet(AuditEvent):
+    """The regency's poverty line (garis kemiskinan) for a year was set or changed."""
+
+    event_type: ClassVar[str] = "disbursement.poverty_line_set"
+    regency: str
+    year: int
+    amount: Rupiah
+    previous_amount: Rupiah | None = None
+    reason: str
+    set_by: str
+
+
+class CyclePrepared(AuditEvent):
+    """A cycle's list and totals were frozen by a program manager (the maker); nothing is paid
+    until another account approves it."""
+
+    event_type: ClassVar[str] = "disbursement.cycle_prepared"
+    preparation_id: uuid.UUID
+    programme_identifier: ProgramCode
+    period: str
+    people: int
+    total: Rupiah
+    amount_per_person: Rupiah
+    per_source: list[dict[str, Any]]
+    prepared_by: str
+    expires_at: dt.datetime
+
+
+class CycleApproved(AuditEvent):
+    """A second account (the checker, never the preparer) approved a prepared cycle."""
+
+    event_type: ClassVar[str] = "disbursement.cycle_approved"
+    preparation_id: uuid.UUID
+    programme_identifier: ProgramCode
+    period: str
+    people: int
+    total: Rupiah
+    prepared_by: str
+    approved_by: str
+
+
+class CycleRejected(AuditEvent):
+    """A prepared cycle was rejected (or withdrawn); it can never be approved."""
+
+    event_type: ClassVar[str] = "disbursement.cycle_rejected"
+    preparation_id: uuid.UUID
+    programme_identifier: ProgramCode
+    period: str
+    rejected_by: str
+    reason: str
 
 
 # --- payment channel messages (CHANNEL stream; these carry the NIK: the channel pays a person)

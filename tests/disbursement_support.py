@@ -80,3 +80,14 @@ KAMALIA = {
     "require_verified": True, "min_age": 60, "funding_mode": "order",
     "funding": [{"source": "csr"}, {"source": "donation"}], "exclusivity_class": "cash_elderly", "channel": "pos",
 }
+
+
+async def run_cycle(http, settings, program: str, period: str, *, maker: str = "pm1", checker: str = "kadis"):
+    """Maker-checker as the API wants it: `maker` prepares the cycle, `checker` (another program
+    manager, e.g. the kepala dinas) approves it and the instructions leave. Returns the approval's
+    response (the run's totals, as `POST /cycles/{program}/{period}` used to answer)."""
+    r = await http.post(f"/cycles/{program}/{period}/prepare", headers=headers(settings, user=maker))
+    if r.status_code != 200:
+        return r
+    pid = r.json()["preparation_id"]
+    return await http.post(f"/cycles/preparations/{pid}/approve", headers=headers(settings, user=checker))

@@ -1,18 +1,22 @@
 """Disbursement HTTP routes: program rules, poverty lines, allocations, cycles, the ledger proof.
 
-Changing money needs Role.program_manager; reading also allows Role.auditor. Routes only
-translate HTTP: the work (and every query) is in cycles.py, budgets.py and ledger.py; a
-refusal of the rules (domain.Refused) is answered by app.py's handler with its status.
+Changing money needs Role.program_manager; reading also allows Role.auditor. A cycle is
+prepared by one program manager and approved by another (maker-checker, approval.py) before
+any instruction leaves. Routes only translate HTTP: the work (and every query) is in
+approval.py, cycles.py, budgets.py and ledger.py; a refusal of the rules (domain.Refused) is
+answered by app.py's handler with its status.
 """
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
 from contracts.disbursement import FundingSource
-from services.disbursement import budgets, cycles, ledger
+from services.disbursement import approval, budgets, cycles, ledger
 from services.disbursement.domain import BoundedRupiah, ProgramRules
 from services.kit.auth import Principal, Role, require
 
@@ -36,21 +40,78 @@ class PovertyLineIn(BaseModel):
     reason: str = Field(min_length=3, max_length=1000)
 
 
+class ProgramIn(ProgramRules):
+    reason: str | None = Field(default=None, min_length=3, max_length=1000,
+                               description="why the rules change (required when changing a defined program)")
+
+
+class ProgramOut(BaseModel):
+    code: str
+    rules: dict[str, Any]
+    changed: bool = True
+
+
+class PovertyLineOut(BaseModel):
+    regency: str
+    year: int
+    amount: int
+    previous_amount: int | None = None
+
+
+class RejectIn(BaseModel):
+    reason: str = Field(min_length=3, max_length=1000, description="why the prepared cycle is rejected")
+
+
+class PreparationOut(BaseModel):
+    preparation_id: uuid.UUID
+    programme_identifier: str
+    period: str
+    status: str = Field(description="prepared, approved, rejected, expired or superseded")
+    prepared_by: str
+    prepared_at: dt.datetime
+    expires_at: dt.datetime
+    people: int = Field(description="the frozen list: people the approved cycle may pay")
+    total: int
+    summary: dict[str, Any] = Field(description="the preview as the preparer saw it")
+    decided_by: str | None = None
+    decided_at: dt.datetime | None = None
+    decision_reason: str | None = None
+
+
+class CycleRunOut(BaseModel):
+    programme_identifier: str
+    period: str
+    dry_run: bool = False
+    cycle_id: uuid.UUID
+    created: int = Field(description="instructions this run issued")
+    created_total: int
+    created_per_source: dict[str, int]
+    instructions: int = Field(description="instructions of the cycle so far")
+    total: int
+    unfunded: int
+    preparation_id: uuid.UUID | None = None
+    prepared_by: str | None = None
+    approved_by: str | None = None
+
+
 def router(deps: Disbursement) -> APIRouter:
     r = APIRouter()
 
-    @r.put("/programs/{code}", tags=["programs"], summary="define or change a program's rules")
-    async def put_program(rules: ProgramRules, code: Program, p: Manager) -> dict[str, Any]:
-        return await cycles.define_program(deps, code, rules, p.user)
+    @r.put("/programs/{code}", tags=["programs"], response_model=ProgramOut,
+           summary="define or change a program's rules (a change needs a reason); an audit event")
+    async def put_program(body: ProgramIn, code: Program, p: Manager) -> dict[str, Any]:
+        rules = ProgramRules.model_validate(body.model_dump(exclude={"reason"}))
+        return await approval.define_program(deps, code, rules, body.reason, p.user)
 
-    @r.get("/programs/{code}", tags=["programs"], summary="a program's rules")
+    @r.get("/programs/{code}", tags=["programs"], response_model=ProgramOut, summary="a program's rules")
     async def get_program(code: Program, _p: Reader) -> dict[str, Any]:
-        return await cycles.program(deps, code)
+        return await approval.program(deps, code)
 
-    @r.put("/poverty-lines/{regency}/{year}", tags=["programs"], summary="the regency's poverty line for a year")
+    @r.put("/poverty-lines/{regency}/{year}", tags=["programs"], response_model=PovertyLineOut,
+           summary="the regency's poverty line for a year (with a reason); an audit event")
     async def put_poverty_line(body: PovertyLineIn, regency: Annotated[str, Path(pattern=r"^\d{4}$")], year: Year,
-                               _p: Manager) -> dict[str, Any]:
-        return await cycles.set_poverty_line(deps, regency, year, body.amount, body.reason)
+                               p: Manager) -> dict[str, Any]:
+        return await approval.set_poverty_line(deps, regency, year, body.amount, body.reason, p.user)
 
     @r.put("/allocations/{source}/{program}/{fiscal_year}", tags=["budgets"],
            summary="set or amend a budget allocation's ceiling (with a reason); published as an event")
@@ -67,10 +128,31 @@ def router(deps: Disbursement) -> APIRouter:
     async def preview(program: Program, period: PeriodPath, _p: Manager) -> dict[str, Any]:
         return await cycles.preview(deps, program, period)
 
-    @r.post("/cycles/{program}/{period}", tags=["cycles"],
-            summary="commit the cycle: reserve budget, issue one instruction per person (idempotent)")
+    @r.post("/cycles/{program}/{period}/prepare", tags=["cycles"], response_model=PreparationOut,
+            summary="maker: freeze the cycle's list and totals for approval by another program manager")
+    async def prepare(program: Program, period: PeriodPath, p: Manager) -> dict[str, Any]:
+        return await approval.prepare(deps, program, period, p.user)
+
+    @r.get("/cycles/preparations/{preparation_id}", tags=["cycles"], response_model=PreparationOut,
+           summary="a prepared cycle and its decision")
+    async def get_preparation(preparation_id: uuid.UUID, _p: Reader) -> dict[str, Any]:
+        return await approval.preparation(deps, preparation_id)
+
+    @r.post("/cycles/preparations/{preparation_id}/approve", tags=["cycles"], response_model=CycleRunOut,
+            summary="checker (never the preparer): approve, then issue the frozen list's instructions")
+    async def approve(preparation_id: uuid.UUID, p: Manager) -> dict[str, Any]:
+        return await approval.approve(deps, preparation_id, p.user)
+
+    @r.post("/cycles/preparations/{preparation_id}/reject", tags=["cycles"], response_model=PreparationOut,
+            summary="reject (or withdraw) a prepared cycle, with a reason")
+    async def reject(preparation_id: uuid.UUID, body: RejectIn, p: Manager) -> dict[str, Any]:
+        return await approval.reject(deps, preparation_id, p.user, body.reason)
+
+    @r.post("/cycles/{program}/{period}", tags=["cycles"], response_model=CycleRunOut,
+            summary="continue an approved cycle (after a crash or a raised ceiling; idempotent); "
+                    "409 without an approved preparation")
     async def commit(program: Program, period: PeriodPath, p: Manager) -> dict[str, Any]:
-        return await cycles.run(deps, program, period, p.user)
+        return await approval.rerun(deps, program, period, p.user)
 
     @r.get("/ledger/proof", tags=["ledger"], summary="prove the books balance (trial balance and reconciliations)")
     async def proof(_p: Reader) -> dict[str, Any]:

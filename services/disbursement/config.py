@@ -39,6 +39,7 @@ class DisbursementSettings(BaseSettings):
     relay_batch: int = 10000                # outbox rows per pipelined relay round
     resume_cycles: bool = True              # finish cycles left running by a crash...
     resume_seconds: float = 30.0            # ...looking this often (on the lease holder: kit.lease)
+    preparation_hours: float = 72.0         # a prepared cycle not approved within this expires
 
     def check_production(self) -> None:
         if not self.pseudonym_key or not self.signing_key_file:

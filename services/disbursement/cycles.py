@@ -40,26 +40,7 @@ class CycleError(domain.Refused):
     """A cycle cannot run; the message says why (HTTP 409/404/422)."""
 
 
-# --- program rules and poverty lines ----------------------------------------------------------
-
-async def define_program(deps: Disbursement, code: str, rules: ProgramRules, by: str) -> dict[str, Any]:
-    async with deps.kit.unit_of_work() as uow:
-        await store.save_program(uow.session, code, rules.model_dump(mode="json"), by)
-    return {"code": code, "rules": rules.model_dump(mode="json")}
-
-
-async def program(deps: Disbursement, code: str) -> dict[str, Any]:
-    async with deps.kit.sessions() as s:
-        rules = await store.program_rules(s, code)
-    if rules is None:
-        raise CycleError(f"no program {code!r}", 404)
-    return {"code": code, "rules": rules}
-
-
-async def set_poverty_line(deps: Disbursement, regency: str, year: int, amount: int, reason: str) -> dict[str, Any]:
-    async with deps.kit.unit_of_work() as uow:
-        await store.save_poverty_line(uow.session, regency, year, amount, reason)
-    return {"regency": regency, "year": year, "amount": amount}
+# program rules and poverty lines are changed in approval.py (audited, with a reason)
 
 
 # --- cycles ------------------------------------------------------------------------------------
@@ -73,6 +54,7 @@ class CycleTerms:
     rules: ProgramRules
     amount: int
     fiscal_year: int
+    preparation: uuid.UUID | None = None  # the approved preparation: pay only its frozen list
 
     @property
     def min_birth(self) -> dt.date | None:
@@ -210,11 +192,17 @@ async def _next_people(s: AsyncSession, ctx: CycleTerms, after: str, limit: int)
         skip |= set((await s.execute(sa.text(
             "select nik from instructions where exclusivity_class = :cls and period = :per "
             "and nik between :lo and :hi"), rng | {"cls": ctx.rules.exclusivity_class})).scalars())
+    frozen = None
+    if ctx.preparation is not None:  # maker-checker: nobody outside the approved, frozen list
+        frozen = set((await s.execute(sa.text(
+            "select nik from cycle_preparation_people where preparation_id = :prep and nik between :lo and :hi"),
+            rng | {"prep": ctx.preparation})).scalars())
     verified = None
     if ctx.rules.require_verified:
         verified = set((await s.execute(sa.text(
             "select nik from verifications where verified and nik between :lo and :hi"), rng)).scalars())
-    people = [c for c in cands if c[0] not in skip and (verified is None or c[0] in verified)]
+    people = [c for c in cands if c[0] not in skip and (verified is None or c[0] in verified)
+              and (frozen is None or c[0] in frozen)]
     return people, cands[-1][0]
 
 
@@ -314,7 +302,8 @@ async def _chunk(deps: Disbursement, ctx: CycleTerms, cid: uuid.UUID, res: RunRe
     return last if funded == len(people) else None
 
 
-async def run(deps: Disbursement, program: str, period: str, by: str, *, wait: bool = True) -> dict[str, Any] | None:
+async def run(deps: Disbursement, program: str, period: str, by: str, *, wait: bool = True,
+              preparation: uuid.UUID | None = None) -> dict[str, Any] | None:
     """Commit a cycle. Safe to call again, concurrently, or after a crash.
 
     One copy of the service runs a given cycle at a time (kit.exclusive, a lock that dies with
@@ -323,12 +312,18 @@ async def run(deps: Disbursement, program: str, period: str, by: str, *, wait: b
     async with deps.kit.exclusive(f"cycle/{program}/{period}", wait=wait) as mine:
         if not mine:
             return None
-        return await _run(deps, program, period, by)
+        return await _run(deps, program, period, by, preparation)
 
 
-async def _run(deps: Disbursement, program: str, period: str, by: str) -> dict[str, Any]:
+async def _run(deps: Disbursement, program: str, period: str, by: str, preparation: uuid.UUID | None,
+               ) -> dict[str, Any]:
+    """The engine. The HTTP routes only reach it through an approved preparation (approval.py);
+    resumption keeps to the cycle's approved list."""
     async with deps.kit.sessions() as s:
         ctx = await load_terms(s, program, period)
+        ctx.preparation = preparation or (await s.execute(sa.text(
+            "select id from cycle_preparations where programme_identifier = :p and period = :per "
+            "and status = 'approved' order by decided_at desc limit 1"), {"p": program, "per": period})).scalar()
     cid = domain.cycle_id(program, period)
     async with deps.kit.unit_of_work() as uow:
         await uow.session.execute(insert(store.cycles).values(

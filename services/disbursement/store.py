@@ -308,3 +308,32 @@ async def settle_instructions(s: AsyncSession, rows: list[dict[str, Any]]) -> No
         await s.execute(sa.update(i).where(i.c.id == sa.bindparam("iid")).values(
             status=sa.bindparam("st"), reason=sa.bindparam("why"), settled_at=sa.bindparam("at")), rows)
 
+
+# --- maker-checker: a cycle is prepared (frozen list and totals) and approved by another account
+
+preparations = sa.Table(
+    "cycle_preparations", metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("programme_identifier", sa.Text, nullable=False),
+    sa.Column("period", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),  # prepared, approved, rejected, expired, superseded
+    sa.Column("prepared_by", sa.Text, nullable=False),
+    sa.Column("prepared_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("terms", sa.Text, nullable=False),  # SHA-256 of the rules and amount it was prepared under
+    sa.Column("people", sa.Integer, nullable=False),
+    sa.Column("total", sa.BigInteger, nullable=False),
+    sa.Column("summary", JSONB, nullable=False),  # the preview as the preparer saw it
+    sa.Column("decided_by", sa.Text),
+    sa.Column("decided_at", sa.DateTime(timezone=True)),
+    sa.Column("decision_reason", sa.Text),
+    sa.Index("preparation_open", "programme_identifier", "period", unique=True,
+             postgresql_where=sa.text("status = 'prepared'")),
+)
+
+# the frozen list: the cycle approved pays these people (if still eligible) and nobody else
+preparation_people = sa.Table(
+    "cycle_preparation_people", metadata,
+    sa.Column("preparation_id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("nik", sa.String(16), primary_key=True),
+)

@@ -283,7 +283,7 @@ def render(st: Status, console: Console = out) -> None:
     if st.consumers:
         c = Table(title="consumers (lag: messages waiting on the server)")
         for col in ("stream", "consumer", "waiting", "unacknowledged", "redelivering"):
-            c.add_column(col)
+            c.add_column(col, overflow="fold")  # a durable's name whole, on two lines if need be
         for cv in sorted(st.consumers, key=lambda x: (x.stream, x.name)):
             c.add_row(cv.stream, cv.name, _num(cv.pending), _num(cv.ack_pending), _num(cv.redelivered))
         console.print(c)
@@ -510,7 +510,8 @@ def _letters_table(letters: list[Letter]) -> Table:
     for x in letters:
         d = x.letter
         when = (x.time or d.received_at).astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-        t.add_row(str(x.seq), when, d.service, d.reason_code, d.subject, _size(d.payload_size), d.reason[:120])
+        reason = d.reason if len(d.reason) <= 60 else d.reason[:59] + "…"  # `show SEQ` has it whole
+        t.add_row(str(x.seq), when, d.service, d.reason_code, d.subject, _size(d.payload_size), reason)
     return t
 
 
@@ -548,10 +549,8 @@ def register(app: typer.Typer) -> None:
                 since: str | None = typer.Option(None, help="age (45m, 2h, 3d) or date (2026-11-23)"),
                 limit: int = typer.Option(50, min=1, help="show at most this many, the newest")) -> None:
         """The newest dead letters, filtered."""
-        when = _since(since)
-
         async def work(js: JetStreamContext, s: Settings) -> None:
-            letters = await list_letters(js, s.names, service=service, code=code, since=when, limit=limit)
+            letters = await list_letters(js, s.names, service=service, code=code, since=_since(since), limit=limit)
             out.print(_letters_table(letters))
         _run(lambda: _with_js(work))
 

@@ -24,8 +24,8 @@ async def test_audit_stream_verifies_and_carries_no_nik(settings, nc, start, tmp
     js = nc.jetstream()
     persons = ds.people(12, seed=11)
     async with start("disbursement", settings) as svc:
-        h = await _setup(svc, settings, js, persons)
-        r = await svc.http.post(f"/cycles/kamalia_merekah/{PERIOD}", headers=h)
+        await _setup(svc, settings, js, persons)
+        r = await ds.run_cycle(svc.http, settings, "kamalia_merekah", PERIOD)
         assert r.json()["created"] == 12
         sub = await js.pull_subscribe(settings.names.subject("channel.pos.instructions"),
                                       stream=settings.names.stream("CHANNEL"))
@@ -41,8 +41,9 @@ async def test_audit_stream_verifies_and_carries_no_nik(settings, nc, start, tmp
 
         async def all_published():
             info = await js.stream_info(stream)
-            # 3 allocation events (2 set), 2 per chunk, cycle completed, 3 settlements + 1 release
-            return info.state.messages >= 2 + 2 + 1 + 3 + 1
+            # program rules, poverty line, 2 allocations, prepared, approved, 2 per chunk, cycle
+            # completed, 3 settlements + 1 release
+            return info.state.messages >= 1 + 1 + 2 + 2 + 2 + 1 + 3 + 1
         await eventually(all_published)
         # force a signed checkpoint now (what the timer does every checkpoint_seconds)
         from services.disbursement import ledger

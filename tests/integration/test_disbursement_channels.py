@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -37,7 +36,7 @@ async def _issue(svc, settings, js, persons, rules=BANK_PROGRAM, period=PERIOD, 
                                  .where(store.enrolments.c.programme_identifier == program))).scalar_one()
         return n == len(persons)
     await eventually(all_in, timeout=15)
-    r = await svc.http.post(f"/cycles/{program}/{period}", headers=h)
+    r = await ds.run_cycle(svc.http, settings, program, period)  # maker-checker: prepared, then approved
     assert r.status_code == 200, r.text
     async with svc.rt.sessions() as s:
         rows = (await s.execute(sa.select(store.instructions).where(

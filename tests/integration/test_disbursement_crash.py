@@ -88,8 +88,14 @@ async def test_sigkill_during_cycle_then_restart_pays_everyone_once(settings, nc
 
         t_enrolled = asyncio.get_running_loop().time()
         rng = random.Random(os.environ.get("SINERGI_CRASH_SEED", "7"))
+        # maker-checker: prepared by pm1; the first call is the approval (killed mid-run), the later
+        # ones continue the approved cycle
+        r = await client.post("/cycles/kamalia_merekah/2026-11/prepare", headers=h)
+        assert r.status_code == 200, r.text
+        path = f"/cycles/preparations/{r.json()['preparation_id']}/approve"
         while kills < KILLS:
-            call = asyncio.create_task(client.post("/cycles/kamalia_merekah/2026-11", headers=h))
+            call = asyncio.create_task(client.post(path, headers=ds.headers(settings, user="kadis")))
+            path = "/cycles/kamalia_merekah/2026-11"
             # kill at a random point: after a random amount of progress, plus a random delay
             async with sessions() as s:
                 start_n = (await s.execute(sa.select(sa.func.count()).select_from(store.instructions))).scalar()

@@ -77,7 +77,10 @@ async def test_cycle_preview_commit_rerun_and_settlements(settings, nc, start):
 
         sub = await js.pull_subscribe(settings.names.subject("channel.pos.instructions"),
                                       stream=settings.names.stream("CHANNEL"))
+        # nothing leaves before a second program manager approves the prepared cycle
         r = await svc.http.post(f"/cycles/kamalia_merekah/{PERIOD}", headers=h)
+        assert r.status_code == 409 and "approved preparation" in r.text
+        r = await ds.run_cycle(svc.http, settings, "kamalia_merekah", PERIOD)
         assert r.status_code == 200, r.text
         res = r.json()
         assert res["created"] == 12 and res["total"] == 7_200_000 and res["unfunded"] == 2
@@ -104,6 +107,8 @@ async def test_cycle_preview_commit_rerun_and_settlements(settings, nc, start):
                                json={"ceiling": 1, "reason": "too low"}, headers=h)
         assert r.status_code == 409 and "already reserved" in r.text
         r = await svc.http.post(f"/cycles/kamalia_merekah/{PERIOD}", headers=h)
+        assert r.json()["created"] == 0  # the approved list was the 12 funded then
+        r = await ds.run_cycle(svc.http, settings, "kamalia_merekah", PERIOD)  # a new list, approved again
         assert r.json()["created"] == 2 and r.json()["unfunded"] == 0
 
         # settlements: paid, failed (releases), late duplicate, unknown instruction
@@ -167,10 +172,14 @@ async def test_concurrent_cycles_never_overspend(settings, nc, start):
     persons = ds.people(60, seed=3)
     async with start("disbursement", settings) as svc:
         h = await _setup(svc, settings, js, persons, csr=7 * 600_000 + 599_999, donation=3 * 600_000)
-        results = await asyncio.gather(*[svc.http.post(f"/cycles/kamalia_merekah/{PERIOD}", headers=h)
-                                         for _ in range(8)])
-        assert all(r.status_code == 200 for r in results), [r.text for r in results]
-        assert sum(r.json()["created"] for r in results) == 10
+        pid = (await svc.http.post(f"/cycles/kamalia_merekah/{PERIOD}/prepare", headers=h)).json()["preparation_id"]
+        results = await asyncio.gather(
+            svc.http.post(f"/cycles/preparations/{pid}/approve", headers=ds.headers(settings, user="kadis")),
+            *[svc.http.post(f"/cycles/kamalia_merekah/{PERIOD}", headers=h) for _ in range(7)])
+        assert results[0].status_code == 200, results[0].text
+        # a continuation that came before the approval committed is refused (409), the others wait
+        assert all(r.status_code in (200, 409) for r in results), [r.text for r in results]
+        assert sum(r.json()["created"] for r in results if r.status_code == 200) == 10
         allocs = {x["source"]: x for x in (await svc.http.get("/allocations", headers=h)).json()["items"]}
         assert allocs["csr"]["reserved"] == 7 * 600_000 <= allocs["csr"]["ceiling"]
         assert allocs["donation"]["reserved"] == 3 * 600_000 == allocs["donation"]["ceiling"]

@@ -96,7 +96,7 @@ async def test_hostile_bytes_are_dead_lettered_and_block_nothing(settings, nc, s
     names = settings.names
     async with start("disbursement", settings) as svc:
         h = await _setup(svc, settings, js, ds.people(3, seed=61))
-        assert (await svc.http.post(f"/cycles/kamalia_merekah/{PERIOD}", headers=h)).json()["created"] == 3
+        assert (await ds.run_cycle(svc.http, settings, "kamalia_merekah", PERIOD)).json()["created"] == 3
         async with svc.rt.sessions() as s:
             issued = (await s.execute(sa.select(store.instructions.c.id))).scalars().all()
 

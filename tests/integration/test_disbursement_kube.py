@@ -88,11 +88,12 @@ async def test_kube_group_fund_loans_and_arrears(settings, nc, start):
 
         async def on_stream():
             msgs = await audit.read_stream(js, stream, settings.names.subject("disbursement.>"), idle=0.5)
-            return msgs if len(msgs) >= 5 else None
+            return msgs if sum(b"chain_checkpoint" not in m.data for m in msgs) >= 5 else None
         msgs = await eventually(on_stream)
         rep = audit.verify(msgs, stream)
         assert rep.ok, rep.failures
         kinds = [m[1].split(b'"event_type":"')[1].split(b'"')[0].decode() for m in msgs]
+        kinds = [k for k in kinds if k != "disbursement.chain_checkpoint"]  # the timer may sign in between
         assert kinds[:5] == ["disbursement.kube_group_registered", "disbursement.allocation_set",
                              "disbursement.kube_grant_made", "disbursement.kube_loan_issued",
                              "disbursement.kube_instalment_paid"]
