@@ -173,3 +173,22 @@ async def test_deadletter_stream_keeps_letters_for_a_limited_time(settings, nc):
     await ensure_streams(nc.jetstream(), week, update=True)
     info = await nc.jetstream().stream_info(settings.names.stream("DEADLETTER"))
     assert info.config.max_age == 7 * 86400
+
+
+def test_commands_fail_in_one_line_without_a_traceback(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from services.cli import app
+    from services.kit.embedded import free_port
+
+    monkeypatch.chdir(tmp_path)  # no ./.sinergi here
+    monkeypatch.setenv("SINERGI_NATS_URL", f"nats://127.0.0.1:{free_port()}")  # nobody listens
+    monkeypatch.setenv("SINERGI_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:1/postgres")
+    monkeypatch.setenv("SINERGI_HTTP_PORT_BASE", str(free_port()))
+    runner = CliRunner()
+    for args in (["deadletter", "list", "--since", "yesterday"], ["deadletter", "show", "1"],
+                 ["deadletter", "replay", "1"], ["deadletter", "discard", "1", "--yes"], ["status"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1, (args, r.output)
+        assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit), args
+        assert ("cannot reach NATS" in r.output or "--since 'yesterday'" in r.output), (args, r.output)
