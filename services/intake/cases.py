@@ -75,7 +75,8 @@ async def lookup(deps: Intake, req: LookupRequest) -> LookupReply:
     try:
         msg = await deps.kit.bus.nc.request(deps.kit.names.lookup(),
                                             req.model_dump_json(exclude_none=True).encode(),
-                                            timeout=deps.cfg.lookup_timeout_seconds)
+                                            timeout=deps.cfg.lookup_timeout_seconds,
+                                            headers=deps.kit.tracing.headers())  # trace context (kit.tracing)
     except (nats.errors.Error, TimeoutError, RuntimeError) as exc:  # RuntimeError: not connected yet
         raise RegistryUnavailable(f"the registry did not answer the lookup ({type(exc).__name__})") from exc
     try:

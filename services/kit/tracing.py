@@ -15,6 +15,8 @@ On, a trace follows the work from end to end:
 - Consumers: one span per batch (`consume <durable>`), a child of the first message's
   context, linked to the other messages' contexts (up to `MAX_LINKS`); what the handler emits
   carries that span's context on, to the next service.
+- Core request-reply (`registry.lookup`): the asker sends `headers()`, the responder answers
+  inside `serve(name, msg)`.
 
 Exporter: OTLP over HTTP/protobuf (a collector's port 4318). `SINERGI_OTEL_ENDPOINT` is the
 collector's base URL (`http://otel-collector:4318`); the standard `OTEL_EXPORTER_OTLP_*`
@@ -131,6 +133,26 @@ class Tracing:
             return
         for r in rows:
             r["headers"] = {**(r.get("headers") or {}), **carrier}
+
+    def headers(self) -> dict[str, str] | None:
+        """Headers carrying the current trace context, for a core NATS request (None when off)."""
+        if self.tracer is None:
+            return None
+        carrier: dict[str, str] = {}
+        _propagator.inject(carrier)
+        return carrier or None
+
+    @contextlib.contextmanager
+    def serve(self, name: str, msg: Msg) -> Iterator[None]:
+        """A span around answering one core NATS request, child of the asker's context."""
+        if self.tracer is None:
+            yield
+            return
+        parent = _propagator.extract(dict(msg.headers)) if msg.headers else None
+        with self.tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER,
+                                               attributes={"messaging.system": "nats", "sinergi.service": self.service,
+                                                           "messaging.destination.name": msg.subject}):
+            yield
 
     @contextlib.contextmanager
     def batch(self, durable: str, subject: str, msgs: Sequence[Msg]) -> Iterator[None]:

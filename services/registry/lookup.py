@@ -110,7 +110,8 @@ def register(reg: Registry) -> None:
 
     async def respond(msg: Msg) -> None:
         async with gate:
-            reply = await reply_to(reg, msg.data)
+            with reg.kit.tracing.serve("answer registry.lookup", msg):  # the asker's trace (kit.tracing)
+                reply = await reply_to(reg, msg.data)
         try:
             await msg.respond(reply.model_dump_json().encode())
         except Exception as exc:  # the connection went away meanwhile: the caller retries

@@ -4,6 +4,7 @@ the outbox and the relay, to intake's consumer batch that applies the registry's
 with tracing off (the default), nothing is traced and no header is added."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
@@ -16,6 +17,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from services.kit import tracing
+from services.kit.auth import Role
 from tests import factories
 from tests.conftest import eventually
 from tests.integration.registry_support import auth, send
@@ -54,8 +56,12 @@ async def test_an_enrolment_is_one_trace_from_the_agency_through_registry_to_int
                     if s.name == "consume intake-registry-v2" and s.context.trace_id == trace_id]
         await eventually(consumed_by_intake, timeout=20)
         from services.intake import store as intake_store
-        async with intake.rt.sessions() as s:
-            assert (await s.execute(sa.select(sa.func.count()).select_from(intake_store.beneficiaries))).scalar() == 1
+
+        async def applied():  # registry's events may come in more than one batch
+            async with intake.rt.sessions() as s:
+                return (await s.execute(sa.select(sa.func.count()).select_from(intake_store.beneficiaries))
+                        ).scalar() == 1
+        await eventually(applied, timeout=10)
 
         # an HTTP request is traced too, named by its route template
         await reg.http.get(f"/people/{report['nik']}", headers=auth(settings))
@@ -95,3 +101,38 @@ async def test_off_by_default_nothing_is_traced_and_no_header_is_added(settings,
         sub = await js.pull_subscribe(settings.names.receipts("pkh"), stream=settings.names.stream("AGENCY_RECEIPTS"))
         msg = (await sub.fetch(1, timeout=5))[0]
         assert "traceparent" not in (msg.headers or {})
+
+
+async def test_an_intake_case_and_its_registry_lookup_are_one_trace(settings, nc, start, spans):
+    """intake's HTTP request -> its `registry.lookup` request over core NATS -> the registry's
+    answer (and the SQL it ran), one trace; the case's outbox event carries it to registry's
+    proposals consumer too."""
+    from tests.integration.intake_support import token
+
+    village = "3317012001"
+    front = token(settings, Role.village_office, village, "fo-t")
+    async with start("registry", settings) as reg, start("intake", settings) as intake:
+        r = await intake.http.post("/cases", headers=front, json={
+            "reporter": {"nik": factories.nik(village, dt.date(1970, 1, 2), "M"),
+                         "no_kk": factories.kk(village), "name": "Joko Susilo", "address": "RT 03"},
+            "village_code": village, "category": "excluded_from_program", "channel": "walk_in",
+            "text": "Belum masuk DTKS"})
+        assert r.status_code == 201, r.text
+
+        def answered():
+            return [s for s in spans.get_finished_spans() if s.name == "answer registry.lookup"]
+        answer = (await eventually(answered, timeout=10))[0]
+
+        def proposal_consumed():
+            return [s for s in spans.get_finished_spans() if s.name == "consume registry-proposals-v1"
+                    and s.context.trace_id == answer.context.trace_id]
+        await eventually(proposal_consumed, timeout=20)
+        assert reg.rt.tracing.enabled and intake.rt.tracing.enabled
+
+    finished = spans.get_finished_spans()
+    trace = [s for s in finished if s.context.trace_id == answer.context.trace_id]
+    http = next(s for s in trace if s.kind == SpanKind.SERVER and s.resource.attributes["service.name"] == "intake")
+    assert http.attributes.get("http.route") == "/cases"
+    assert answer.parent.span_id == http.context.span_id  # across core NATS
+    assert answer.resource.attributes["service.name"] == "registry"
+    assert any(s.parent is not None and s.parent.span_id == answer.context.span_id for s in trace)  # its SQL
