@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -55,6 +56,15 @@ class EnrolmentReport(BaseModel):
     status_change_date: str = Field(description="effective date of this status, YYYY-MM-DD",
                                     json_schema_extra={"format": "date"})
     is_head_of_household: bool = Field(default=False, description="the person heads the family (kepala keluarga)")
+    financial_address: dict[str, Any] | None = Field(
+        default=None, description="where a payment channel pays this person in this program (contracts.payee): "
+                                  "{kind: bank_account, bank_code: 3 digits, account_number: 6-20 digits} or "
+                                  "{kind: cash_pickup, reference: the post office's pickup reference}; omitted: "
+                                  "the last one reported stays",
+        examples=[{"kind": "bank_account", "bank_code": "002", "account_number": "0123456789"}])
+    proxy: dict[str, Any] | None = Field(
+        default=None, description="who may collect for the person (wali): {name, relationship, nik (optional)}",
+        examples=[{"name": "Budi Santoso", "relationship": "anak"}])
 
 
 class ReceiptStatus(StrEnum):

@@ -9,8 +9,10 @@ exact bytes of the event with `chain_seq - 1` as published (the whole envelope J
 chain, not the arrival order, defines the order; `disbursement.chain_checkpoint` signs the
 head with the regency's Ed25519 key. Amounts are integer rupiah.
 
-Payment channels (bank, post office) read `PaymentInstruction` on `channel.<name>.instructions`
-and answer with `Settlement` on `channel.<name>.settlements`.
+Payment channels (bank, post office) read batches of disbursements on
+`channel.<name>.instructions` and answer per item on `channel.<name>.settlements`
+(contracts.channel, G2P Connect's disburse / on-disburse); a single `Settlement` is still
+accepted there.
 """
 from __future__ import annotations
 
@@ -80,6 +82,9 @@ class BudgetReserved(AuditEvent):
     period: Period
     lines: list[FundingLine]
     instructions: int = Field(ge=0)
+    cycle_key: str | None = Field(default=None, description="the cycle when it is not the month itself: a quarterly "
+                                                            "stage (2026-T4) or a one-off (2026-11-banjir); `period` "
+                                                            "is then the month it pays in")
 
 
 class IssuedInstruction(BaseModel):
@@ -88,6 +93,7 @@ class IssuedInstruction(BaseModel):
     pseudonym: str = Field(description="HMAC-SHA256(regency key, NIK), hex")
     amount: Rupiah
     funding: list[FundingLine]
+    retry_of: uuid.UUID | None = Field(default=None, description="the failed instruction this one pays again")
 
 
 class PaymentInstructionsIssued(AuditEvent):
@@ -100,6 +106,9 @@ class PaymentInstructionsIssued(AuditEvent):
     channel: str
     items: list[IssuedInstruction]
     total: Rupiah
+    cycle_key: str | None = Field(default=None, description="the cycle when it is not the month itself: a quarterly "
+                                                            "stage (2026-T4) or a one-off (2026-11-banjir); `period` "
+                                                            "is then the month it pays in")
 
 
 class SettlementStatus(StrEnum):
@@ -122,6 +131,9 @@ class SettlementRecorded(AuditEvent):
     settled_at: dt.datetime
     village_code: str | None = Field(default=None, pattern=r"^\d{10}$",
                                      description="the payee's village (Kemendagri code), for realisation per area")
+    cycle_key: str | None = Field(default=None, description="the cycle when it is not the month itself: a quarterly "
+                                                            "stage (2026-T4) or a one-off (2026-11-banjir); `period` "
+                                                            "is then the month it pays in")
 
 
 class BudgetReleased(AuditEvent):
@@ -133,6 +145,9 @@ class BudgetReleased(AuditEvent):
     period: Period
     lines: list[FundingLine]
     reason: str
+    cycle_key: str | None = Field(default=None, description="the cycle when it is not the month itself: a quarterly "
+                                                            "stage (2026-T4) or a one-off (2026-11-banjir); `period` "
+                                                            "is then the month it pays in")
 
 
 class CycleCompleted(AuditEvent):
@@ -146,6 +161,24 @@ class CycleCompleted(AuditEvent):
     total: Rupiah
     unfunded: int = Field(description="eligible people left unpaid because every allocation was exhausted")
     excluded_exclusivity: int = Field(description="eligible people already paid by a program of the same class")
+    cycle_key: str | None = Field(default=None, description="the cycle when it is not the month itself: a quarterly "
+                                                            "stage (2026-T4) or a one-off (2026-11-banjir); `period` "
+                                                            "is then the month it pays in")
+
+
+class StatementReconciled(AuditEvent):
+    """A payment channel's daily statement compared with the books: counts only (the unmatched
+    items themselves are listed to staff by GET /reconciliation/{channel}/{statement_id})."""
+
+    event_type: ClassVar[str] = "disbursement.statement_reconciled"
+    channel: str
+    statement_id: str
+    statement_date: dt.date
+    items: int = Field(description="lines in the statement")
+    matched: int
+    unmatched: int = Field(description="statement lines that disagree with the books, and payments the books "
+                                       "record for that day that the statement lacks")
+    total: Rupiah = Field(description="the statement's sum")
 
 
 class KubeGroupRegistered(AuditEvent):
@@ -269,24 +302,7 @@ class CycleRejected(AuditEvent):
     reason: str
 
 
-# --- payment channel messages (CHANNEL stream; these carry the NIK: the channel pays a person)
-
-class PaymentInstruction(BaseModel):
-    """One payment to one person; `instruction_id` is the idempotency key made from
-    (program, period, NIK) and is also the message's Nats-Msg-Id: pay each id at most once."""
-
-    model_config = ConfigDict(extra="forbid")
-    instruction_id: uuid.UUID
-    idempotency_key: str = Field(description="<program>/<period>/<NIK>")
-    programme_identifier: ProgramCode
-    period: Period
-    nik: str
-    no_kk: str
-    village_code: str
-    amount: Rupiah
-    currency: str = "IDR"
-    issued_at: dt.datetime
-
+# --- a payment channel's single report (CHANNEL stream; the batch forms are in contracts.channel)
 
 class Settlement(BaseModel):
     """A channel's answer for one instruction. Publish with Nats-Msg-Id = `settlement_id`."""

@@ -12,7 +12,6 @@ domain module is exported without touching this file.
 """
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pydantic import BaseModel
 
 from contracts.agency import EnrolmentReport, ReceiptBatch
 from contracts.catalog import EVENTS
+from contracts.channel import DisburseRequest, OnDisburse, Statement
 from contracts.deadletter import DeadLetter
 from contracts.envelope import Envelope, Event
 from contracts.lookup import LookupReply, LookupRequest
@@ -50,10 +50,6 @@ class Message:
 
 PROGRAM = ("program", "program code, e.g. pkh, bpnt, kamalia_merekah")
 CHANNEL = ("channel", "payment channel name, e.g. bank_jateng, pos")
-# the payment-channel models belong to the disbursement contracts; exported when present
-_disb = importlib.import_module("contracts.disbursement")
-_Instruction = getattr(_disb, "PaymentInstruction", None)
-_Settlement = getattr(_disb, "Settlement", None)
 MESSAGES: tuple[Message, ...] = (
     Message("enrolment_report", EnrolmentReport, "agency.{program}.enrolments", "AGENCY_ENROLMENTS", "receive",
             "A program agency reports one person's enrolment. Set the Nats-Msg-Id header to "
@@ -66,12 +62,18 @@ MESSAGES: tuple[Message, ...] = (
     Message("dead_letter", DeadLetter, "deadletter.{service}", "DEADLETTER", "send",
             "A message a service could not accept, verbatim (base64) with the reason; for operators.",
             (("service", "the service that rejected it: intake, registry, disbursement, reporting"),)),
-    *(() if _Instruction is None else (
-        Message("payment_instruction", _Instruction, "channel.{channel}.instructions", "CHANNEL", "send",
-                "Disbursement tells a payment channel (bank, post office) to pay one person.", (CHANNEL,)),)),
-    *(() if _Settlement is None else (
-        Message("settlement", _Settlement, "channel.{channel}.settlements", "CHANNEL", "receive",
-                "A payment channel reports one instruction paid or failed.", (CHANNEL,)),)),
+    Message("disburse_request", DisburseRequest, "channel.{channel}.instructions", "CHANNEL", "send",
+            "Disbursement tells a payment channel (bank, post office) to pay up to 500 people (G2P Connect "
+            "disburse): payee name, financial address, proxy, amount, narrative. Nats-Msg-Id = transaction_id; "
+            "pay each disbursement_id at most once.", (CHANNEL,)),
+    Message("on_disburse", OnDisburse, "channel.{channel}.settlements", "CHANNEL", "receive",
+            "The channel's per-item answers (succ, or rjct with a reason code), Nats-Msg-Id "
+            "<channel>:<settlement_id>. A channel settles only instructions issued to it "
+            "(else rjct.settlement.wrong_channel); settlement ids are unique per channel. A single Settlement "
+            "(contracts.disbursement) is still accepted on the same subject.", (CHANNEL,)),
+    Message("statement", Statement, "channel.{channel}.statements", "CHANNEL", "receive",
+            "The channel's daily statement (the day's paid items, WIB); Sinergi reconciles it and lists what "
+            "does not match.", (CHANNEL,)),
     Message("lookup_request", LookupRequest, REGISTRY_LOOKUP, None, "receive",
             "Core NATS request-reply (no stream): find people by NIK, No. KK, or name in a village."),
     Message("lookup_reply", LookupReply, REGISTRY_LOOKUP + ".reply", None, "send",

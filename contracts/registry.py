@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from contracts.agency import EnrolmentStatus, Sex
 from contracts.envelope import Event
+from contracts.payee import Payee
 from contracts.values import NIK, NoKK, ProgramCode, VillageCode
 
 
@@ -81,6 +82,9 @@ class EnrolmentChange(BaseModel):
         default=None, description="the person's latest verivali result (None: never verified); disbursement "
                                   "pays only `verified` people")
     verification_period: str | None = Field(default=None, description="the round that result belongs to")
+    payee: Payee | None = Field(default=None, description="who a payment channel pays: name, financial address, "
+                                                          "proxy (wali), as the agency reported them; None: not "
+                                                          "reported with this change (the last known stay)")
 
 
 class EnrolmentsChanged(Event):

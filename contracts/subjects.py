@@ -18,7 +18,7 @@ STREAMS: dict[str, list[str]] = {
     "DISBURSEMENT": ["disbursement.>"],
     "AGENCY_ENROLMENTS": ["agency.*.enrolments"],
     "AGENCY_RECEIPTS": ["agency.*.receipts"],
-    "CHANNEL": ["channel.*.instructions", "channel.*.settlements"],
+    "CHANNEL": ["channel.*.instructions", "channel.*.settlements", "channel.*.statements"],
     "DEADLETTER": ["deadletter.>"],
 }
 # the auditors' stream: money must not be deleted or purged (issue 7)

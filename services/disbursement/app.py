@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from services.disbursement import api, api_kube, cycles, handlers, ledger, store
+from services.disbursement import api, api_channels, api_kube, cycles, handlers, ledger, store
 from services.disbursement.config import DisbursementSettings
 from services.disbursement.domain import Refused
 from services.kit.runtime import Kit
@@ -61,4 +61,5 @@ def create_app(settings: Settings | None = None, cfg: DisbursementSettings | Non
     app.add_exception_handler(Refused, _refused)
     app.include_router(api.router(deps))
     app.include_router(api_kube.router(deps))
+    app.include_router(api_channels.router(deps))
     return app

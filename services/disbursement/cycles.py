@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.disbursement import (BudgetReserved, CycleCompleted, FundingLine, IssuedInstruction,
                                     PaymentInstructionsIssued)
 from contracts.envelope import utcnow
-from services.disbursement import domain, ledger, store
+from services.disbursement import disburse, domain, ledger, store
 from services.disbursement.config import DisbursementSettings
 from services.disbursement.domain import ProgramRules
 from services.kit import logging as klog
@@ -60,16 +60,30 @@ class CycleTerms:
     def min_birth(self) -> dt.date | None:
         return domain.min_birth_date(self.period, self.rules.min_age)
 
+    @property
+    def month(self) -> str:
+        """The month the cycle pays in: the audit stream's `period` (domain.cycle_month)."""
+        return domain.cycle_month(self.period)
+
+    @property
+    def cycle_key(self) -> str | None:
+        """The key on the audit stream when it is not the month itself (a stage, a one-off)."""
+        return None if self.period == self.month else self.period
+
 
 async def load_terms(s: AsyncSession, program: str, period: str) -> CycleTerms:
     try:
-        domain.check_period(period)
-    except ValueError:
-        raise CycleError(f"period {period!r} must be YYYY-MM with a month 01-12", 422) from None
+        domain.check_cycle_key(period)
+    except ValueError as e:
+        raise CycleError(str(e), 422) from None
     raw = await store.program_rules(s, program)
     if raw is None:
         raise CycleError(f"no program {program!r}: define its rules with PUT /programs/{program}", 404)
     rules = ProgramRules.model_validate(raw)
+    try:  # the key follows the program's frequency (monthly, quarterly stage, one-off)
+        domain.check_cycle_key(period, rules.frequency)
+    except ValueError as e:
+        raise CycleError(f"{program} pays {rules.frequency}: {e}", 422) from None
     year = int(period[:4])
     if rules.amount.kind == "fixed":
         amount = int(rules.amount.amount or 0)
@@ -161,21 +175,12 @@ class RunResult:
     per_source: dict = field(default_factory=lambda: defaultdict(int))
 
 
-def _instruction_payload(iid: uuid.UUID, ctx: CycleTerms, nik: str, no_kk: str, village: str, now: str) -> bytes:
-    # formatted by hand, not via pydantic or json.dumps: a million of these per cycle. Every
-    # value is digits, a checked program code or a period, so nothing needs escaping (same
-    # fields as contracts.disbursement.PaymentInstruction; a unit test checks they validate)
-    return (f'{{"instruction_id":"{iid}","idempotency_key":"{ctx.program}/{ctx.period}/{nik}",'
-            f'"programme_identifier":"{ctx.program}","period":"{ctx.period}","nik":"{nik}","no_kk":"{no_kk}",'
-            f'"village_code":"{village}","amount":{ctx.amount},"currency":"IDR","issued_at":"{now}"}}').encode()
-
-
 async def _next_people(s: AsyncSession, ctx: CycleTerms, after: str, limit: int) -> tuple[list, str | None]:
     """The next `limit` enrolled people after NIK `after` (keyset: an index range, never a scan of
     everyone) minus those already paid, excluded, or unverified. The anti-joins are done on the
     same NIK range through each table's index, so the cost per chunk does not grow with the
     cycle. Returns (eligible people in NIK order, last NIK looked at; None at the end)."""
-    q = ["select nik, no_kk, village_code from enrolments where programme_identifier = :p",
+    q = ["select nik, no_kk, village_code, payee from enrolments where programme_identifier = :p",
          "and enrolment_status = 'active' and nik > :after"]
     params: dict = {"p": ctx.program, "after": after, "lim": limit}
     if ctx.min_birth:
@@ -226,10 +231,11 @@ def _build(cfg: DisbursementSettings, channel: str, ctx: CycleTerms, cid: uuid.U
     now_s = now.isoformat()
     cls = ctx.rules.exclusivity_class
     it = iter(people)
+    texts: list[tuple[uuid.UUID, str]] = []
     for t in tranches:
         lines = [FundingLine(source=src, allocation_id=aid, amount=amt) for src, aid, amt in t.lines]
         for _ in range(t.count):
-            nik, no_kk, village = next(it)
+            nik, no_kk, village, payee = next(it)
             iid = domain.instruction_id(ctx.program, ctx.period, nik)
             pseud = cfg.pseudonym(nik)
             w.instructions.append((iid, ctx.program, ctx.period, nik, pseud, ctx.amount, ctx.rules.channel, cls, cid,
@@ -239,13 +245,14 @@ def _build(cfg: DisbursementSettings, channel: str, ctx: CycleTerms, cid: uuid.U
                                                    ledger.budget_account(aid), amt, aid, iid))
                 w.per_alloc[aid] += amt
                 w.src_of[aid] = src
-            # prebuilt outbox rows (uow.add_rows): a million per cycle, no pydantic per message;
-            # Nats-Msg-Id = instruction id, so a channel can de-duplicate on it
-            w.messages.append({"id": iid, "subject": channel, "headers": {},
-                               "payload": _instruction_payload(iid, ctx, nik, no_kk, village, now_s)})
+            texts.append((iid, disburse.item(iid, ctx.program, ctx.period, nik, no_kk, village, ctx.amount, payee,
+                                             now_s)))
             # trusted values built here: construct without re-validating a million times
             w.items.append(IssuedInstruction.model_construct(instruction_id=iid, pseudonym=pseud, amount=ctx.amount,
                                                              funding=lines))
+    # prebuilt outbox rows (uow.add_rows), up to 500 disbursements each (G2P Connect disburse):
+    # a million people are 2,000 channel messages, not a million
+    w.messages = disburse.rows(channel, ctx.program, texts)
     return w
 
 
@@ -261,11 +268,12 @@ async def _reserve(s: AsyncSession, per_alloc: dict[uuid.UUID, int]) -> None:
 
 def _announce(chain: ledger.Chain, ctx: CycleTerms, cid: uuid.UUID, w: _Issue) -> None:
     lines = [FundingLine(source=w.src_of[aid], allocation_id=aid, amount=amt) for aid, amt in w.per_alloc.items()]
-    chain.emit(BudgetReserved, cycle_id=cid, programme_identifier=ctx.program, period=ctx.period, lines=lines,
-               instructions=len(w.items))
+    chain.emit(BudgetReserved, cycle_id=cid, programme_identifier=ctx.program, period=ctx.month, lines=lines,
+               instructions=len(w.items), cycle_key=ctx.cycle_key)
     for i in range(0, len(w.items), ITEMS_PER_EVENT):  # stay well under NATS's 1 MB max payload
         part = w.items[i:i + ITEMS_PER_EVENT]
-        chain.emit(PaymentInstructionsIssued, cycle_id=cid, programme_identifier=ctx.program, period=ctx.period,
+        chain.emit(PaymentInstructionsIssued, cycle_id=cid, programme_identifier=ctx.program, period=ctx.month,
+                   cycle_key=ctx.cycle_key,
                    channel=ctx.rules.channel, items=part, total=sum(x.amount for x in part))
 
 
@@ -355,7 +363,8 @@ async def _complete(deps: Disbursement, ctx: CycleTerms, cid: uuid.UUID, res: Ru
         pending = (await s.execute(sa.text(f"select count(*) from ({sql}) q"), params)).scalar_one()
         sql, params = _eligible_sql(ctx, exclusivity=True)
         unfunded = (await s.execute(sa.text(f"select count(*) from ({sql}) q"), params)).scalar_one()
-        chain.emit(CycleCompleted, cycle_id=cid, programme_identifier=ctx.program, period=ctx.period,
+        chain.emit(CycleCompleted, cycle_id=cid, programme_identifier=ctx.program, period=ctx.month,
+                   cycle_key=ctx.cycle_key,
                    instructions=totals["instructions"], total=totals["total"], unfunded=unfunded,
                    excluded_exclusivity=pending - unfunded)
         await s.execute(sa.update(store.cycles).where(store.cycles.c.id == cid)

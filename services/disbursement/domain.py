@@ -6,6 +6,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import hashlib
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,36 @@ class Refused(Exception):
 
 def check_period(period: str) -> str:
     return _period.validate_python(period)
+
+
+Frequency = Literal["monthly", "quarterly", "one_off"]
+_MONTHLY = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
+# PKH pays in quarterly stages (tahap): 2026-T4. One spelling only: were 2026-Q4 also a key,
+# the same stage could be paid twice under two names
+_QUARTERLY = re.compile(r"(\d{4})-T([1-4])")
+# a one-off payment names its month and what it is for: 2026-11-banjir (flood relief)
+_ONE_OFF = re.compile(r"(\d{4})-(0[1-9]|1[0-2])-([a-z][a-z0-9_]{0,30})")
+KEY_FORMS: dict[str, str] = {"monthly": "YYYY-MM (e.g. 2026-11)",
+                             "quarterly": "YYYY-Tn, the stage (tahap) n = 1-4 (e.g. 2026-T4 for October-December)",
+                             "one_off": "YYYY-MM-name (e.g. 2026-11-banjir)"}
+
+
+def check_cycle_key(key: str, frequency: str | None = None) -> str:
+    """A cycle key of the program's frequency (any frequency when None); ValueError says which
+    form is expected. The key is the cycle's identity: (program, key, NIK) is paid at most once."""
+    forms = {"monthly": _MONTHLY, "quarterly": _QUARTERLY, "one_off": _ONE_OFF}
+    wanted = [frequency] if frequency else list(forms)
+    if any(forms[f].fullmatch(key) for f in wanted):
+        return key
+    raise ValueError(f"period {key!r} must be " + " or ".join(KEY_FORMS[f] for f in wanted))
+
+
+def cycle_month(key: str) -> str:
+    """The month a cycle pays in (YYYY-MM, what the audit stream and reports count by): the
+    month itself, a stage's first month, a one-off's month."""
+    if m := _QUARTERLY.fullmatch(key):
+        return f"{m.group(1)}-{(int(m.group(2)) - 1) * 3 + 1:02d}"
+    return key[:7]
 
 
 def add_months(d: dt.date, n: int) -> dt.date:
@@ -94,7 +125,8 @@ class ProgramRules(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
     amount: AmountRule
-    frequency: Literal["monthly"] = "monthly"
+    frequency: Frequency = Field(default="monthly", description="monthly (period 2026-11), quarterly stages "
+                                 "(tahap, period 2026-T4) or one_off (period 2026-11-banjir)")
     require_verified: bool = Field(default=True, description="the person's latest verification (verivali) passed")
     min_age: int | None = Field(default=None, ge=0, le=130, description="age in years on the period's first day")
     funding_mode: Literal["order", "split"] = Field(
@@ -121,7 +153,8 @@ def min_birth_date(period: str, min_age: int | None) -> dt.date | None:
     """Born on or before this date to be `min_age` on the period's first day."""
     if min_age is None:
         return None
-    y, m = int(period[:4]), int(period[5:])
+    month = cycle_month(period)
+    y, m = int(month[:4]), int(month[5:7])
     return dt.date(y - min_age, m, 1)
 
 
@@ -327,3 +360,51 @@ def arrears(loans: Iterable[LoanState], as_of: dt.date) -> tuple[list[dict[str, 
         out.append({"loan_id": str(ln.loan_id), "member": ln.member, "principal": ln.principal,
                     "outstanding": ln.principal - ln.repaid, "overdue": late, "days_overdue": days, "bucket": b})
     return out, buckets
+
+
+# --- channel statements -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Booked:
+    """An instruction as the books know it (for reconciling a channel's statement)."""
+
+    channel: str
+    status: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class Unmatched:
+    disbursement_id: str
+    amount: int
+    reason_code: str
+    reason: str
+
+
+def reconcile_statement(channel: str, lines: Sequence[tuple[uuid.UUID, int]], books: dict[uuid.UUID, Booked],
+                        paid_that_day: dict[uuid.UUID, int]) -> tuple[int, list[Unmatched]]:
+    """A channel's statement (`lines`: disbursement id, amount) against the books: `books` holds
+    the instructions the lines name, `paid_that_day` what the books record as paid by this
+    channel on the statement's day. Returns (lines matched, what does not match)."""
+    out: list[Unmatched] = []
+    seen: set[uuid.UUID] = set()
+    matched = 0
+    for iid, amount in lines:
+        b = books.get(iid)
+        if iid in seen:
+            out.append(Unmatched(str(iid), amount, "unmatched.duplicate_line", "the statement lists it twice"))
+        elif b is None or b.channel != channel:
+            out.append(Unmatched(str(iid), amount, "unmatched.unknown", f"no instruction {iid} was issued to {channel}"))
+        elif b.status != "paid":
+            out.append(Unmatched(str(iid), amount, f"unmatched.{b.status}",
+                                 f"the books have it {b.status}, the statement paid"))
+        elif b.amount != amount:
+            out.append(Unmatched(str(iid), amount, "unmatched.amount", f"the books have {b.amount}, the statement {amount}"))
+        else:
+            matched += 1
+        seen.add(iid)
+    for iid, amount in paid_that_day.items():
+        if iid not in seen:
+            out.append(Unmatched(str(iid), amount, "unmatched.missing",
+                                 "the books record it paid by this channel that day; the statement does not list it"))
+    return matched, out

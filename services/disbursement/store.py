@@ -20,6 +20,7 @@ outbox = outbox_table(metadata)
 inbox = inbox_table(metadata)
 
 _now = sa.func.now()
+KEY_LEN = 40  # a cycle key (domain.check_cycle_key): month, quarterly stage or one-off
 
 # The hash chain's head; one row. Every transaction that writes audit events locks it first, so
 # chain order is commit order (and every money transaction is serialised behind it).
@@ -41,6 +42,9 @@ enrolments = sa.Table(
     sa.Column("birth_date", sa.Date, nullable=False),
     sa.Column("enrolment_status", sa.Text, nullable=False),
     sa.Column("status_change_date", sa.Date, nullable=False),
+    # who the channel pays: {"name", "financial_address", "proxy"} as the agency reported it
+    # (contracts.values.Payee); read only to build channel instructions, never published elsewhere
+    sa.Column("payee", JSONB(none_as_null=True)),  # None is SQL NULL (coalesce keeps the known details)
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
     sa.Index("enrolments_program_status", "programme_identifier", "enrolment_status", "nik"),
 )
@@ -104,7 +108,7 @@ cycles = sa.Table(
     "cycles", metadata,
     sa.Column("id", UUID(as_uuid=True), primary_key=True),
     sa.Column("programme_identifier", sa.Text, nullable=False),
-    sa.Column("period", sa.String(7), nullable=False),
+    sa.Column("period", sa.String(KEY_LEN), nullable=False),  # the cycle key: 2026-11, 2026-Q4, 2026-11-banjir
     sa.Column("status", sa.Text, nullable=False),  # running, completed
     sa.Column("started_by", sa.Text, nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
@@ -114,9 +118,9 @@ cycles = sa.Table(
 
 instructions = sa.Table(
     "instructions", metadata,
-    sa.Column("id", UUID(as_uuid=True), primary_key=True),  # uuid5 of the idempotency key
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),  # uuid5 of the idempotency key (a retry: of its parent)
     sa.Column("programme_identifier", sa.Text, nullable=False),
-    sa.Column("period", sa.String(7), nullable=False),
+    sa.Column("period", sa.String(KEY_LEN), nullable=False),  # the cycle key
     sa.Column("nik", sa.String(16), nullable=False),
     sa.Column("pseudonym", sa.String(64), nullable=False),
     sa.Column("amount", sa.BigInteger, nullable=False),
@@ -127,11 +131,39 @@ instructions = sa.Table(
     sa.Column("reason", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
     sa.Column("settled_at", sa.DateTime(timezone=True)),
-    sa.UniqueConstraint("programme_identifier", "period", "nik", name="instruction_idempotency"),
+    sa.Column("retry_of", UUID(as_uuid=True)),  # the failed instruction this one pays again
     sa.CheckConstraint("amount > 0", name="instruction_amount_positive"),
-    # no person gets two cash programs of the same class in the same month, whatever races
+    # never two live (issued or paid) instructions for one (program, cycle, NIK), whatever races;
+    # failed ones stay beside their retry
+    sa.Index("instruction_live", "programme_identifier", "period", "nik", unique=True,
+             postgresql_where=sa.text("status <> 'failed'")),
+    # no person gets two cash programs of the same class in the same cycle, whatever races
     sa.Index("instruction_exclusivity", "exclusivity_class", "period", "nik", unique=True,
-             postgresql_where=sa.text("exclusivity_class is not null")),
+             postgresql_where=sa.text("exclusivity_class is not null and status <> 'failed'")),
+)
+
+# a channel's daily statement, reconciled against the instructions issued to it
+statements = sa.Table(
+    "statements", metadata,
+    sa.Column("channel", sa.Text, primary_key=True),
+    sa.Column("statement_id", sa.Text, primary_key=True),
+    sa.Column("statement_date", sa.Date, nullable=False),
+    sa.Column("items", sa.Integer, nullable=False),
+    sa.Column("matched", sa.Integer, nullable=False),
+    sa.Column("unmatched", sa.Integer, nullable=False),
+    sa.Column("total", sa.BigInteger, nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+)
+
+# statement lines that do not agree with Sinergi's books, for an operator to chase
+unmatched_items = sa.Table(
+    "unmatched_items", metadata,
+    sa.Column("channel", sa.Text, primary_key=True),
+    sa.Column("statement_id", sa.Text, primary_key=True),
+    sa.Column("disbursement_id", sa.Text, primary_key=True),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("reason_code", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
 )
 
 # The double-entry ledger. Money moves from `credit_account` to `debit_account`; each row is one
@@ -243,7 +275,9 @@ async def upsert_enrolments(s: AsyncSession, rows: list[dict[str, Any]]) -> None
     await s.execute(stmt.on_conflict_do_update(
         index_elements=["nik", "programme_identifier"],
         set_={c: stmt.excluded[c] for c in ("no_kk", "village_code", "birth_date", "enrolment_status",
-                                            "status_change_date")} | {"updated_at": sa.func.now()},
+                                            "status_change_date")}
+        # a change without payee details keeps the ones already known
+        | {"payee": sa.func.coalesce(stmt.excluded.payee, t.c.payee), "updated_at": sa.func.now()},
         where=stmt.excluded.status_change_date >= t.c.status_change_date), rows)
 
 

@@ -102,7 +102,7 @@ def agency(program: str, agency_name: str = "") -> Identity:
 
 def channel(name: str) -> Identity:
     user = f"channel-{name}"
-    pub = [f"channel.{name}.settlements",
+    pub = [f"channel.{name}.settlements", f"channel.{name}.statements",
            *_one_consumer("CHANNEL", f"instructions-{name}", f"channel.{name}.instructions")]
     sub = [f"_INBOX.{user}.>", f"channel.{name}.instructions"]
     return Identity(user, "channel", pub, sub, description=f"payment channel {name}")

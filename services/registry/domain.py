@@ -10,9 +10,10 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from contracts.agency import EnrolmentReport, EnrolmentStatus, Sex
+from contracts.payee import FinancialAddress, Payee, Proxy
 from contracts.values import Problem, kk_problems, nik_consistency, parse_nik, village_problems
 from services.registry import names
 
@@ -173,6 +174,7 @@ def check_report(data: bytes, subject_program: str, today: dt.date | None = None
                                 "status_change_date"))
     if parts is not None:
         problems += nik_consistency(parts, birth, rep.sex if rep.sex in ("F", "M") else None)
+    problems += payee_problems(rep)
     if header_id is not None and not _scoped(header_id, subject_program, rep.message_id):
         shown = header_id if len(header_id) <= 140 else header_id[:140] + "..."
         problems.append(Problem(
@@ -184,6 +186,33 @@ def check_report(data: bytes, subject_program: str, today: dt.date | None = None
         return None, raw, problems
     assert birth and effective
     return CheckedReport(rep, subject_program, birth, effective, rep.village_code.replace(".", "")), raw, []
+
+
+_FA = TypeAdapter(FinancialAddress)
+
+
+def payee_problems(rep: EnrolmentReport) -> list[Problem]:
+    """A financial address and proxy, when reported, must be ones a payment channel can act on."""
+    out: list[Problem] = []
+    for field, check in (("financial_address", _FA.validate_python), ("proxy", Proxy.model_validate)):
+        value = getattr(rep, field)
+        if value is None:
+            continue
+        try:
+            check(value)
+        except ValidationError as exc:
+            where = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or field}: {e['msg']}" for e in exc.errors()[:3])
+            out.append(Problem(f"{field}.invalid", f"{field} is not usable ({where})", field))
+    return out
+
+
+def payee_json(rep: EnrolmentReport) -> str | None:
+    """The payee details a report carries (contracts.payee.Payee as JSON), or None: none reported."""
+    if rep.financial_address is None and rep.proxy is None:
+        return None
+    return Payee(name=rep.name, financial_address=_FA.validate_python(rep.financial_address)
+                 if rep.financial_address is not None else None,
+                 proxy=Proxy.model_validate(rep.proxy) if rep.proxy is not None else None).model_dump_json()
 
 
 def winners(reports: list[CheckedReport]) -> dict[tuple[str, str], CheckedReport]:
@@ -394,9 +423,11 @@ def plan_ingest(batch: Batch, people: Mapping[str, Person], enrolments: Mapping[
         rep = r.report
         status[key] = rep.enrolment_status
         person = people.get(r.nik)
+        payee = payee_json(rep)
         enrol_rows.append({"nik": r.nik, "programme_identifier": r.program,
                            "enrolment_status": rep.enrolment_status, "status_change_date": r.status_change_date,
-                           "message_id": rep.message_id, "reference_id": rep.reference_id, "reported_by": r.program})
+                           "message_id": rep.message_id, "reference_id": rep.reference_id, "reported_by": r.program,
+                           "payee": payee})
         changes.append({
             "nik": r.nik, "no_kk": rep.no_kk, "village_code": r.village_code, "birth_date": r.birth_date.isoformat(),
             "programme_identifier": r.program, "enrolment_status": rep.enrolment_status,
@@ -404,7 +435,8 @@ def plan_ingest(batch: Batch, people: Mapping[str, Person], enrolments: Mapping[
             "status_change_date": r.status_change_date.isoformat(), "reported_by": r.program,
             "reference_id": rep.reference_id,
             "verification_status": person.verification_status if person else None,
-            "verification_period": person.verification_period if person else None})
+            "verification_period": person.verification_period if person else None,
+            "payee": json.loads(payee) if payee else None})
     conflicts += deaths_while_active(status, batch.by_nik)
     return IngestPlan(tuple(people_rows), tuple(history), tuple(trigram_rows),
                       tuple(households[k] for k in sorted(households)), enrolment_history, tuple(enrol_rows),

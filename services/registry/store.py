@@ -141,6 +141,9 @@ enrolments = sa.Table(
     sa.Column("message_id", sa.Text, nullable=False),
     sa.Column("reference_id", sa.Text, nullable=False, server_default=""),
     sa.Column("reported_by", sa.Text, nullable=False),
+    # who a payment channel pays in this program (contracts.payee.Payee, JSON): name, financial
+    # address, proxy, as the agency last reported them; passed on only in enrolments_changed
+    sa.Column("payee", sa.Text),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 
@@ -276,7 +279,8 @@ async def upsert_enrolments(session, rows: list[dict]) -> None:
                       "on conflict (nik, programme_identifier) do update set "
                       "enrolment_status = excluded.enrolment_status, status_change_date = excluded.status_change_date, "
                       "message_id = excluded.message_id, reference_id = excluded.reference_id, "
-                      "reported_by = excluded.reported_by, updated_at = now() "
+                      "reported_by = excluded.reported_by, payee = coalesce(excluded.payee, enrolments.payee), "
+                      "updated_at = now() "
                       "where (excluded.status_change_date, excluded.message_id collate \"C\") > "
                       "(enrolments.status_change_date, enrolments.message_id collate \"C\")")
 

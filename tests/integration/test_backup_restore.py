@@ -115,11 +115,14 @@ async def traffic(svcs, settings, nc, persons) -> None:
     sub = await js.pull_subscribe(settings.names.subject("channel.pos.instructions"),
                                   stream=settings.names.stream("CHANNEL"))
     now = dt.datetime.now(dt.UTC).isoformat()
-    for i, m in enumerate(await sub.fetch(4, timeout=5)):
-        st = {"settlement_id": f"s{i}", "instruction_id": json.loads(m.data)["instruction_id"],
+    msgs = await sub.fetch(1, timeout=5)  # one disburse batch carries the cycle's instructions
+    items = [d for m in msgs for d in json.loads(m.data)["disbursements"]]
+    for i, d in enumerate(items[:4]):
+        st = {"settlement_id": f"s{i}", "instruction_id": d["disbursement_id"],
               "status": "failed" if i == 0 else "paid", "reason": "closed" if i == 0 else None, "settled_at": now}
         await js.publish(settings.names.subject("channel.pos.settlements"), json.dumps(st).encode(),
-                         headers={"Nats-Msg-Id": f"s{i}"})
+                         headers={"Nats-Msg-Id": f"pos:s{i}"})
+    for m in msgs:
         await m.ack()
 
     async def settled():

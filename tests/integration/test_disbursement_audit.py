@@ -29,10 +29,10 @@ async def test_audit_stream_verifies_and_carries_no_nik(settings, nc, start, tmp
         assert r.json()["created"] == 12
         sub = await js.pull_subscribe(settings.names.subject("channel.pos.instructions"),
                                       stream=settings.names.stream("CHANNEL"))
-        got = await sub.fetch(12, timeout=5)
+        got = [d for m in await sub.fetch(1, timeout=5) for d in json.loads(m.data)["disbursements"]]
         now = dt.datetime.now(dt.UTC).isoformat()
-        for i, m in enumerate(got[:3]):
-            iid = json.loads(m.data)["instruction_id"]
+        for i, d in enumerate(got[:3]):
+            iid = d["disbursement_id"]
             st = {"settlement_id": f"s{i}", "instruction_id": iid, "status": "failed" if i == 0 else "paid",
                   "reason": "no such account" if i == 0 else None, "settled_at": now}
             await js.publish(settings.names.subject("channel.pos.settlements"), json.dumps(st).encode(),

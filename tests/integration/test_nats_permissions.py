@@ -30,7 +30,7 @@ ACK = ".1.1.1.1.1.1"  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<t
 DATA = ["agency.pkh.enrolments", "agency.kamalia.enrolments", "agency.pkh.receipts", "agency.kamalia.receipts",
         "registry.events.people_registered", "intake.events.case_registered", "disbursement.cycle_completed",
         "channel.bri.instructions", "channel.bri.settlements", "channel.pos.instructions", "channel.pos.settlements",
-        "deadletter.registry", "deadletter.intake", "deadletter.disbursement", "deadletter.reporting",
+        "channel.bri.statements", "channel.pos.statements", "deadletter.registry", "deadletter.intake", "deadletter.disbursement", "deadletter.reporting",
         "registry.lookup", "_INBOX.agency-kamalia.fake-reply", "_INBOX.svc-intake.fake-reply", "$SYS.REQ.SERVER.PING"]
 JSAPI = [
     *[f"{API}.STREAM.{op}.{s}" for op in ("DELETE", "PURGE", "CREATE", "UPDATE") for s in STREAMS],
@@ -80,7 +80,7 @@ def _agency(p: str) -> set[str]:
 
 
 def _channel(c: str) -> set[str]:
-    return {f"channel.{c}.settlements", f"{API}.CONSUMER.CREATE.CHANNEL.instructions-{c}.channel.{c}.instructions",
+    return {f"channel.{c}.settlements", f"channel.{c}.statements", f"{API}.CONSUMER.CREATE.CHANNEL.instructions-{c}.channel.{c}.instructions",
             f"{API}.CONSUMER.MSG.NEXT.CHANNEL.instructions-{c}"}
 
 

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, strategies as st
 from pydantic import ValidationError
 
-from contracts.disbursement import PaymentInstruction, SettlementStatus
-from services.disbursement import cycles, domain
+from contracts.channel import DisburseRequest
+from contracts.disbursement import SettlementStatus
+from services.disbursement import disburse, domain
 from services.disbursement.config import pseudonym
 from services.disbursement.domain import Budget, ProgramRules, Refused, SettlementRejected
 
@@ -75,13 +76,39 @@ def test_ids_are_deterministic_idempotency_keys():
     assert domain.min_birth_date("2026-11", 60) == dt.date(1966, 11, 1)
 
 
-def test_hand_built_channel_payload_is_a_valid_payment_instruction():
-    ctx = cycles.CycleTerms("pkh", "2026-11", ProgramRules.model_validate(rules()), 600_000, 2026)
-    iid = domain.instruction_id("pkh", "2026-11", "3317014107600001")
-    raw = cycles._instruction_payload(iid, ctx, "3317014107600001", "3317010101100001", "3317012001",
-                                      dt.datetime.now(dt.UTC).isoformat())
-    pi = PaymentInstruction.model_validate_json(raw)
-    assert pi.instruction_id == iid and pi.amount == 600_000 and pi.idempotency_key == "pkh/2026-11/3317014107600001"
+def test_hand_built_channel_batch_is_a_valid_disburse_request():
+    now = dt.datetime.now(dt.UTC).isoformat()
+    iid = domain.instruction_id("pkh", "2026-T4", "3317014107600001")
+    payee = {"name": 'Mbah "Sri" Wahyuni', "financial_address": {"kind": "bank_account", "bank_code": "002",
+                                                                  "account_number": "0123456789"},
+             "proxy": {"name": "Budi", "nik": None, "relationship": "anak"}}
+    texts = [(iid, disburse.item(iid, "pkh", "2026-T4", "3317014107600001", "3317010101100001", "3317012001",
+                                 600_000, payee, now))]
+    texts += [(i, disburse.item(i, "pkh", "2026-T4", "3317014107600002", "3317010101100001", "3317012001",
+                                600_000, None, now, retry_of=iid)) for i in [uuid.uuid4() for _ in range(600)]]
+    rows = disburse.rows("channel.bank.instructions", "pkh", texts)
+    assert len(rows) == 2  # 500 + 101
+    req = DisburseRequest.model_validate_json(rows[0]["payload"])
+    first = req.disbursements[0]
+    assert rows[0]["id"] == req.transaction_id and len(req.disbursements) == 500
+    assert first.disbursement_id == iid and first.amount == 600_000 and first.reference_id == "pkh/2026-T4/3317014107600001"
+    assert first.payee_name == 'Mbah "Sri" Wahyuni' and first.payee_fa == "account:0123456789@002"
+    assert first.proxy is not None and first.proxy.relationship == "anak"
+    assert req.disbursements[1].payee_fa is None and req.disbursements[1].retry_of == iid
+    assert len(DisburseRequest.model_validate_json(rows[1]["payload"]).disbursements) == 101
+
+
+def test_cycle_keys_follow_the_frequency():
+    assert domain.check_cycle_key("2026-11", "monthly") == "2026-11"
+    assert domain.check_cycle_key("2026-T4", "quarterly") == "2026-T4"
+    assert domain.check_cycle_key("2026-11-banjir", "one_off") == "2026-11-banjir"
+    for key, freq in (("2026-T4", "monthly"), ("2026-11", "quarterly"), ("2026-Q4", "quarterly"),
+                      ("2026-T5", "quarterly"), ("2026-13-x", "one_off"), ("2026-13", None)):
+        with pytest.raises(ValueError):
+            domain.check_cycle_key(key, freq)
+    assert [domain.cycle_month(k) for k in ("2026-T1", "2026-T4", "2026-11-banjir", "2026-02")] == \
+        ["2026-01", "2026-10", "2026-11", "2026-02"]
+    assert domain.min_birth_date("2026-T4", 60) == dt.date(1966, 10, 1)
 
 
 def test_pseudonym_is_keyed():

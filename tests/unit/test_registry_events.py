@@ -23,7 +23,7 @@ CORR = str(uuid.uuid4())  # the ingest batch id
 CHANGE = {"nik": NIK, "no_kk": "3317010107100001", "village_code": V, "birth_date": "1960-07-01",
           "programme_identifier": "pkh", "enrolment_status": "active", "previous_status": None,
           "status_change_date": "2026-01-01", "reported_by": "pkh", "reference_id": "R1",
-          "verification_status": "verified", "verification_period": "2026-11"}
+          "verification_status": "verified", "verification_period": "2026-11", "payee": None}
 
 
 def test_fast_enrolments_changed_decodes_to_the_same_event():
