@@ -12,7 +12,8 @@ from contracts.catalog import EVENTS
 from contracts.envelope import Envelope, envelope
 from contracts.registry import MAX_ITEMS, EnrolmentChange, EnrolmentsChanged, PeopleRegistered, PersonIdentity
 from contracts.subjects import REGISTRY_LOOKUP, STREAMS, Names, event_subject
-from services.kit.outbox import decode_envelope, event_row
+from services.kit.decode import Rejection, decode_envelope
+from services.kit.outbox import event_row
 from tests import factories
 
 
@@ -42,23 +43,23 @@ def test_envelope_round_trip_keeps_every_field():
 
 def test_decode_rejects_unknown_type_bad_json_and_bad_data():
     env = json.loads(envelope(_people(), "registry").model_dump_json())
-    with pytest.raises(ValueError, match="unknown event_type"):
+    with pytest.raises(Rejection, match="unknown event_type"):
         decode_envelope(json.dumps({**env, "event_type": "registry.nope"}).encode(), EVENTS)
-    with pytest.raises(ValueError):
+    with pytest.raises(Rejection):
         decode_envelope(b"{not json", EVENTS)
-    with pytest.raises(ValueError, match="unknown event_type"):
+    with pytest.raises(Rejection, match="unknown event_type"):
         decode_envelope(b"[1, 2]", EVENTS)
     bad = [{**env["data"]["people"][0], "nik": "3317019907600001"}, *env["data"]["people"][1:]]  # one bad item
-    with pytest.raises(ValidationError):
+    with pytest.raises(Rejection, match="rjct.event.invalid"):
         decode_envelope(json.dumps({**env, "data": {"people": bad}}).encode(), EVENTS)
-    with pytest.raises(ValidationError):
+    with pytest.raises(Rejection, match="rjct.event.invalid"):
         decode_envelope(json.dumps({**env, "data": {"people": []}}).encode(), EVENTS)  # a batch is never empty
-    with pytest.raises(ValidationError):
+    with pytest.raises(Rejection, match="rjct.event.invalid"):
         decode_envelope(json.dumps({**env, "data": {"people": env["data"]["people"][:1] * (MAX_ITEMS + 1)}}).encode(),
                         EVENTS)
-    with pytest.raises(ValidationError):
+    with pytest.raises(Rejection, match="rjct.event.invalid"):
         decode_envelope(json.dumps({**env, "extra": 1}).encode(), EVENTS)
-    with pytest.raises(ValidationError):
+    with pytest.raises(Rejection, match="rjct.event.invalid"):
         Envelope[PeopleRegistered].model_validate({**env, "schema_version": 0})
 
 

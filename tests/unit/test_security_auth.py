@@ -13,7 +13,7 @@ from fastapi import Depends, HTTPException
 from services.kit import auth, users
 from services.kit.auth import Principal, Role, decode_token, issue_token, require, require_area
 from services.kit.outbox import inbox_table, outbox_table
-from services.kit.runtime import ServiceRuntime
+from services.kit.runtime import Kit
 from services.kit.settings import Settings
 
 SECRET = "s" * 48
@@ -67,10 +67,10 @@ def test_production_refuses_the_development_or_a_short_secret():
     outbox_table(md), inbox_table(md)
     for secret in (auth.DEV_SECRET, "short-secret"):
         with pytest.raises(RuntimeError, match="SINERGI_AUTH_SECRET"):
-            ServiceRuntime("registry", Settings(env="production", auth_secret=secret, _env_file=None), md)
+            Kit("registry", Settings(env="production", auth_secret=secret, _env_file=None), md)
     assert Settings(_env_file=None).auth_secret == auth.DEV_SECRET  # the default is what we refuse
-    ServiceRuntime("registry", Settings(env="production", auth_secret=SECRET, _env_file=None), md)
-    ServiceRuntime("registry", Settings(_env_file=None), md)  # development may use the default
+    Kit("registry", Settings(env="production", auth_secret=SECRET, _env_file=None), md)
+    Kit("registry", Settings(_env_file=None), md)  # development may use the default
 
 
 def test_users_file_hashes_with_argon2_and_checks_role_areas(tmp_path):
@@ -92,10 +92,10 @@ def test_users_file_hashes_with_argon2_and_checks_role_areas(tmp_path):
 
 
 def _app(tmp_path, **kw):
-    """A service app as every service builds it (ServiceRuntime.http_app), without starting it."""
+    """A service app as every service builds it (Kit.http_app), without starting it."""
     md = sa.MetaData()
     outbox_table(md), inbox_table(md)
-    rt = ServiceRuntime("intake", _settings(users_file=str(tmp_path / "users.yaml"), **kw), md)
+    rt = Kit("intake", _settings(users_file=str(tmp_path / "users.yaml"), **kw), md)
     app = rt.http_app("test")
 
     @app.get("/villages/{code}/cases")
@@ -155,7 +155,7 @@ async def test_wrong_passwords_are_throttled_per_account(tmp_path):
 async def test_login_without_a_users_file_says_so(tmp_path):
     md = sa.MetaData()
     outbox_table(md), inbox_table(md)
-    app = ServiceRuntime("intake", _settings(), md).http_app("test")
+    app = Kit("intake", _settings(), md).http_app("test")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         r = await _login(c, "pm")
         assert r.status_code == 503 and "SINERGI_USERS_FILE" in r.json()["detail"]["error"]
