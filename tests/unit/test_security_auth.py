@@ -41,7 +41,7 @@ def test_tokens_are_capped_at_twelve_hours():
 
 @pytest.mark.parametrize("forge", ["other-secret", "none", "no-aud", "long", "no-exp", "bad-role"])
 def test_forged_or_malformed_tokens_are_refused(forge):
-    now = int(dt.datetime.now(dt.timezone.utc).timestamp())
+    now = int(dt.datetime.now(dt.UTC).timestamp())
     claims = {"sub": "x", "role": "program_manager", "area": "", "aud": auth.AUDIENCE, "iat": now, "exp": now + 600}
     if forge == "other-secret":
         token = jwt.encode(claims, "another-secret-of-sufficient-length-xx", algorithm="HS256")
