@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from contracts.catalog import EVENTS
-from contracts.envelope import Envelope, envelope
+from contracts.envelope import envelope
 from contracts.registry import MAX_ITEMS, EnrolmentChange, EnrolmentsChanged, PeopleRegistered, PersonIdentity
 from contracts.subjects import REGISTRY_LOOKUP, STREAMS, Names, event_subject
 from services.kit.decode import Rejection, decode_envelope
