@@ -73,11 +73,13 @@ def outbox_set_aside_upgrade(op: Any) -> None:  # alembic's `op` module
     op.drop_index("outbox_unpublished", table_name="outbox", postgresql_where=sa.text("published_at is null"))
     op.create_index("outbox_pending", "outbox", ["seq"], unique=False,
                     postgresql_where=sa.text("published_at is null and failed_at is null"))
+    op.create_index("outbox_set_aside", "outbox", ["seq"], unique=False, postgresql_where=sa.text("failed_at is not null"))
 
 
 def outbox_set_aside_downgrade(op: Any) -> None:
     import sqlalchemy as sa
 
+    op.drop_index("outbox_set_aside", table_name="outbox", postgresql_where=sa.text("failed_at is not null"))
     op.drop_index("outbox_pending", table_name="outbox",
                   postgresql_where=sa.text("published_at is null and failed_at is null"))
     op.create_index("outbox_unpublished", "outbox", ["seq"], unique=False,

@@ -71,6 +71,8 @@ def outbox_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("failure", sa.Text),
         sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
         sa.Index("outbox_pending", "seq", postgresql_where=sa.text("published_at is null and failed_at is null")),
+        # published rows are kept, so counting set-aside rows must not scan them all
+        sa.Index("outbox_set_aside", "seq", postgresql_where=sa.text("failed_at is not null")),
     )
 
 
