@@ -91,3 +91,22 @@ async def run_cycle(http, settings, program: str, period: str, *, maker: str = "
         return r
     pid = r.json()["preparation_id"]
     return await http.post(f"/cycles/preparations/{pid}/approve", headers=headers(settings, user=checker))
+
+
+async def channel_items(js, settings, subject: str = "channel.*.instructions") -> tuple[int, list[str]]:
+    """(messages, disbursement ids) on the CHANNEL stream's instruction subjects, read from the
+    start: a message carries up to 500 disbursements (contracts.channel.DisburseRequest)."""
+    import json
+
+    import nats.errors
+    sub = await js.pull_subscribe(settings.names.subject(subject), stream=settings.names.stream("CHANNEL"))
+    msgs, ids = 0, []
+    while True:
+        try:
+            got = await sub.fetch(100, timeout=1)
+        except nats.errors.TimeoutError:
+            break
+        msgs += len(got)
+        ids += [d["disbursement_id"] for m in got for d in json.loads(m.data)["disbursements"]]
+    await sub.unsubscribe()
+    return msgs, ids

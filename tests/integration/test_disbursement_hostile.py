@@ -45,10 +45,10 @@ def _envelope_with(change: dict) -> bytes:
 
 
 # name -> (bytes, the reason code expected); the same corpus on both subjects, with the
-# differences a subject's own limits make (a settlement is at most 16 KiB)
+# differences a subject's own limits make (a settlement message is at most 256 KiB)
 SETTLEMENTS = {
     "oversize": (_json(settlement(channel_reference="x" * 900_000)), "rjct.message.too_large"),
-    "deep-30000": (b"[" * 30_000 + b"]" * 30_000, "rjct.message.too_large"),  # 60 KB: over 16 KiB first
+    "deep-30000": (b"[" * 30_000 + b"]" * 30_000, "rjct.json.too_deep"),  # 60 KB: within 256 KiB, too deep
     "deep-5000": (b"[" * 5_000 + b"]" * 5_000, "rjct.json.too_deep"),
     "number-5000-digits": (b'{"settlement_id": "s", "amount": ' + b"9" * 5_000 + b"}", "rjct.json.number_too_large"),
     "number-beyond-64-bits": (b'{"settlement_id": "s", "amount": ' + b"9" * 30 + b"}", "rjct.json.number_too_large"),

@@ -84,13 +84,16 @@ async def test_postgres_killed_mid_cycle(infra, nc):
         async with kit.sessions() as s:
             assert (await ledger.prove(s))["balanced"]
             # every channel message in the outbox has its instruction and its reservation
+            # (a message is a batch of disbursements: each one's instruction and reservation)
             orphans = (await s.execute(sa.text(
-                "select count(*) from outbox o where o.subject like '%.instructions' and not exists "
+                "select count(*) from outbox o, jsonb_array_elements(convert_from(o.payload, 'UTF8')::jsonb"
+                "->'disbursements') d where o.subject like '%.instructions' and not exists "
                 "(select 1 from instructions i join ledger l on l.ref = i.id and l.kind = 'reserve' "
-                "where i.id = o.id)"))).scalar()
+                "where i.id = (d->>'disbursement_id')::uuid)"))).scalar()
             dup = (await s.execute(sa.text("select count(*) - count(distinct nik) from instructions"))).scalar()
         assert orphans == 0 and dup == 0
-        assert (await js.stream_info(settings.names.stream("CHANNEL"))).state.messages == N
+        _msgs, ids = await ds.channel_items(js, settings)
+        assert len(ids) == len(set(ids)) == N
         stream = settings.names.stream("DISBURSEMENT")
         rep = audit.verify(await audit.read_stream(js, stream, settings.names.subject("disbursement.>")), stream,
                            cfg.signing_key.public_key())
