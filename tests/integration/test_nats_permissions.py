@@ -374,7 +374,8 @@ async def test_intake_and_disbursement_work_under_their_own_identity(deployed, i
                 # wait until disbursement has consumed every enrolment, or the cycle pays no one
                 return r.status_code == 200 and r.json()["eligible_pending"] == len(persons) and r.json()
             await eventually(previewed, timeout=20)
-            r = await disb.http.post("/cycles/kamalia_merekah/2026-11", headers=pm)
+            # maker-checker: prepared by one program manager, approved by another
+            r = await ds.run_cycle(disb.http, as_service("disbursement"), "kamalia_merekah", "2026-11")
             assert r.status_code in (200, 201), r.text
 
             sub = await pos.nc.jetstream().pull_subscribe("channel.pos.instructions", durable="instructions-pos",
@@ -385,9 +386,9 @@ async def test_intake_and_disbursement_work_under_their_own_identity(deployed, i
             async def instructed():  # (earlier tests left probe messages on the subject: skip them)
                 with contextlib.suppress(Exception):
                     got.extend(json.loads(m.data) for m in await _fetch(sub, 10, timeout=0.5))
-                return [g for g in got if "nik" in g]
+                return [d for g in got for d in g.get("disbursements", [])]
             paid = await eventually(instructed, timeout=20)
-            assert {g["nik"] for g in paid} <= {p["nik"] for p in persons}
+            assert {d["payee_id"] for d in paid} <= {p["nik"] for p in persons}
 
             audit_sub = await aud.nc.jetstream().pull_subscribe("disbursement.>", durable="audit-inspektorat",
                                                                 stream="DISBURSEMENT")
