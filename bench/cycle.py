@@ -6,6 +6,7 @@ N rows shaped like the instructions, and JetStream publish of N messages of the 
     .venv/bin/python bench/cycle.py                 # N = 100,000 (quick)
     .venv/bin/python bench/cycle.py --full          # N = 1,000,000
     .venv/bin/python bench/cycle.py --full --sync-always   # embedded nats-server, sync_interval: always
+    .venv/bin/python bench/cycle.py --cluster       # three-node cluster, two disbursement copies
 
 Uses SINERGI_NATS_URL and SINERGI_DATABASE_URL (default the local servers), a throw-away
 namespace and database. The enrolments are loaded first (not timed), as the registry's events
@@ -13,6 +14,12 @@ would have put them in disbursement's own table. The timed cycle is `cycles.run`
 `--chunk` people per unit of work, exactly what `POST /cycles/...` runs) with the service's
 kit started (its outbox relay publishing concurrently, its consumers idle), as in the running
 service; the clock stops when the last row is confirmed by JetStream.
+
+`--cluster`: on a three-node JetStream cluster started for the run (bench/cluster.py: deploy
+init's cluster configuration, `sync_interval: always`, streams with three replicas), with a
+second copy of the service (`sinergi run disbursement`) whose relay shares the outbox with the
+first; both connect as `svc-disbursement`. The publish baseline uses a scratch stream with three
+replicas on the same cluster.
 """
 from __future__ import annotations
 
@@ -29,7 +36,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import nats  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from nats.js.api import StreamConfig  # noqa: E402
 
@@ -42,6 +48,8 @@ from services.kit.db import drop_database  # noqa: E402
 from services.kit.migrations import migrate  # noqa: E402
 from services.kit.settings import Settings  # noqa: E402
 from services.kit.streams import delete_streams, ensure_streams  # noqa: E402
+
+import cluster as bench_cluster  # noqa: E402  (bench/cluster.py, beside this file)
 
 AMOUNT = 600_000  # about Rembang's monthly poverty line
 
@@ -78,10 +86,10 @@ async def baseline_copy(engine, n: int) -> float:
         return time.perf_counter() - t
 
 
-async def baseline_publish(nc, prefix: str, n: int, size: int) -> float:
+async def baseline_publish(nc, prefix: str, n: int, size: int, replicas: int = 1) -> float:
     js = nc.jetstream()
     name = f"{prefix.upper()}_BENCH_BASELINE"
-    await js.add_stream(StreamConfig(name=name, subjects=[f"{prefix}.baseline.>"]))
+    await js.add_stream(StreamConfig(name=name, subjects=[f"{prefix}.baseline.>"], num_replicas=replicas))
     payload = b"x" * size
     try:
         t = time.perf_counter()
@@ -104,18 +112,31 @@ async def main(args) -> None:
     run = "b" + uuid.uuid4().hex[:8]
     settings = Settings(nats_url=nats_url, namespace=run, db_prefix=f"sinergi_{run}_", outbox_poll_seconds=0.01,
                         _env_file=None)
+    if not args.cluster:
+        await measure(args, settings, settings, embedded)
+        return
+    async with bench_cluster.cluster(settings) as c:
+        # the service's identity allows the real subjects only: no namespace on a cluster of its own
+        await measure(args, c.settings("svc-disbursement"), c.settings("bench"), None, c)
+
+
+async def measure(args, settings: Settings, own: Settings, embedded, cluster=None) -> None:
+    """`settings`: the service's; `own`: the benchmark's connection (the same off a cluster)."""
     cfg = DisbursementSettings(chunk_size=args.chunk, checkpoint_every=1000, relay_batch=args.relay_batch,
                                resume_cycles=False, _env_file=None)
     url = settings.db_url("disbursement")
-    nc = await nats.connect(nats_url)
-    await ensure_streams(nc.jetstream(), settings)
+    nc = await bench_cluster.connect(own, "bench")
+    await ensure_streams(nc.jetstream(), own)
     await migrate("disbursement", url)
     deps = compose(settings, cfg)
     kit = deps.kit
+    second = None
     engine, sessions = kit.engine, kit.sessions
     n = args.n
     try:
-        print(f"N = {n:,}; JetStream sync: {'always (fsync before ack)' if args.sync_always else 'server default'}; "
+        sync = "always (fsync before ack)" if args.sync_always or cluster else "server default"
+        where = f"; three-node cluster, {settings.stream_replicas} replicas, two copies" if cluster else ""
+        print(f"N = {n:,}; JetStream sync: {sync}{where}; "
               f"chunk {args.chunk}; relay batch {args.relay_batch}; cores {os.cpu_count()}; "
               f"load {os.getloadavg()[0]:.1f}", flush=True)
         t = time.perf_counter()
@@ -137,6 +158,9 @@ async def main(args) -> None:
 
         js = nc.jetstream()
         await kit.start()
+        if cluster is not None:
+            second = start_second_copy(cluster, args)
+            await wait_ready(second)
         t0 = time.perf_counter()
         res = await cycles.run(deps, "kamalia_merekah", "2026-11", "bench")
         t_commit = time.perf_counter() - t0
@@ -157,8 +181,11 @@ async def main(args) -> None:
         chan = (await js.stream_info(settings.names.stream("CHANNEL"))).state.messages
         assert proof["balanced"] and chan == n, (proof, chan)
 
+        if second is not None:
+            second.stop()
         copy_s = await baseline_copy(engine, n)
-        pub_s = await baseline_publish(nc, run, n, avg)
+        pub_s = await baseline_publish(nc, (own.namespace or "b" + uuid.uuid4().hex[:8]), n, avg,
+                                       settings.stream_replicas)
         rate = n / t_total
         print()
         print(f"cycle committed (computed, budget-checked, ledgered, outbox): {t_commit:7.1f} s  {n / t_commit:10,.0f} people/s")
@@ -170,12 +197,28 @@ async def main(args) -> None:
         print(f"ratio cycle / COPY rate:    {rate / (n / copy_s):.3f}   (each person: 3 rows COPYed, 1 index probe)")
         print(f"ratio cycle / publish rate: {rate / (n / pub_s):.3f}   (each person: 1 message published)")
     finally:
+        if second is not None:
+            second.stop()
         await engine.dispose()  # again: stop() is not reached when the cycle failed
         await drop_database(url)
         await delete_streams(nc.jetstream(), settings)
         await nc.close()
         if embedded:
             embedded.stop()
+
+
+def start_second_copy(cluster, args):
+    """`sinergi run disbursement` against the cluster: its relay takes outbox rows beside ours."""
+    from tests.cluster_support import Copy, free_ports
+    env = {**cluster.env("disbursement"), "SINERGI_LOG_LEVEL": "warning", "SINERGI_OUTBOX_POLL_SECONDS": "0.01",
+           "SINERGI_DISBURSEMENT_RESUME_CYCLES": "false", "SINERGI_DISBURSEMENT_RELAY_BATCH": str(args.relay_batch)}
+    copy = Copy("disbursement", free_ports(1)[0], env)
+    copy.start()
+    return copy
+
+
+async def wait_ready(copy) -> None:
+    await copy.ready(120)
 
 
 if __name__ == "__main__":
@@ -186,6 +229,7 @@ if __name__ == "__main__":
                    help="start an embedded nats-server with sync_interval: always (fsync before every ack)")
     p.add_argument("--chunk", type=int, default=5000, help="people per cycle transaction")
     p.add_argument("--relay-batch", type=int, default=10000, help="outbox rows per relay round")
+    p.add_argument("--cluster", action="store_true", help="three-node cluster, two copies of the service")
     a = p.parse_args()
     if a.full:
         a.n = 1_000_000

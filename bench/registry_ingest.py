@@ -3,7 +3,7 @@ every receipt has arrived, against the raw baselines measured in the same run on
 servers: JetStream publish + consume (ack) of the same messages, and PostgreSQL COPY of the
 same rows.
 
-    .venv/bin/python bench/registry_ingest.py [-n 100000] [--invalid 0.05] [--workers 2]
+    .venv/bin/python bench/registry_ingest.py [-n 100000] [--invalid 0.05] [--workers 2] [--cluster]
 
 Uses SINERGI_NATS_URL and SINERGI_DATABASE_URL (default the local servers), a throw-away
 namespace (streams) and database. The registry runs as `--workers` separate processes
@@ -12,6 +12,11 @@ synthetic but realistic: valid NIKs and No. KKs whose region part is the person'
 village codes from the Kemendagri region list (Central Java), about `--invalid` of them
 invalid in the ways agencies get wrong (impossible NIK date, unknown village, NIK/sex
 mismatch, malformed JSON).
+
+`--cluster`: the same on a three-node JetStream cluster started for the run (bench/cluster.py:
+deploy init's cluster configuration on loopback, every stream with three replicas, `sync_interval:
+always`); the registry processes connect as `svc-registry` with every node's URL, and the raw
+JetStream baseline runs on a scratch stream with three replicas on the same cluster.
 """
 from __future__ import annotations
 
@@ -41,6 +46,8 @@ from services.kit.embedded import free_port  # noqa: E402
 from services.kit.migrations import migrate  # noqa: E402
 from services.kit.settings import Settings  # noqa: E402
 from services.kit.streams import delete_streams, ensure_streams  # noqa: E402
+
+import cluster as bench_cluster  # noqa: E402  (bench/cluster.py, beside this file)
 
 PROGRAMS = ["pkh", "bpnt", "kis", "kip"]
 STATUSES = ["active"] * 17 + ["suspended", "exited", "deceased"]
@@ -100,7 +107,8 @@ async def baseline_jetstream(nc, settings: Settings, reports) -> float:
     js = nc.jetstream()
     name = settings.names.stream("BENCH_RAW")
     subj = settings.names.subject("bench.raw")
-    await js.add_stream(StreamConfig(name=name, subjects=[subj + ".>"]))
+    # as replicated as the streams the registry uses (three on a cluster)
+    await js.add_stream(StreamConfig(name=name, subjects=[subj + ".>"], num_replicas=settings.stream_replicas))
     try:
         psub = await js.pull_subscribe(subj + ".>", durable="raw", stream=name, config=ConsumerConfig(
             durable_name="raw", ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
@@ -154,12 +162,14 @@ async def baseline_copy(db_url: str, reports) -> float:
         await conn.close()
 
 
-def start_registry(settings: Settings, workers: int, batch: int) -> list[subprocess.Popen]:
+def start_registry(settings: Settings, workers: int, batch: int,
+                   identity: dict[str, str] | None = None) -> list[subprocess.Popen]:
     procs = []
     for _ in range(workers):
         env = {**os.environ, "SINERGI_NATS_URL": settings.nats_url, "SINERGI_DATABASE_URL": settings.database_url,
                "SINERGI_NAMESPACE": settings.namespace, "SINERGI_DB_PREFIX": settings.db_prefix,
-               "SINERGI_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"), "SINERGI_REGISTRY_BATCH_SIZE": str(batch)}
+               "SINERGI_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"), "SINERGI_REGISTRY_BATCH_SIZE": str(batch),
+               **(identity or {})}  # on a cluster: svc-registry and its password
         port = free_port()
         procs.append(subprocess.Popen([sys.executable, "-m", "services.cli", "run", "registry", "--port", str(port)],
                                       env=env, cwd=ROOT))
@@ -182,17 +192,29 @@ async def main() -> None:
     ap.add_argument("--invalid", type=float, default=0.05, help="share of invalid reports")
     ap.add_argument("--workers", type=int, default=2, help="registry processes on the one durable consumer")
     ap.add_argument("--batch", type=int, default=2000, help="reports per consumer batch and transaction")
+    ap.add_argument("--cluster", action="store_true", help="on a three-node cluster started for the run")
     args = ap.parse_args()
 
     run = "bench" + uuid.uuid4().hex[:8]
     base = Settings()
     settings = Settings(nats_url=base.nats_url, database_url=base.database_url, namespace=run,
                         db_prefix=f"sinergi_{run}_", _env_file=None)
+    if not args.cluster:
+        await measure(args, settings)
+        return
+    async with bench_cluster.cluster(settings) as c:
+        # the services' identities allow the real subjects only: no namespace on a cluster of its own
+        env = c.env("registry")
+        await measure(args, c.settings("bench"), {k: env[k] for k in ("SINERGI_NATS_USER", "SINERGI_NATS_PASSWORD")})
+
+
+async def measure(args, settings: Settings, identity: dict[str, str] | None = None) -> None:
     reports = make_reports(args.n, args.invalid)
+    where = f"three-node cluster, {settings.stream_replicas} replicas" if args.cluster else settings.nats_url
     print(f"{args.n:,} reports ({sum(1 for r in reports if not r[1].endswith(b'}')):,} malformed JSON), "
-          f"{args.workers} registry process(es), batch {args.batch}; load average {os.getloadavg()[0]:.2f}",
-          flush=True)
-    nc = await nats.connect(settings.nats_url, pending_size=512 * 1024 * 1024)
+          f"{args.workers} registry process(es), batch {args.batch}, NATS {where}; "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    nc = await bench_cluster.connect(settings, "bench", pending_size=512 * 1024 * 1024)
     js = nc.jetstream()
     db_url = settings.db_url("registry")
     procs: list[subprocess.Popen] = []
@@ -203,7 +225,7 @@ async def main() -> None:
         js_time = await baseline_jetstream(nc, settings, reports)
         copy_time = await baseline_copy(db_url, reports)
 
-        procs = start_registry(settings, args.workers, args.batch)
+        procs = start_registry(settings, args.workers, args.batch, identity)
         receipts = await js.pull_subscribe(settings.names.receipts("*"), durable="bench",
                                            stream=settings.names.stream("AGENCY_RECEIPTS"),
                                            pending_msgs_limit=200000)

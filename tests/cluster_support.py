@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -32,7 +33,7 @@ import httpx
 import nats
 from nats.aio.client import Client
 
-from services.kit import deploy
+from services.kit import deploy, natsperm
 from services.kit.db import drop_database
 from services.kit.embedded import nats_binary
 from services.kit.settings import SERVICES, Settings
@@ -66,7 +67,7 @@ def free_ports(n: int) -> list[int]:
 class Cluster:
     """Three nats-server processes forming one JetStream cluster on 127.0.0.1."""
 
-    def __init__(self, root: Path, base: Settings, replicas: int = 3) -> None:
+    def __init__(self, root: Path, base: Settings, replicas: int = 3, *, bench_user: bool = False) -> None:
         # base: the test's databases (a prefix of its own on the session's server)
         self.root, self.base, self.replicas = root, base, replicas
         ports = free_ports(6)
@@ -75,7 +76,18 @@ class Cluster:
         self.cfg = deploy.DeployConfig.model_validate(CONFIG)
         self.passwords = deploy.generate(self.cfg, root / "out", conf_dir=str(root / "out" / "nats"),
                                          monitor_port=None, nodes=self.nodes, listen_host="127.0.0.1")
+        if bench_user:
+            self._add_bench_user()
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def _add_bench_user(self) -> None:
+        """The benchmarks' own identity, allowed everything: their raw baselines need scratch
+        streams no deployed identity may create. The services keep their generated identities."""
+        ids = natsperm.identities({p.code: p.agency for p in self.cfg.programs}, self.cfg.channels,
+                                  self.cfg.auditors)
+        ids.append(natsperm.Identity("bench", "ops", publish=[">"], subscribe=[">"], description="benchmarks"))
+        self.passwords["bench"] = secrets.token_urlsafe(24)
+        (self.root / "out" / "nats" / "auth.conf").write_text(deploy.render(deploy.auth_block(ids, self.passwords)))
 
     # -- nodes ---------------------------------------------------------------------------------
 
@@ -198,10 +210,11 @@ class Cluster:
 
 
 @contextlib.asynccontextmanager
-async def running_cluster(root: Path, base: Settings, replicas: int = 3) -> AsyncIterator[Cluster]:
+async def running_cluster(root: Path, base: Settings, replicas: int = 3, *,
+                          bench_user: bool = False) -> AsyncIterator[Cluster]:
     """Start the three nodes, create the streams (as `ops`, with `replicas` replicas); yield;
     stop the nodes and drop the test's databases."""
-    c = Cluster(root, base, replicas)
+    c = Cluster(root, base, replicas, bench_user=bench_user)
     try:
         for n in (1, 2, 3):
             c.start(n)
@@ -214,9 +227,11 @@ async def running_cluster(root: Path, base: Settings, replicas: int = 3) -> Asyn
         yield c
     finally:
         c.stop_all()
-        for svc in SERVICES:
-            with contextlib.suppress(Exception):
-                await drop_database(base.db_url(svc))
+        # the run's own databases only: never a deployment's (the default prefix)
+        if base.db_prefix != Settings.model_fields["db_prefix"].default:
+            for svc in SERVICES:
+                with contextlib.suppress(Exception):
+                    await drop_database(base.db_url(svc))
 
 
 def fresh_settings(db_url: str) -> Settings:
@@ -256,6 +271,15 @@ class Copy:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+    def stop(self) -> None:
+        """SIGTERM: an orderly stop."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -257,8 +257,10 @@ def generate(cfg: DeployConfig, outdir: Path, *, port: int = 4222, store_dir: st
         f"SINERGI_NATS_SCHEME={scheme}",
         # a private CA: the services trust it through OpenSSL's SSL_CERT_FILE
         f"SINERGI_CA_FILE={'/etc/sinergi/tls/ca.pem' if cfg.tls and cfg.tls.ca else '/etc/ssl/certs/ca-certificates.crt'}",
-        *(["COMPOSE_PROFILES=cluster", "NATS_CONFIG=nats-1.conf", "SINERGI_STREAM_REPLICAS=3"] if cfg.cluster
-          else ["NATS_CONFIG=nats.conf", "SINERGI_STREAM_REPLICAS=1"]),
+        *(["COMPOSE_PROFILES=cluster", "NATS_CONFIG=nats-1.conf", "SINERGI_STREAM_REPLICAS=3",
+           # the services list every node: they start, and carry on, whichever one is down
+           "SINERGI_NATS_URLS=" + ",".join(f"{scheme}://{node_host(n)}:{port}" for n in range(1, CLUSTER_NODES + 1))]
+          if cfg.cluster else ["NATS_CONFIG=nats.conf", "SINERGI_STREAM_REPLICAS=1"]),
         f"NATS_OPS_PASSWORD={passwords['ops']}",
         "# cluster routes between the three NATS nodes",
         f"NATS_ROUTE_PASSWORD={route_pw}",

@@ -97,6 +97,8 @@ def test_cluster_flag_sets_three_replicas_and_the_profile(tmp_path):
     env = _env(tmp_path / ".env")
     assert env["COMPOSE_PROFILES"] == "cluster" and env["SINERGI_STREAM_REPLICAS"] == "3"
     assert env["NATS_CONFIG"] == "nats-1.conf"
+    # the services get every node, so they start and carry on whichever one is down
+    assert env["SINERGI_NATS_URLS"] == "nats://nats:4222,nats://nats-2:4222,nats://nats-3:4222"
 
 
 def test_cli_writes_the_files_and_reports_bad_input(tmp_path):
