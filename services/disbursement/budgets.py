@@ -129,13 +129,16 @@ async def _apply(uow: UnitOfWork, chain: ledger.Chain, applied: list[tuple[Settl
         _transfers(w, st, ins.id, lines)
         w.instructions.append({"iid": ins.id, "st": st.status.value, "why": st.reason, "at": st.settled_at})
         funded = [FundingLine(source=src, allocation_id=aid, amount=amt) for src, aid, amt in lines]
+        # the audit stream counts by the month paid in; a stage's or one-off's key goes beside it
+        month = domain.cycle_month(ins.period)
+        key = None if month == ins.period else ins.period
         chain.emit(SettlementRecorded, instruction_id=ins.id, pseudonym=ins.pseudonym,
-                   programme_identifier=ins.programme_identifier, period=ins.period, status=st.status,
+                   programme_identifier=ins.programme_identifier, period=month, cycle_key=key, status=st.status,
                    amount=ins.amount, reason=st.reason, funding=funded, settled_at=st.settled_at,
                    village_code=villages.get((ins.nik, ins.programme_identifier)))
         if st.status == SettlementStatus.failed:
             chain.emit(BudgetReleased, instruction_id=ins.id, programme_identifier=ins.programme_identifier,
-                       period=ins.period, lines=funded, reason=st.reason or "")
+                       period=month, cycle_key=key, lines=funded, reason=st.reason or "")
     await ledger.post(s, w.transfers)
     await store.settle_allocations(s, w.paid, w.released)
     await store.settle_instructions(s, w.instructions)

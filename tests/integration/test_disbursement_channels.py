@@ -146,6 +146,15 @@ async def _audit(js, settings) -> list[dict]:
     return [json.loads(m.data) for m in msgs]
 
 
+async def _verified(js, settings, svc) -> None:
+    """`sinergi audit verify` holds over everything the test wrote (retries, statements)."""
+    from services.disbursement import audit
+    stream = settings.names.stream("DISBURSEMENT")
+    msgs = await audit.read_stream(js, stream, settings.names.subject("disbursement.>"), idle=0.5)
+    rep = audit.verify(msgs, stream, svc.deps.cfg.signing_key.public_key())
+    assert rep.ok, rep.failures[:5]
+
+
 async def _instruction_rows(svc, program="kamalia_merekah"):
     async with svc.rt.sessions() as s:
         return (await s.execute(sa.select(store.instructions).where(
@@ -221,6 +230,7 @@ async def test_batched_instructions_with_payees_per_item_results_and_a_reconcile
             (str(stranger), "unmatched.unknown"), (str(c.disbursement_id), "unmatched.issued")}
         events = [e for e in await _audit(js, settings) if e["event_type"] == "disbursement.statement_reconciled"]
         assert [(e["data"]["matched"], e["data"]["unmatched"]) for e in events] == [(1, 2)]
+        await _verified(js, settings, svc)
         assert by_nik  # (the rows the cycle wrote)
 
 
@@ -275,6 +285,7 @@ async def test_a_failed_payment_is_paid_again_once_with_corrected_details(settin
         allocs = (await svc.http.get("/allocations", headers=h)).json()["items"]
         assert sum(x["reserved"] for x in allocs) == 2 * 600_000  # released on failure, reserved again
         assert (await svc.http.get("/ledger/proof", headers=h)).json()["balanced"]
+        await _verified(js, settings, svc)
 
 
 async def test_never_two_live_instructions_for_one_person_and_cycle(settings, nc, start):
@@ -343,4 +354,20 @@ async def test_quarterly_stages_and_one_off_cycles(settings, nc, start):
         assert {(e["programme_identifier"], e["period"], e["cycle_key"]) for e in issued} == {
             ("pkh", "2026-10", "2026-T4"), ("banjir", "2026-11", "2026-11-banjir")}
         msgs = await _fetch(js, settings, "channel.bank.instructions", 1)
-        assert {x.period for x in DisburseRequest.model_validate_json(msgs[0].data).disbursements} == {"2026-T4"}
+        items = DisburseRequest.model_validate_json(msgs[0].data).disbursements
+        assert {x.period for x in items} == {"2026-T4"}
+        # a stage's payments settle like a month's (the audit stream's period is the month paid in)
+        now = dt.datetime.now(dt.UTC).isoformat()
+        answer = {"settlement_id": "t4-1", "results": [
+            {"disbursement_id": str(items[0].disbursement_id), "status": "succ", "timestamp": now},
+            {"disbursement_id": str(items[1].disbursement_id), "status": "rjct", "timestamp": now,
+             "status_reason_code": "rjct.account.closed"}]}
+        await js.publish(settings.names.subject("channel.bank.settlements"), json.dumps(answer).encode(),
+                         headers={"Nats-Msg-Id": "bank:t4-1"})
+
+        async def settled():
+            return {await _status(svc, x.disbursement_id) for x in items} == {"paid", "failed"}
+        await eventually(settled)
+        recorded = [e["data"] for e in await _audit(js, settings)
+                    if e["event_type"] in ("disbursement.settlement_recorded", "disbursement.budget_released")]
+        assert len(recorded) == 3 and {(e["period"], e["cycle_key"]) for e in recorded} == {("2026-10", "2026-T4")}
