@@ -176,7 +176,7 @@ async def prove(s: AsyncSession) -> dict[str, Any]:
     checks = []
     tb = (await s.execute(sa.text(PROOF_SQL["trial_balance"]))).one()
     checks.append({"check": "debits equal credits", "ok": tb.debits == tb.credits and tb.net == 0,
-                   "detail": f"debits {tb.debits}, credits {tb.credits} over {tb.accounts} accounts"})
+                   "detail": f"debits {int(tb.debits)}, credits {int(tb.credits)} over {tb.accounts} accounts"})
     bad_alloc = []
     for a in (await s.execute(sa.text(PROOF_SQL["allocations"]))).all():
         problems = []
