@@ -31,6 +31,7 @@ from pathlib import Path
 
 import httpx
 import nats
+import nats.js.errors
 from nats.aio.client import Client
 
 from services.kit import deploy, natsperm
@@ -221,7 +222,7 @@ async def running_cluster(root: Path, base: Settings, replicas: int = 3, *,
         await c.wait_ready()
         nc = await c.connect("ops")
         try:
-            await ensure_streams(nc.jetstream(), c.settings())
+            await _create_streams(nc, c.settings())
         finally:
             await nc.close()
         yield c
@@ -232,6 +233,20 @@ async def running_cluster(root: Path, base: Settings, replicas: int = 3, *,
             for svc in SERVICES:
                 with contextlib.suppress(Exception):
                     await drop_database(base.db_url(svc))
+
+
+async def _create_streams(nc: Client, settings: Settings, timeout: float = 30) -> None:
+    """The streams, once the meta leader knows enough peers to place every replica (until then
+    it answers "no suitable peers for placement", err_code 10005, for a few seconds)."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            await ensure_streams(nc.jetstream(), settings)
+            return
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != 10005 or time.time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 def fresh_settings(db_url: str) -> Settings:

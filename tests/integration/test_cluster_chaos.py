@@ -117,14 +117,15 @@ async def publish(nc, batch: list[dict], deadline: float) -> None:
 
 
 async def agency_feed(agencies: dict, later: list[dict], until: float) -> None:
-    """The reports spread over the window, 50 at a time."""
-    step = max(0.05, (until - time.monotonic()) / (len(later) / 50 + 1))
-    for i in range(0, len(later), 50):
+    """The reports spread over the window, 50 at a time (on schedule: no pause when behind)."""
+    start = time.monotonic()
+    step = max(0.05, (until - start) / (len(later) / 50 + 1))
+    for k, i in enumerate(range(0, len(later), 50)):
+        await asyncio.sleep(max(0.0, start + k * step - time.monotonic()))
         part = later[i:i + 50]
         for program in {r["programme_identifier"] for r in part}:
             await publish(agencies[program], [r for r in part if r["programme_identifier"] == program],
                           time.monotonic() + 120)
-        await asyncio.sleep(step)
 
 
 def settlement(ins: dict) -> dict:
