@@ -96,7 +96,7 @@ def configure(service: str, level: str = "info", fmt: str = "json") -> None:
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.bind_contextvars(service=service)
-    # Route stdlib logging (uvicorn, faststream, alembic) through the same masking pipeline.
+    # Route stdlib logging (uvicorn, nats, alembic) through the same masking pipeline.
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=processors, processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))

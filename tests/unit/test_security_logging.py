@@ -1,6 +1,6 @@
 """Personal data never reaches the logs: NIK/KK (also grouped), names, addresses, complaint and
 note texts, birth dates, account numbers and secrets are masked by the structlog pipeline, for
-structlog calls, stdlib loggers (uvicorn, faststream, alembic) and exception tracebacks alike."""
+structlog calls, stdlib loggers (uvicorn, nats, alembic) and exception tracebacks alike."""
 from __future__ import annotations
 
 import io
