@@ -7,6 +7,7 @@ skipped (handlers.py). Dates that an event does not carry are the day it happene
 """
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -19,6 +20,7 @@ from contracts.envelope import Envelope, Event
 from contracts.intake import (CaseEscalated, CaseReferred, CaseRegistered, CaseResolved, CompanionAssigned,
                               VisitReportFiled)
 from contracts.registry import EnrolmentsChanged
+from services.kit.decode import Rejection
 from services.reporting import domain
 from services.reporting.facts import (AllocationFact, Assignment, ComplaintReceived, ComplaintReferred,
                                       ComplaintResolved, EnrolmentFact, Fact, KubeFlow, KubeGroup, PaymentFact,
@@ -38,6 +40,34 @@ class Pseudonyms:
 
 
 Pseudonym = Callable[[str], str]
+
+
+class Signatures:
+    """Disbursement signs every audit event: header `Sinergi-Signature: ed25519:<key_id>:<base64>`
+    over `sinergi-event|<stream>|` + the message's exact bytes (docs/DISBURSEMENT.md). An event
+    without a valid signature by the regency's key is rejected before it becomes facts."""
+
+    HEADER = "Sinergi-Signature"
+
+    def __init__(self, public_pem: bytes, stream: str) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
+        key = load_pem_public_key(public_pem)
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError("the disbursement public key is not an Ed25519 key")
+        self._key, self._prefix = key, b"sinergi-event|" + stream.encode() + b"|"
+        self.key_id = hashlib.sha256(key.public_bytes(Encoding.Raw, PublicFormat.Raw)).hexdigest()[:16]
+
+    def check(self, headers: dict[str, str] | None, data: bytes) -> None:
+        from cryptography.exceptions import InvalidSignature
+        alg, _, rest = ((headers or {}).get(self.HEADER) or "").partition(":")
+        kid, _, sig = rest.partition(":")
+        if alg != "ed25519" or kid != self.key_id:
+            raise Rejection("rjct.signature.invalid", "not signed by the regency's disbursement key")
+        try:
+            self._key.verify(base64.b64decode(sig), self._prefix + data)
+        except (InvalidSignature, ValueError):
+            raise Rejection("rjct.signature.invalid", "the signature does not verify: forged or altered") from None
 
 
 def _day(env: Envelope) -> dt.date:

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from services.kit.runtime import Kit
 from services.kit.settings import Settings
 from services.reporting import api, handlers, store
-from services.reporting.adapters import Pseudonyms
+from services.reporting.adapters import Pseudonyms, Signatures
 from services.reporting.settings import ReportingSettings
 
 
@@ -17,12 +18,16 @@ class Reporting:
     kit: Kit
     cfg: ReportingSettings
     pseudonyms: Pseudonyms  # keyed from the deployment's secret (adapters.py)
+    signatures: Signatures | None = None  # the regency's key: disbursement events must verify
 
 
 def compose(settings: Settings | None = None, cfg: ReportingSettings | None = None) -> Reporting:
     settings = settings or Settings()
-    deps = Reporting(kit=Kit("reporting", settings, store.metadata), cfg=cfg or ReportingSettings(),
-                     pseudonyms=Pseudonyms(settings.auth_secret))
+    cfg = cfg or ReportingSettings()
+    kit = Kit("reporting", settings, store.metadata)
+    signatures = (Signatures(Path(cfg.disbursement_public_key_file).read_bytes(), kit.names.stream("DISBURSEMENT"))
+                  if cfg.disbursement_public_key_file else None)
+    deps = Reporting(kit=kit, cfg=cfg, pseudonyms=Pseudonyms(settings.auth_secret), signatures=signatures)
     handlers.register(deps)
     return deps
 

@@ -27,7 +27,7 @@ from services.kit.consumer import ConsumerSpec, Delivery
 from services.kit.decode import Limits, Rejection, decode_envelope
 from services.kit.uow import UnitOfWork
 from services.reporting import bulk, store
-from services.reporting.adapters import ADAPTERS, Pseudonym
+from services.reporting.adapters import ADAPTERS, Pseudonym, Signatures
 from services.reporting.facts import Fact
 
 if TYPE_CHECKING:
@@ -108,8 +108,14 @@ async def _handle(consumer: str, uow: UnitOfWork, batch: list[Delivery[Folded]])
     await fold(uow.session, consumer, (d.value for d in batch if d.value is not None))
 
 
-def _decoder(pseudonym: Pseudonym) -> Callable[[Msg], Folded | None]:
-    return lambda msg: decode(msg.data, pseudonym)
+def _decoder(pseudonym: Pseudonym, signatures: Signatures | None = None) -> Callable[[Msg], Folded | None]:
+    if signatures is None:
+        return lambda msg: decode(msg.data, pseudonym)
+
+    def signed(msg: Msg) -> Folded | None:
+        signatures.check(msg.headers, msg.data)
+        return decode(msg.data, pseudonym)
+    return signed
 
 
 def register(deps: Reporting) -> None:
@@ -117,5 +123,6 @@ def register(deps: Reporting) -> None:
     for src in SOURCES:
         deps.kit.consume(ConsumerSpec(
             durable=src.durable, stream=names.stream(src.stream), subject=names.subject(src.subject),
-            decode=_decoder(deps.pseudonyms), handle=partial(_handle, src.durable),
+            decode=_decoder(deps.pseudonyms, deps.signatures if src.stream == "DISBURSEMENT" else None),
+            handle=partial(_handle, src.durable),
             batch=src.batch(cfg), fetch_wait=cfg.fetch_wait, inbox=False))

@@ -19,3 +19,7 @@ class ReportingSettings(BaseSettings):
     # short: a longer wait left nats-py's fetch sitting out the timeout on a partial batch
     # (20,000 settlements: 1.3 s of 3.4 s outside the handler at 0.5 s, 0.3 s of 2.5 s at 0.05 s)
     fetch_wait: float = Field(default=0.02, gt=0, le=5, description="seconds a partial batch waits for more")
+    # the regency's public key (PEM, `sinergi audit public-key`): with it, a disbursement event
+    # whose Sinergi-Signature does not verify is dead-lettered (rjct.signature.invalid) and
+    # counts in no figure, so an event forged onto disbursement.> cannot change a report
+    disbursement_public_key_file: str | None = None

@@ -63,7 +63,7 @@ async def test_audit_stream_verifies_and_carries_no_nik(settings, nc, start, tmp
     pub = cfg.signing_key.public_key()
     rep = audit.verify(msgs, stream, pub)
     assert rep.ok, rep.failures
-    assert rep.checkpoints == 1 and rep.totals["instructions"] == 12
+    assert rep.checkpoints >= 1 and rep.totals["instructions"] == 12  # the timer may sign one too
     alloc = {a["source"]: a for a in rep.totals["allocations"]}
     assert alloc["csr"]["ceiling"] == 6_000_000 and alloc["csr"]["reserved"] == 6_000_000
     assert sum(a["released"] for a in alloc.values()) == 600_000

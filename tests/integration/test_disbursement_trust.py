@@ -189,3 +189,48 @@ async def test_rule_changes_are_audit_events_with_a_reason(settings, nc, start):
                        ("disbursement.poverty_line_set", "pm1", "BPS 612000")]
         assert rep.changes[1]["previous_rules"]["min_age"] == 60 and rep.changes[1]["rules"]["min_age"] == 65
         assert rep.changes[3]["previous_amount"] == 600_000
+
+
+async def test_reporting_counts_no_forged_disbursement_event(settings, nc, start, tmp_path, monkeypatch):
+    """Reporting with the regency's public key: an allocation forged onto disbursement.>
+    (unsigned, or signed with another key) is a dead letter and in no figure; the signed one counts."""
+    import uuid
+
+    import sqlalchemy as sa
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from contracts.disbursement import GENESIS_HASH, AllocationSet
+    from contracts.envelope import envelope
+    from services.disbursement.config import SIGNATURE_HEADER, key_id, public_pem, sign_event
+    from services.reporting import store as rstore
+    from tests.integration.test_reporting_recap import dead_letters
+
+    regency, forger = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    (tmp_path / "regency.pub").write_bytes(public_pem(regency))
+    monkeypatch.setenv("SINERGI_REPORTING_DISBURSEMENT_PUBLIC_KEY_FILE", str(tmp_path / "regency.pub"))
+    names, js = settings.names, nc.jetstream()
+    stream = names.stream("DISBURSEMENT")
+
+    def allocation(seq: int, ceiling: int) -> bytes:
+        ev = AllocationSet(chain_seq=seq, prev_hash=GENESIS_HASH, allocation_id=uuid.uuid4(), source="csr",
+                           programme_identifier="kamalia_merekah", fiscal_year=2026, ceiling=ceiling,
+                           reason="MoU", set_by="pm1")
+        return envelope(ev, "disbursement").model_dump_json().encode()
+
+    async with start("reporting", settings) as rep:
+        subject = names.subject("disbursement.allocation_set")
+        good, unsigned, other = allocation(1, 6_000_000), allocation(2, 10**12), allocation(3, 10**13)
+        await js.publish(subject, good, headers={"Nats-Msg-Id": "good", SIGNATURE_HEADER:
+                                                 sign_event(regency, key_id(regency.public_key()), stream, good)})
+        await js.publish(subject, unsigned, headers={"Nats-Msg-Id": "unsigned"})
+        await js.publish(subject, other, headers={"Nats-Msg-Id": "other", SIGNATURE_HEADER:
+                                                  sign_event(forger, key_id(regency.public_key()), stream, other)})
+        letters = await eventually(lambda: dead_letters(js, names, 2), timeout=30)
+        assert {x["msg_id"]: x["reason_code"] for x in letters} == {"unsigned": "rjct.signature.invalid",
+                                                                    "other": "rjct.signature.invalid"}
+
+        async def counted():
+            async with rep.rt.sessions() as s:
+                return (await s.execute(sa.select(sa.func.coalesce(sa.func.sum(rstore.allocations.c.amount), 0))
+                                        )).scalar()
+        assert await eventually(counted) == 6_000_000
