@@ -2,7 +2,6 @@
 decide what they see and may do. Lists are paged with limit/offset and return `total`."""
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Offset = Annotated[int, Query(ge=0, description="rows to skip")]
-At = Annotated[dt.datetime | None, Query(description="evaluate at this time (default now)")]
 IdempotencyKey = Annotated[str | None, Header(max_length=100, description=(
     "any unique string per registration; a retry with the same key returns the first case "
     "(replayed: true) instead of registering it twice"))]
@@ -92,13 +90,15 @@ def router(deps: Intake) -> APIRouter:
         return await cases.list_cases(deps, p, queue=True, limit=limit, offset=offset)
 
     @r.get("/cases/overdue", tags=["cases"], summary="open cases past their deadline in your area")
-    async def overdue(p: Staff, now: At = None, limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
-        return await cases.list_cases(deps, p, overdue_at=_aware(now), limit=limit, offset=offset)
+    async def overdue(p: Staff, limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
+        # no clock override on a staff route (issue 15: `?now=2099-...` pushed every due date to
+        # 2099); operators and tests evaluate at another time through cases.* and `sinergi intake`
+        return await cases.list_cases(deps, p, overdue_at=utcnow(), limit=limit, offset=offset)
 
     @r.post("/cases/escalate", tags=["cases"],
             summary="escalate every overdue case now (the background task does this periodically)")
-    async def escalate(p: Kabupaten, now: At = None) -> dict[str, Any]:
-        done = await cases.escalate_overdue(deps.kit, deps.cfg, _aware(now))
+    async def escalate(p: Kabupaten) -> dict[str, Any]:
+        done = await cases.escalate_overdue(deps.kit, deps.cfg)
         return {"escalated": len(done), "cases": done}
 
     @r.get("/cases/{ref}", tags=["cases"], summary="one case by id or ticket number, with the complaint text")
@@ -159,12 +159,6 @@ def router(deps: Intake) -> APIRouter:
         return await visits.summary(deps, p, period or _this_month(), limit, offset)
 
     return r
-
-
-def _aware(now: dt.datetime | None) -> dt.datetime | None:
-    if now is not None and now.tzinfo is None:
-        raise HTTPException(422, detail={"error": "now must carry a timezone, e.g. 2026-11-30T09:00:00+07:00"})
-    return now
 
 
 def _this_month() -> str:

@@ -14,7 +14,8 @@ import pytest
 from contracts import wilayah
 from contracts.envelope import envelope
 from contracts.registry import ProposalDecided, ProposalDecision
-from services.kit.auth import Role
+from services.intake import cases
+from services.kit.auth import Principal, Role
 from tests.conftest import eventually
 from tests.factories import kk, nik
 from tests.integration.intake_support import fake_registry, intake_events, person, publish_event, token
@@ -219,37 +220,58 @@ async def test_overdue_cases_escalate_one_level_at_a_time(settings, nc, start):
         due = dt.datetime.fromisoformat(case["due_at"])
         now = dt.datetime.now(dt.UTC)
         assert dt.timedelta(days=3, minutes=-1) <= due - now <= dt.timedelta(days=5, minutes=1)  # 3 working days
-        before = (await svc.http.get("/cases/overdue", params={"now": (due - dt.timedelta(minutes=1)).isoformat()},
-                                     headers=village)).json()
-        assert before["total"] == 0
-        later = due + dt.timedelta(minutes=1)
-        overdue = (await svc.http.get("/cases/overdue", params={"now": later.isoformat()}, headers=village)).json()
-        assert [c["ticket"] for c in overdue["items"]] == [case["ticket"]]
+        # the clock is moved only through the use cases (operators: `sinergi intake escalate
+        # --now`); no staff route takes a clock override (issue 15)
+        p_village = Principal(user="vo", role=Role.village_office, area=VILLAGE_A)
+        p_kab = Principal(user="kab", role=Role.kabupaten, area="3317")
 
-        assert (await svc.http.post("/cases/escalate", params={"now": later.isoformat()},
+        async def overdue_at(p: Principal, at: dt.datetime) -> dict:
+            return await cases.list_cases(svc.deps, p, overdue_at=at)
+
+        async def escalate_at(at: dt.datetime) -> list[dict]:
+            return await cases.escalate_overdue(svc.deps.kit, svc.deps.cfg, at)
+
+        assert (await overdue_at(p_village, due - dt.timedelta(minutes=1)))["total"] == 0
+        later = due + dt.timedelta(minutes=1)
+        assert [c["ticket"] for c in (await overdue_at(p_village, later))["items"]] == [case["ticket"]]
+        # over HTTP, `now=` is no longer read: nothing is overdue at the real time, nothing moves
+        assert (await svc.http.get("/cases/overdue", params={"now": later.isoformat()},
+                                   headers=village)).json()["total"] == 0
+        assert (await svc.http.post("/cases/escalate", params={"now": "2099-01-01T00:00:00Z"},
                                     headers=village)).status_code == 403
-        r = (await svc.http.post("/cases/escalate", params={"now": later.isoformat()}, headers=kab)).json()
-        assert r["escalated"] == 1 and r["cases"][0]["level"] == "kecamatan"
+        r = await svc.http.post("/cases/escalate", params={"now": "2099-01-01T00:00:00Z"}, headers=kab)
+        assert r.status_code == 200 and r.json()["escalated"] == 0
+        got = (await svc.http.get(f"/cases/{case['ticket']}", headers=kab)).json()
+        assert got["level"] == "village" and dt.datetime.fromisoformat(got["due_at"]) == due
+
+        done = await escalate_at(later)
+        assert len(done) == 1 and done[0]["level"] == "kecamatan"
         # a second run at the same moment finds nothing more to do
-        assert (await svc.http.post("/cases/escalate", params={"now": later.isoformat()},
-                                    headers=kab)).json()["escalated"] == 0
+        assert await escalate_at(later) == []
         got = (await svc.http.get(f"/cases/{case['ticket']}", headers=kab)).json()
         assert got["level"] == "kecamatan" and dt.datetime.fromisoformat(got["due_at"]) > later
         much_later = later + dt.timedelta(days=30)
-        r = (await svc.http.post("/cases/escalate", params={"now": much_later.isoformat()}, headers=kab)).json()
-        assert r["cases"][0]["level"] == "kabupaten"
+        assert (await escalate_at(much_later))[0]["level"] == "kabupaten"
         # the agency needs a person naming the program: the kabupaten keeps it, listed as overdue
         far = much_later + dt.timedelta(days=60)
-        assert (await svc.http.post("/cases/escalate", params={"now": far.isoformat()},
-                                    headers=kab)).json()["escalated"] == 0
-        assert (await svc.http.get("/cases/overdue", params={"now": far.isoformat()}, headers=kab)).json()["total"] == 1
+        assert await escalate_at(far) == []
+        assert (await overdue_at(p_kab, far))["total"] == 1
         steps = (await svc.http.get(f"/cases/{case['ticket']}/history", headers=kab)).json()["steps"]
         assert [(s["action"], s["actor"]) for s in steps][1:] == [("escalate", "system"), ("escalate", "system")]
         evs = await eventually(lambda: _n(intake_events(nc, settings, "intake.case_escalated"), 2))
         assert [(e["data"]["from_level"], e["data"]["level"]) for e in evs] == [
             ("village", "kecamatan"), ("kecamatan", "kabupaten")]
-        r = await svc.http.get("/cases/overdue", params={"now": "2026-11-30T09:00:00"}, headers=kab)
-        assert r.status_code == 422 and "timezone" in r.json()["detail"]["error"]
+
+
+def test_no_staff_route_takes_a_clock_override(settings):
+    """`now=` (or any clock override) is for operators' commands and tests, never HTTP (issue 15)."""
+    import importlib
+    for service in ("intake", "registry", "disbursement", "reporting"):
+        app = importlib.import_module(f"services.{service}.app").create_app(settings)
+        for path, ops in app.openapi()["paths"].items():
+            for method, op in ops.items():
+                names = {q["name"].lower() for q in op.get("parameters", [])}
+                assert not names & {"now", "at", "today", "clock"}, (service, method, path, names)
 
 
 async def test_staff_see_only_their_own_area(settings, nc, start):
