@@ -203,8 +203,18 @@ async def test_batched_instructions_with_payees_per_item_results_and_a_reconcile
         async def settled():
             return (await _status(svc, a.disbursement_id), await _status(svc, b.disbursement_id)) == ("paid", "failed")
         await eventually(settled)
-        letters = await _letters(js, settings, 1)
-        assert [x["reason_code"] for x in letters] == ["rjct.instruction.unknown"]
+        # more than 500 results, and a refusal without its reason code: refused as a whole / alone
+        many = {"settlement_id": "bank-big", "results": [answer["results"][0]] * 501}
+        await js.publish(settings.names.subject("channel.bank.settlements"), json.dumps(many).encode(),
+                         headers={"Nats-Msg-Id": "bank:bank-big"})
+        mute = {"settlement_id": "bank-mute", "results": [
+            {"disbursement_id": str(c.disbursement_id), "status": "rjct", "timestamp": now}]}
+        await js.publish(settings.names.subject("channel.bank.settlements"), json.dumps(mute).encode(),
+                         headers={"Nats-Msg-Id": "bank:bank-mute"})
+        letters = await _letters(js, settings, 3)
+        assert sorted(x["reason_code"] for x in letters) == [
+            "rjct.instruction.unknown", "rjct.settlement.invalid", "rjct.settlement.reason_missing"]
+        assert await _status(svc, c.disbursement_id) == "issued"
         async with svc.rt.sessions() as s:
             why = (await s.execute(sa.select(store.instructions.c.reason)
                                    .where(store.instructions.c.id == b.disbursement_id))).scalar()
