@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from services.disbursement import api, api_channels, api_kube, cycles, handlers, ledger, store
 from services.disbursement.config import DisbursementSettings
 from services.disbursement.domain import Refused
+from services.kit.http import error_json
 from services.kit.runtime import Kit
 from services.kit.settings import Settings
 
@@ -49,7 +50,7 @@ def compose(settings: Settings | None = None, cfg: DisbursementSettings | None =
 
 async def _refused(_req: Request, exc: Exception) -> JSONResponse:
     status = exc.status if isinstance(exc, Refused) else 409
-    return JSONResponse({"detail": {"error": str(exc)}}, status_code=status)
+    return error_json(status, str(exc))  # kit.http.ErrorBody, as every error answer
 
 
 def create_app(settings: Settings | None = None, cfg: DisbursementSettings | None = None) -> FastAPI:

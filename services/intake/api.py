@@ -14,12 +14,12 @@ from contracts.values import Period, ProgramCode
 from services.intake import cases, visits
 from services.intake.domain import RuleError, period_of, today_wib
 from services.kit.auth import Principal, Role, require
+from services.kit.http import NoNul, Offset, error_json
 
 if TYPE_CHECKING:
     from services.intake.app import Intake
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
-Offset = Annotated[int, Query(ge=0, description="rows to skip")]
 IdempotencyKey = Annotated[str | None, Header(max_length=100, description=(
     "any unique string per registration; a retry with the same key returns the first case "
     "(replayed: true) instead of registering it twice"))]
@@ -38,12 +38,12 @@ VisitStaff = Annotated[Principal, Depends(require(Role.companion, Role.coordinat
 
 class NoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    note: str = Field(default="", max_length=2000)
+    note: Annotated[str, NoNul] = Field(default="", max_length=2000)
 
 
 class AnswerIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    answer: str = Field(min_length=1, max_length=5000, description="what the citizen was told")
+    answer: Annotated[str, NoNul] = Field(min_length=1, max_length=5000, description="what the citizen was told")
 
 
 class ReferIn(NoteIn):
@@ -57,12 +57,11 @@ class ResolveIn(NoteIn):
 def install_errors(app: FastAPI) -> None:
     @app.exception_handler(RuleError)
     async def _rule(_req: Request, exc: RuleError) -> JSONResponse:
-        return JSONResponse({"detail": {"error": exc.message}}, status_code=exc.status)
+        return error_json(exc.status, exc.message)
 
     @app.exception_handler(cases.RegistryUnavailable)
     async def _registry(_req: Request, exc: cases.RegistryUnavailable) -> JSONResponse:
-        return JSONResponse({"detail": {"error": f"{exc}; the case was not registered, try again"}},
-                            status_code=503)
+        return error_json(503, f"{exc}; the case was not registered, try again")
 
 
 def router(deps: Intake) -> APIRouter:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import nats.errors
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -25,6 +25,7 @@ from services.intake.config import IntakeSettings
 from services.intake.domain import RuleError
 from services.kit import audit
 from services.kit import logging as klog
+from services.kit.http import NoNul
 from services.kit.principal import Principal, Role
 from services.kit.uow import UnitOfWork
 
@@ -40,10 +41,10 @@ class Reporter(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     nik: NIK | None = None
-    name: str | None = Field(default=None, max_length=200)
+    name: Annotated[str | None, NoNul] = Field(default=None, max_length=200)
     no_kk: NoKK | None = Field(default=None, description="needed to propose a person missing from the registry")
-    address: str = Field(default="", max_length=500)
-    contact: str = Field(default="", max_length=100, description="phone number or how to reach them")
+    address: Annotated[str, NoNul] = Field(default="", max_length=500)
+    contact: Annotated[str, NoNul] = Field(default="", max_length=100, description="phone number or how to reach them")
 
     @model_validator(mode="after")
     def _who(self) -> Reporter:
@@ -59,7 +60,7 @@ class CaseIn(BaseModel):
     kind: CaseKind = CaseKind.complaint
     category: CaseCategory
     channel: Channel
-    text: str = Field(min_length=3, max_length=5000, description="the complaint or request in the citizen's words")
+    text: Annotated[str, NoNul] = Field(min_length=3, max_length=5000, description="the complaint or request in the citizen's words")
     programme_identifier: ProgramCode | None = Field(default=None, description="program concerned, if any")
 
 
@@ -102,6 +103,9 @@ async def check_person(deps: Intake, p: Principal, *, nik: str | None, name: str
     if problems:
         raise RuleError("; ".join(problems), 422)
     req = LookupRequest(nik=nik) if nik else LookupRequest(name=name, village_code=village_code)
+    if name and not nik and not any(ch.isalpha() for ch in name):
+        # the registry would refuse it (and intake answered 503 for `name=%`, issue 15)
+        raise RuleError("name has no letters to search for", 422)
     reply = await lookup(deps, req)
     people = [x.model_dump() for x in reply.people if x.village_code.startswith(p.area[:4])]
     return {"found": bool(people), "people": people}

@@ -10,8 +10,7 @@ a disabled account's tokens stop working at once.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import jwt
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -53,12 +52,22 @@ def decode_token(token: str, secret: str) -> Principal:
                             options={"require": ["exp", "iat", "sub", "role", "aud"]})
         if claims["exp"] - claims["iat"] > MAX_TTL.total_seconds() + 1:
             raise jwt.InvalidTokenError("lifetime too long")
-        return Principal(user=claims["sub"], role=Role(claims["role"]), area=claims.get("area", ""),
-                         programs=tuple(claims.get("programs", ())))
+        return _principal(claims)
     except jwt.ExpiredSignatureError:
         raise HTTPException(401, detail={"error": "token expired: log in again"}) from None
     except (jwt.InvalidTokenError, ValueError, KeyError, TypeError):
         raise HTTPException(401, detail={"error": "invalid token"}) from None
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    """The claims, each of its declared type: a signed token with `area: 3317` (an integer)
+    answered 500 from `covers` before (issue 15); now it is an invalid token."""
+    area, programs = claims.get("area", ""), claims.get("programs", [])
+    if not (isinstance(claims["sub"], str) and isinstance(claims["role"], str) and isinstance(area, str)
+            and area in ("", area.strip()) and (area == "" or area.isdigit())
+            and isinstance(programs, list) and all(isinstance(x, str) for x in programs)):
+        raise jwt.InvalidTokenError("a claim has the wrong type")
+    return Principal(user=claims["sub"], role=Role(claims["role"]), area=area, programs=tuple(programs))
 
 
 _bearer = HTTPBearer(auto_error=False)
@@ -90,14 +99,39 @@ def current_principal(request: Request,
     return p
 
 
-def require(*roles: Role) -> Callable[[Principal], Principal]:
-    """A FastAPI dependency: the caller must hold one of `roles`."""
-    def _dep(p: Principal = Depends(current_principal)) -> Principal:
-        if roles and p.role not in roles:
+class require:  # noqa: N801 - used like the function it was: Depends(require(Role.verifier))
+    """A FastAPI dependency: the caller must hold one of `roles` (none: any staff role).
+    `roles` stays readable, so tests derive who may call each route from the route table
+    (tests/integration/test_authz_matrix.py)."""
+
+    def __init__(self, *roles: Role) -> None:
+        self.roles: tuple[Role, ...] = roles
+
+    def allows(self, role: Role) -> bool:
+        return not self.roles or role in self.roles
+
+    def __call__(self, p: Principal = Depends(current_principal)) -> Principal:
+        if not self.allows(p.role):
             raise HTTPException(403, detail={"error": f"role {p.role.value} may not do this; "
-                                                      f"needs one of {', '.join(r.value for r in roles)}"})
+                                                      f"needs one of {', '.join(r.value for r in self.roles)}"})
         return p
-    return _dep
+
+
+def require_program(p: Principal, program: str) -> None:
+    """A program manager acts only for the programs named in their token (`programs`; none
+    named: every program, as before issue 15); other roles are limited by `require`."""
+    if p.role is Role.program_manager and p.programs and program not in p.programs:
+        raise HTTPException(403, detail={"error": f"program {program} is outside your programs "
+                                                  f"({', '.join(p.programs)})"})
+
+
+def _program_scope(program: str, p: Principal = Depends(current_principal)) -> Principal:
+    require_program(p, program)
+    return p
+
+
+# for routes with a {program} path parameter: `_s: ProgramScope` beside the role dependency
+ProgramScope = Annotated[Principal, Depends(_program_scope)]
 
 
 def require_area(p: Principal, region_code: str) -> None:

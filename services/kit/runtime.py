@@ -15,14 +15,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts.subjects import Names
 from services.kit import auth
 from services.kit import db as kdb
+from services.kit import http as kit_http
 from services.kit import logging as klog
 from services.kit.bus import Bus
 from services.kit.consumer import Consumer, ConsumerSpec
@@ -270,11 +270,7 @@ class Kit:
             return JSONResponse({"status": "ready" if ok else "unavailable", "checks": checks},
                                 status_code=200 if ok else 503)
 
-        @app.exception_handler(RequestValidationError)
-        async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
-            # say what is wrong, field by field, without echoing the whole input back
-            errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "problem": e["msg"]}
-                      for e in exc.errors()]
-            return JSONResponse({"error": "invalid request", "details": errors}, status_code=422)
+        # one error body (kit.http.ErrorBody) for every 4xx/5xx, and the OpenAPI saying so
+        kit_http.install_errors(app)
 
         return app

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from contracts.lookup import LookupReply, LookupRequest
 from contracts.values import Problem, kk_problems, nik_problems
 from services.kit.auth import Principal, Role, require, require_area
+from services.kit.http import NoNul, Offset
 from services.registry import lookup, store
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ NoKK = Annotated[str, Path(description="No. KK, 16 digits")]
 
 
 class Resolution(BaseModel):
-    resolution: str = Field(min_length=3, max_length=1000, description="what the verifier found and did")
+    resolution: Annotated[str, NoNul] = Field(min_length=3, max_length=1000, description="what the verifier found and did")
 
 
 def _check(problems: Sequence[Problem], what: str) -> None:
@@ -114,7 +115,7 @@ def router(reg: Registry) -> APIRouter:
             status: Annotated[str | None, Query(description="open, resolved, or empty for all")] = "open",
             kind: Annotated[str | None, Query(description="name_mismatch, birth_date_mismatch, "
                                                           "death_while_active")] = None,
-            limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+            limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0) -> dict:
         async with reg.kit.sessions() as s:
             total, rows = await store.data_quality_page(s, status or None, kind, p.area, limit, offset)
         return {"total": total, "limit": limit, "offset": offset, "items": [_conflict_json(q) for q in rows]}

@@ -24,6 +24,7 @@ from contracts.registry import (PeopleRegistered, PersonIdentity, ProposalDecide
 from contracts.values import NIK, NoKK, VillageCode, nik_consistency, parse_nik
 from services.kit.auth import Principal, Role, require, require_area
 from services.kit.consumer import ConsumerSpec, Delivery
+from services.kit.http import NoNul, Offset
 from services.kit.decode import Limits, decode_envelope
 from services.kit.uow import UnitOfWork
 from services.registry import domain, names, store
@@ -50,11 +51,11 @@ class ProposalIn(BaseModel):
 
     nik: NIK
     no_kk: NoKK
-    name: str = Field(min_length=1, max_length=200)
+    name: Annotated[str, NoNul] = Field(min_length=1, max_length=200)
     sex: Sex
     birth_date: dt.date
     village_code: VillageCode
-    address: str = Field(default="", max_length=500)
+    address: Annotated[str, NoNul] = Field(default="", max_length=500)
     programme_identifier: str | None = Field(default=None, description="program asked for, if any")
     case_id: uuid.UUID | None = None
 
@@ -69,7 +70,7 @@ class ProposalIn(BaseModel):
 
 class DecisionIn(BaseModel):
     decision: ProposalDecision
-    reason: str = Field(default="", max_length=1000, description="required when rejecting")
+    reason: Annotated[str, NoNul] = Field(default="", max_length=1000, description="required when rejecting")
 
     @model_validator(mode="after")
     def _reason(self) -> DecisionIn:
@@ -158,7 +159,7 @@ class RoundIn(BaseModel):
 class ResultIn(BaseModel):
     nik: NIK
     result: VerificationResult
-    note: str = Field(default="", max_length=1000)
+    note: Annotated[str, NoNul] = Field(default="", max_length=1000)
 
 
 def _round_json(r: Any) -> dict:
@@ -249,7 +250,7 @@ def router(reg: Registry) -> APIRouter:
     async def list_proposals(
             p: Staff,
             status: Annotated[str | None, Query(description="proposed, accepted, rejected")] = "proposed",
-            limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+            limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0) -> dict:
         async with reg.kit.sessions() as s:
             total, rows = await store.proposals_page(s, status, p.area, limit, offset)
         return {"total": total, "limit": limit, "offset": offset, "items": [_proposal_json(x) for x in rows]}
@@ -293,7 +294,7 @@ def router(reg: Registry) -> APIRouter:
     async def get_unverified(round_id: Annotated[uuid.UUID, Path()], p: Staff,
                              village_code: Annotated[str | None, Query()] = None,
                              limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                             offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+                             offset: Offset = 0) -> dict:
         return await unverified(reg, round_id, village_code, limit, offset, p)
 
     return r

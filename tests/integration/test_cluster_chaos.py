@@ -201,7 +201,7 @@ async def start_cycle(maker, checker, period: str, base, t0: float, sent: asynci
     (maker-checker: the approval issues the instructions); nobody starts it again."""
     async with httpx.AsyncClient(timeout=600) as http:
         r = await http.post(f"{maker.url}/cycles/pkh/{period}/prepare", headers=ds.headers(base, user="pm1"))
-        if r.status_code == 404 and r.json().get("detail") == "Not Found":  # before maker-checker: one call
+        if r.status_code == 404 and r.json().get("error") == "Not Found":  # before maker-checker: one call
             prepared = None
         else:
             assert r.status_code == 200, r.text

@@ -49,7 +49,7 @@ async def test_found_person_goes_to_back_office_with_programs(settings, nc, star
         looked = (await svc.http.get("/lookup", params={"nik": known}, headers=front)).json()
         assert looked["found"] and looked["people"][0]["enrolments"][0]["programme_identifier"] == "pkh"
         r = await svc.http.get("/lookup", params={"name": "Siti"}, headers=front)
-        assert r.status_code == 422 and "village_code" in r.json()["detail"]["error"]
+        assert r.status_code == 422 and "village_code" in r.json()["error"]
         r2 = await svc.http.post("/cases", json=case_body(VILLAGE_A, nik=known), headers=front)
         assert r2.json()["ticket"].endswith("-000002")
 
@@ -182,11 +182,11 @@ async def test_referral_chain_with_who_and_when(settings, nc, start):
         # the village office still follows it but can no longer act on it
         assert (await svc.http.get(f"/cases/{ref}", headers=village)).json()["level"] == "kecamatan"
         r = await svc.http.post(f"/cases/{ref}/resolve", json={}, headers=village)
-        assert r.status_code == 403 and "kecamatan level" in r.json()["detail"]["error"]
+        assert r.status_code == 403 and "kecamatan level" in r.json()["error"]
         assert (await svc.http.get("/cases/queue", headers=kec)).json()["total"] == 1
         assert (await svc.http.post(f"/cases/{ref}/refer", json={}, headers=kec)).json()["level"] == "kabupaten"
         r = await svc.http.post(f"/cases/{ref}/refer", json={}, headers=kab)
-        assert r.status_code == 422 and "programme_identifier" in r.json()["detail"]["error"]
+        assert r.status_code == 422 and "programme_identifier" in r.json()["error"]
         r = await svc.http.post(f"/cases/{ref}/refer", json={"programme_identifier": "pkh"}, headers=kab)
         assert r.json()["level"] == "agency"
         pm = token(settings, Role.program_manager, "", "pm-pkh", programs=("pkh",))
@@ -196,7 +196,7 @@ async def test_referral_chain_with_who_and_when(settings, nc, start):
                                 headers=pm)
         assert r.json()["status"] == "resolved"
         r = await svc.http.post(f"/cases/{ref}/answer", json={"answer": "lagi"}, headers=kab)
-        assert r.status_code == 409 and "resolved" in r.json()["detail"]["error"]
+        assert r.status_code == 409 and "resolved" in r.json()["error"]
 
         steps = (await svc.http.get(f"/cases/{ref}/history", headers=kab)).json()["steps"]
         assert [(s["action"], s["actor"], s["level"]) for s in steps] == [
@@ -287,7 +287,7 @@ async def test_staff_see_only_their_own_area(settings, nc, start):
         (await svc.http.post("/cases", json=case_body(VILLAGE_C, name="C"), headers=c)).json()
         # a village office registers only for its own village
         r = await svc.http.post("/cases", json=case_body(VILLAGE_B, name="X"), headers=a)
-        assert r.status_code == 403 and "outside your area" in r.json()["detail"]["error"]
+        assert r.status_code == 403 and "outside your area" in r.json()["error"]
         for ref in (case_a["ticket"], case_a["case_id"]):
             assert (await svc.http.get(f"/cases/{ref}", headers=b)).status_code == 404
             assert (await svc.http.get(f"/cases/{ref}/history", headers=b)).status_code == 404
@@ -313,7 +313,7 @@ async def test_bad_input_says_what_is_wrong(settings, nc, start):
     async with start("intake", settings) as svc:
         # no registry answering: a clear 503, nothing registered
         r = await svc.http.post("/cases", json=case_body(VILLAGE_A, name="Tanpa Registry"), headers=front)
-        assert r.status_code == 503 and "registry did not answer" in r.json()["detail"]["error"]
+        assert r.status_code == 503 and "registry did not answer" in r.json()["error"]
         assert (await svc.http.get("/cases", headers=front)).json()["total"] == 0
         async with fake_registry(nc, settings, {}):
             body = case_body(VILLAGE_A, nik="3317019999990000")
