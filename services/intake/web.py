@@ -6,7 +6,6 @@ form on another site cannot post with it); the pages call the same functions as 
 """
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
 import uuid
@@ -25,7 +24,8 @@ from contracts.envelope import utcnow
 from contracts.intake import CaseCategory, CaseKind, CaseLevel, CaseStatus, Channel, PersonStatus
 from services.intake import cases, visits
 from services.intake.domain import ACTIONS, LEVEL_ROLES, RuleError, period_of, today_wib
-from services.kit.auth import LoginThrottle, Principal, Role, decode_token, issue_token, staff_accounts
+from services.kit import login as kit_login
+from services.kit.auth import Principal, Role, decode_token, issue_token, staff_accounts
 
 if TYPE_CHECKING:
     from services.intake.app import Intake
@@ -134,7 +134,7 @@ def router(deps: Intake) -> APIRouter:
     async def login_form(request: Request) -> Response:
         return _page(request, "masuk.html", None)
 
-    throttle = LoginThrottle()
+    guard = kit_login.LoginGuard()  # the same protection as POST /auth/token (kit.login)
 
     @r.post("/masuk")
     async def login(request: Request) -> Response:
@@ -147,15 +147,13 @@ def router(deps: Intake) -> APIRouter:
             if users is None:
                 return _page(request, "masuk.html", None, 503,
                              error="Akun staf belum dikonfigurasi di server; masuk dengan token.")
-            if throttle.blocked(username):
+            try:
+                p = await kit_login.authenticate(guard, users, kit_login.client_of(request), username, password)
+            except kit_login.Busy as exc:
                 return _page(request, "masuk.html", None, 429,
-                             error="Terlalu banyak percobaan gagal; coba lagi 15 menit lagi.")
-            # Argon2 is slow on purpose: keep it off the event loop
-            p = await asyncio.to_thread(users.authenticate, username, password)
+                             error=f"Terlalu banyak percobaan masuk; coba lagi {exc.retry_after} detik lagi.")
             if p is None:
-                throttle.failed(username)
                 return _page(request, "masuk.html", None, 401, error="Nama pengguna atau kata sandi salah.")
-            throttle.ok(username)
             tok = issue_token(p, deps.kit.settings.auth_secret, ttl)
         elif principal_of(request, tok) is None:
             return _page(request, "masuk.html", None, 401, error="Token tidak sah atau kedaluwarsa.")

@@ -141,35 +141,15 @@ def require_area(p: Principal, region_code: str) -> None:
 
 # --- login -------------------------------------------------------------------------------
 
-class LoginThrottle:
-    """Failed logins per username: after MAX in WINDOW the account is refused for WINDOW (per
-    process; a guess-rate limit, not a lockout an attacker could use to lock everyone out forever)."""
-    MAX, WINDOW = 5, dt.timedelta(minutes=15)
-
-    def __init__(self) -> None:
-        self.failures: dict[str, list[dt.datetime]] = {}
-
-    def blocked(self, user: str) -> bool:
-        now = dt.datetime.now(dt.UTC)
-        recent = [t for t in self.failures.get(user, []) if now - t < self.WINDOW]
-        self.failures[user] = recent
-        return len(recent) >= self.MAX
-
-    def failed(self, user: str) -> None:
-        self.failures.setdefault(user, []).append(dt.datetime.now(dt.UTC))
-
-    def ok(self, user: str) -> None:
-        self.failures.pop(user, None)
-
-
 def router() -> APIRouter:
     """`POST /auth/token` (OAuth2 password form: username, password) and `GET /auth/me`;
     included in every service's app by ServiceRuntime.http_app."""
+    from services.kit import login
     from services.kit import logging as klog
 
     log = klog.get(__name__)
     r = APIRouter(prefix="/auth", tags=["auth"])
-    throttle = LoginThrottle()
+    guard = login.LoginGuard()  # growing delays and bounded Argon2 checks, never a lockout (kit.login)
 
     @r.post("/token", summary="log in with a staff account; returns a bearer token that expires")
     async def token(request: Request, form: OAuth2PasswordRequestForm = Depends()) -> dict[str, Any]:
@@ -177,16 +157,15 @@ def router() -> APIRouter:
         users = staff_accounts(request)
         if users is None:
             raise HTTPException(503, detail={"error": "no staff accounts configured (SINERGI_USERS_FILE)"})
-        if throttle.blocked(form.username):
-            raise HTTPException(429, detail={"error": "too many failed logins for this account; try again later"})
-        import asyncio
-        p = await asyncio.to_thread(users.authenticate, form.username, form.password)  # Argon2 is slow on purpose
+        try:
+            p = await login.authenticate(guard, users, login.client_of(request), form.username, form.password)
+        except login.Busy as exc:
+            raise HTTPException(429, detail={"error": str(exc)},
+                                headers={"Retry-After": str(exc.retry_after)}) from None
         if p is None:
-            throttle.failed(form.username)
             log.warning("auth.login_failed", user=form.username)
             raise HTTPException(401, detail={"error": "wrong username or password, or account disabled"},
                                 headers={"WWW-Authenticate": "Bearer"})
-        throttle.ok(form.username)
         ttl = dt.timedelta(minutes=getattr(settings, "token_ttl_minutes", 480))
         log.info("auth.login", user=p.user, role=p.role.value)
         return {"access_token": issue_token(p, settings.auth_secret, ttl), "token_type": "bearer",
