@@ -32,7 +32,10 @@ class DisbursementSettings(BaseSettings):
 
     pseudonym_key: str | None = None        # HMAC key for person pseudonyms on the audit stream
     signing_key_file: str | None = None     # PEM Ed25519 private key: every audit event and checkpoint
-    state_dir: str = ".sinergi/disbursement"  # development only: where keys are generated when not given
+    # development only: where keys are generated when not given. Not under ./.sinergi: that is
+    # `sinergi up`'s data dir, and its presence tells the commands a Sinergi runs there
+    state_dir: str = str(Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+                         / "sinergi" / "disbursement")
     checkpoint_every: int = 500             # sign the chain head at least every N events...
     checkpoint_seconds: float = 30.0        # ...and after this long if anything happened
     chunk_size: int = 5000                  # people per cycle transaction
