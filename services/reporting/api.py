@@ -7,6 +7,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from contracts import wilayah
+from services.kit.auth import Principal, Role, require
 from services.reporting import charts, domain, exports, report, store
 
 if TYPE_CHECKING:
@@ -84,5 +85,12 @@ def router(deps: "Reporting") -> APIRouter:
         trend = await report.complaint_trend(s, period, months=12)
         return templates.TemplateResponse(request, "dashboard.html", {
             "r": data, "charts": charts.dashboard(data, trend)})
+
+    @r.get("/reports/monthly/companions", summary="coordinator: home visits per companion, by username")
+    async def companions(s: Session, period: Period,
+                         _p: Annotated[Principal, Depends(require(Role.coordinator))]) -> dict:
+        # the public recap numbers companions; their usernames only behind login (issue 15)
+        data = await report.monthly(s, period, companion_names=True)
+        return {"period": period, **data["visits"]}
 
     return r

@@ -48,7 +48,7 @@ def recap_cmd(period: str = typer.Argument(..., help="the month, YYYY-MM"),
         engine = make_engine(local.settings(local.service_user("reporting")).db_url("reporting"), pool_size=1)
         try:
             async with sessions(engine)() as s:
-                return await report.monthly(s, p)
+                return await report.monthly(s, p, companion_names=True)  # an operator's command
         finally:
             await engine.dispose()
     data = asyncio.run(_run())

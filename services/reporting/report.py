@@ -18,8 +18,11 @@ async def _q(session, sql: str, **params) -> list[sa.Row]:
     return (await session.execute(sa.text(sql), params)).all()
 
 
-async def monthly(session, period: str) -> dict:
-    """The recap for `period` (YYYY-MM, already checked)."""
+async def monthly(session, period: str, *, companion_names: bool = False) -> dict:
+    """The recap for `period` (YYYY-MM, already checked). Companions are numbered, not named,
+    unless `companion_names` (coordinators behind login, operators' `sinergi reporting recap`):
+    the recap and dashboard are public pages, and listed usernames were accounts to guess
+    passwords for (issue 15)."""
     year = int(period[:4])
     p0, end = domain.year_start(period), domain.period_end(period)
 
@@ -138,7 +141,7 @@ async def monthly(session, period: str) -> dict:
             "median_days_to_resolve": domain.median_from_histogram({d: n for d, n in days}),
             "by_level": list(by_level.values()),
         },
-        "visits": _visits(companions),
+        "visits": _visits(companions, companion_names),
         "kube": [{"kecamatan_code": kec, "kecamatan_name": wilayah.name_of(kec), "groups": v["groups"],
                   "fund_amount": v["fund_amount"], "members": v["members"],
                   "loans_outstanding": v["loans_outstanding"], "arrears": v["arrears"],
@@ -148,13 +151,13 @@ async def monthly(session, period: str) -> dict:
     }
 
 
-def _visits(companions: dict[str, dict]) -> dict:
+def _visits(companions: dict[str, dict], names: bool) -> dict:
     due = sum(c["due"] for c in companions.values())
     done = sum(c["done"] for c in companions.values())
     return {"due": due, "done": done, "coverage_pct": domain.percent(done, due),
-            "companions": [{"companion": c, "due": v["due"], "done": v["done"],
+            "companions": [{"companion": c if names else f"pendamping {i}", "due": v["due"], "done": v["done"],
                             "coverage_pct": domain.percent(v["done"], v["due"]), "conditions": v["conditions"]}
-                           for c, v in sorted(companions.items())]}
+                           for i, (c, v) in enumerate(sorted(companions.items()), 1)]}
 
 
 def _areas(villages: dict[str, dict]) -> list[dict]:

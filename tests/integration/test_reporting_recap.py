@@ -235,9 +235,9 @@ def check_known_recap(r: dict) -> None:
     v = r["visits"]
     assert (v["due"], v["done"], v["coverage_pct"]) == (4, 3, 75.0)
     assert v["companions"] == [
-        {"companion": "pdp-ani", "due": 3, "done": 2, "coverage_pct": 66.67,
+        {"companion": "pendamping 1", "due": 3, "done": 2, "coverage_pct": 66.67,
          "conditions": {"fisik": {"good": 1, "fair": 1}, "sosial": {"good": 2}}},
-        {"companion": "pdp-budi", "due": 1, "done": 1, "coverage_pct": 100.0,
+        {"companion": "pendamping 2", "due": 1, "done": 1, "coverage_pct": 100.0,
          "conditions": {"fisik": {"critical": 1}, "sosial": {"fair": 1}}}]
     # Sumber: g1 + g2. fund 25M + 15M; members 10 + 8; outstanding (20M - 3M) + (10M - 1.5M);
     # arrears g1 4M due - 3M paid = 1M; repayment (3M + min(1.5M, 1M)) / (4M + 1M) = 80 %
@@ -276,6 +276,32 @@ async def test_monthly_recap_matches_hand_computed_figures(settings, nc, start):
         resp = await rep.http.get("/reports/monthly", params={"period": PERIOD})
         assert resp.status_code == 200, resp.text
         check_known_recap(resp.json())
+
+
+async def test_public_pages_show_no_usernames_coordinators_see_them_behind_login(settings, nc, start):
+    """Issue 15: the unauthenticated recap and dashboard listed companion usernames to pick
+    from (accounts to guess passwords for); now companions are numbered there, and their names
+    are behind a coordinator's login."""
+    from services.kit.auth import Role
+    from tests.integration.intake_support import token
+    js = nc.jetstream()
+    async with start("reporting", settings) as rep:
+        n = await publish_known_dataset(js, settings.names)
+        await eventually(lambda: folded(rep, n - 1), timeout=20)
+        for path in ("/reports/monthly", "/reports/monthly.csv", "/reports/monthly.html", "/dashboard"):
+            resp = await rep.http.get(path, params={"period": PERIOD})
+            assert resp.status_code == 200, (path, resp.text)
+            assert "pdp-ani" not in resp.text and "pdp-budi" not in resp.text, path
+        xlsx = await rep.http.get("/reports/monthly.xlsx", params={"period": PERIOD})
+        assert b"pdp-ani" not in xlsx.content  # shared strings are stored as text in the zip
+        path = "/reports/monthly/companions"
+        assert (await rep.http.get(path, params={"period": PERIOD})).status_code == 401
+        other = token(settings, Role.village_office, A)
+        assert (await rep.http.get(path, params={"period": PERIOD}, headers=other)).status_code == 403
+        coord = token(settings, Role.coordinator, "331701", "koordinator")
+        resp = await rep.http.get(path, params={"period": PERIOD}, headers=coord)
+        assert resp.status_code == 200, resp.text
+        assert [c["companion"] for c in resp.json()["companions"]] == ["pdp-ani", "pdp-budi"]
 
 
 async def test_redelivered_and_repeated_events_count_once_bad_ones_are_dead_lettered(settings, nc, start):
