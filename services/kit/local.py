@@ -18,9 +18,10 @@ values through the environment; a command run beside it (`sinergi agency publish
 verify`, `users add` ...) reads them here, so nobody has to set a variable.
 
 Which data dir a command uses: the one given (`sinergi --data-dir DIR ...` or SINERGI_DATA_DIR);
-else `./.sinergi` if it exists and the environment names no servers (SINERGI_NATS_URL,
-SINERGI_DATABASE_URL: a production operator's settings win over a folder they happen to stand
-in); else none, and settings come from the environment as in production.
+else `./.sinergi` if `sinergi up` made it (it holds `secrets/`) and the environment names no
+servers (SINERGI_NATS_URL, SINERGI_DATABASE_URL: a production operator's settings win over a
+folder they happen to stand in); else none, and settings come from the environment as in
+production.
 
 The `operator` identity exists only here. A regency gives each agency, auditor and operator
 their own credentials (`sinergi deploy init`); on one developer's machine the commands run
@@ -290,17 +291,12 @@ def current() -> LocalSystem | None:
     """The data dir this command works on, or None (settings from the environment)."""
     if _given is not None:
         return LocalSystem(_given.resolve())
-    if DEFAULT_DIR.is_dir() and not any(os.environ.get(v) for v in _SERVER_VARS):
+    # `secrets/`, not just the folder: other tools keep things in ./.sinergi too (e.g. a
+    # disbursement service run without keys generates development keys in .sinergi/disbursement)
+    made_by_up = (DEFAULT_DIR / "secrets").is_dir()
+    if made_by_up and not any(os.environ.get(v) for v in _SERVER_VARS):
         return LocalSystem(DEFAULT_DIR.resolve())
     return None
-
-
-def require() -> LocalSystem:
-    system = current()
-    if system is None:
-        raise NoSystem(f"no Sinergi data dir here ({DEFAULT_DIR.resolve()} does not exist): run the command in "
-                       "the folder where `scripts/up` runs, or give --data-dir")
-    return system
 
 
 def settings(identity: str = OPERATOR) -> Settings:

@@ -33,9 +33,13 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-async def export_person(settings: Settings, nik: str) -> dict[str, Any]:
+def check_nik(nik: str) -> None:
     if not re.fullmatch(r"\d{16}", nik):
         raise ValueError("a NIK has 16 digits")
+
+
+async def export_person(settings: Settings, nik: str) -> dict[str, Any]:
+    check_nik(nik)
     out: dict[str, Any] = {"nik": nik, "generated_at": dt.datetime.now(dt.UTC).isoformat(),
                  "legal_basis": "UU 27/2022 (Pelindungan Data Pribadi): hak akses dan salinan data", "services": {}}
     for svc in SERVICES:
@@ -70,11 +74,12 @@ def register_cli(app: typer.Typer) -> None:
     def export(nik: str = typer.Argument(..., help="the person's NIK"),
                out: Path = typer.Option(..., "--out", help="JSON file to write (mode 0600)")) -> None:
         """Everything Sinergi holds about one person, from every service database, as JSON."""
+        from services.kit import local
         try:
-            from services.kit import local
-            data = asyncio.run(export_person(local.settings(), nik))
+            check_nik(nik)  # a wrong NIK is said before looking for the system
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
+        data = asyncio.run(export_person(local.settings(), nik))
         out.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False))
         os.chmod(out, 0o600)
         n = sum(len(rows) for s in data["services"].values() for k, rows in s.items() if not k.startswith("_"))

@@ -95,6 +95,8 @@ def test_each_service_gets_its_own_identity_and_only_disbursement_the_keys(tmp_p
 def test_a_command_uses_the_folder_it_runs_in_unless_the_environment_names_servers(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert local.current() is None
+    (tmp_path / ".sinergi" / "disbursement").mkdir(parents=True)  # another tool's files: not a system
+    assert local.current() is None
     system, _ = LocalSystem.create(tmp_path / ".sinergi")
     assert local.current() == system
     ep = running(system)
