@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from contracts.disbursement import FundingSource
 from services.disbursement import approval, budgets, cycles, ledger
 from services.disbursement.domain import BoundedRupiah, ProgramRules
-from services.kit.auth import Principal, Role, require
+from services.kit.auth import Principal, ProgramScope, Role, require
 
 if TYPE_CHECKING:
     from services.disbursement.app import Disbursement
@@ -99,7 +99,7 @@ def router(deps: Disbursement) -> APIRouter:
 
     @r.put("/programs/{code}", tags=["programs"], response_model=ProgramOut,
            summary="define or change a program's rules (a change needs a reason); an audit event")
-    async def put_program(body: ProgramIn, code: Program, p: Manager) -> dict[str, Any]:
+    async def put_program(body: ProgramIn, code: Program, p: Manager, _s: ProgramScope) -> dict[str, Any]:
         rules = ProgramRules.model_validate(body.model_dump(exclude={"reason"}))
         return await approval.define_program(deps, code, rules, body.reason, p.user)
 
@@ -116,7 +116,7 @@ def router(deps: Disbursement) -> APIRouter:
     @r.put("/allocations/{source}/{program}/{fiscal_year}", tags=["budgets"],
            summary="set or amend a budget allocation's ceiling (with a reason); published as an event")
     async def put_allocation(body: AllocationIn, source: FundingSource, program: Program, fiscal_year: Year,
-                             p: Manager) -> dict[str, Any]:
+                             p: Manager, _s: ProgramScope) -> dict[str, Any]:
         return await budgets.set_allocation(deps, source, program, fiscal_year, body.ceiling, body.reason, p.user)
 
     @r.get("/allocations", tags=["budgets"], summary="every allocation with ceiling, reserved, paid, remaining")
@@ -125,12 +125,12 @@ def router(deps: Disbursement) -> APIRouter:
 
     @r.post("/cycles/{program}/{period}/preview", tags=["cycles"],
             summary="dry run: who would be paid, totals per source; writes nothing")
-    async def preview(program: Program, period: PeriodPath, _p: Manager) -> dict[str, Any]:
+    async def preview(program: Program, period: PeriodPath, _p: Manager, _s: ProgramScope) -> dict[str, Any]:
         return await cycles.preview(deps, program, period)
 
     @r.post("/cycles/{program}/{period}/prepare", tags=["cycles"], response_model=PreparationOut,
             summary="maker: freeze the cycle's list and totals for approval by another program manager")
-    async def prepare(program: Program, period: PeriodPath, p: Manager) -> dict[str, Any]:
+    async def prepare(program: Program, period: PeriodPath, p: Manager, _s: ProgramScope) -> dict[str, Any]:
         return await approval.prepare(deps, program, period, p.user)
 
     @r.get("/cycles/preparations/{preparation_id}", tags=["cycles"], response_model=PreparationOut,
@@ -151,7 +151,7 @@ def router(deps: Disbursement) -> APIRouter:
     @r.post("/cycles/{program}/{period}", tags=["cycles"], response_model=CycleRunOut,
             summary="continue an approved cycle (after a crash or a raised ceiling; idempotent); "
                     "409 without an approved preparation")
-    async def commit(program: Program, period: PeriodPath, p: Manager) -> dict[str, Any]:
+    async def commit(program: Program, period: PeriodPath, p: Manager, _s: ProgramScope) -> dict[str, Any]:
         return await approval.rerun(deps, program, period, p.user)
 
     @r.get("/ledger/proof", tags=["ledger"], summary="prove the books balance (trial balance and reconciliations)")

@@ -125,12 +125,15 @@ def require_program(p: Principal, program: str) -> None:
                                                   f"({', '.join(p.programs)})"})
 
 
-def _program_scope(program: str, p: Principal = Depends(current_principal)) -> Principal:
-    require_program(p, program)
+def _program_scope(request: Request, p: Principal = Depends(current_principal)) -> Principal:
+    program = request.path_params.get("program", request.path_params.get("code"))
+    if program is not None:
+        require_program(p, str(program))
     return p
 
 
-# for routes with a {program} path parameter: `_s: ProgramScope` beside the role dependency
+# for routes naming a program in their path ({program}, or {code} on /programs): `_s: ProgramScope`
+# beside the role dependency; the route table shows it to tests/integration/test_authz_matrix.py
 ProgramScope = Annotated[Principal, Depends(_program_scope)]
 
 

@@ -45,9 +45,8 @@ async def resolve_conflict(reg: Registry, conflict_id: uuid.UUID, resolution: st
     """A verifier closes a data-quality item (once: a second resolution is refused)."""
     async with reg.kit.unit_of_work() as uow:
         row = await store.lock_conflict(uow.session, conflict_id)
-        if row is None:
-            raise HTTPException(404, detail={"error": f"no data-quality item {conflict_id}"})
-        require_area(p, row.village_code)
+        if row is None or not p.covers(row.village_code):  # outside your area: as if missing (issue 15)
+            raise HTTPException(404, detail={"error": f"no data-quality item {conflict_id} in your area"})
         if row.status != "open":
             raise HTTPException(409, detail={"error": f"already resolved by {row.resolved_by}"})
         await store.resolve_conflict(uow.session, conflict_id, p.user, resolution)
@@ -62,9 +61,8 @@ def router(reg: Registry) -> APIRouter:
         _check(nik_problems(nik), "NIK")
         async with reg.kit.sessions() as s:
             person = await store.person_view(s, nik)
-        if person is None:
-            raise HTTPException(404, detail={"error": f"no person with NIK {nik} in the registry"})
-        require_area(p, person["village_code"])
+        if person is None or not p.covers(person["village_code"]):  # one answer: existence outside your area stays hidden
+            raise HTTPException(404, detail={"error": f"no person with NIK {nik} in your area"})
         return person
 
     @r.get("/people/{nik}/history", summary="every identity and enrolment report kept for a person; "
@@ -75,10 +73,8 @@ def router(reg: Registry) -> APIRouter:
         _check(nik_problems(nik), "NIK")
         async with reg.kit.sessions() as s:
             hist = await store.person_history_view(s, nik, as_of)
-        if hist is None:
-            raise HTTPException(404, detail={"error": f"no history for NIK {nik} in the registry"})
-        if hist["identity"]:
-            require_area(p, hist["identity"][-1]["village_code"])
+        if hist is None or (hist["identity"] and not p.covers(hist["identity"][-1]["village_code"])):
+            raise HTTPException(404, detail={"error": f"no history for NIK {nik} in your area"})
         return hist
 
     @r.get("/households/{no_kk}", summary="a household (Kartu Keluarga): members, head, enrolments")
@@ -86,9 +82,8 @@ def router(reg: Registry) -> APIRouter:
         _check(kk_problems(no_kk), "No. KK")
         async with reg.kit.sessions() as s:
             h = await store.household_view(s, no_kk)
-        if h is None:
-            raise HTTPException(404, detail={"error": f"no household with No. KK {no_kk} in the registry"})
-        require_area(p, h["village_code"])
+        if h is None or not p.covers(h["village_code"]):
+            raise HTTPException(404, detail={"error": f"no household with No. KK {no_kk} in your area"})
         return h
 
     @r.get("/people", summary="look people up by NIK, by No. KK, or by name within a village (tolerant)",

@@ -134,9 +134,8 @@ async def decide(reg: Registry, proposal_id: uuid.UUID, body: DecisionIn, p: Pri
     `registry.proposal_decided` goes out with the change."""
     async with reg.kit.unit_of_work() as uow:
         row = await store.proposal(uow.session, proposal_id, lock=True)
-        if row is None:
-            raise HTTPException(404, detail={"error": f"no proposal {proposal_id}"})
-        require_area(p, row.village_code)
+        if row is None or not p.covers(row.village_code):  # outside your area: as if missing (issue 15)
+            raise HTTPException(404, detail={"error": f"no proposal {proposal_id} in your area"})
         if row.status != "proposed":
             raise HTTPException(409, detail={"error": f"proposal already {row.status} by {row.decided_by}"})
         created = body.decision == ProposalDecision.accepted and await _add_person(reg, uow, row)
@@ -193,11 +192,10 @@ async def record_result(reg: Registry, round_id: uuid.UUID, body: ResultIn, p: P
         if rnd.status != "open":
             raise HTTPException(409, detail={"error": f"round {rnd.period} is closed"})
         person = await store.lock_person(uow.session, body.nik)
-        if person is None:
-            raise HTTPException(404, detail={"error": f"no person with NIK {body.nik} in the registry"})
+        if person is None or not p.covers(person.village_code):
+            raise HTTPException(404, detail={"error": f"no person with NIK {body.nik} in your area"})
         if not person.village_code.startswith(rnd.area):
             raise HTTPException(400, detail={"error": f"NIK {body.nik} lives outside the round's area {rnd.area}"})
-        require_area(p, person.village_code)
         active = await store.record_result(uow.session, round_id, rnd.period, body.nik, body.result.value,
                                            body.note, p.user)
         uow.emit(VerificationRecorded(
@@ -259,9 +257,8 @@ def router(reg: Registry) -> APIRouter:
     async def get_proposal(proposal_id: uuid.UUID, p: Staff) -> dict:
         async with reg.kit.sessions() as s:
             row = await store.proposal(s, proposal_id)
-        if row is None:
-            raise HTTPException(404, detail={"error": f"no proposal {proposal_id}"})
-        require_area(p, row.village_code)
+        if row is None or not p.covers(row.village_code):
+            raise HTTPException(404, detail={"error": f"no proposal {proposal_id} in your area"})
         return _proposal_json(row)
 
     @r.post("/proposals/{proposal_id}/decision", summary="a verifier accepts (the person enters the registry) "
