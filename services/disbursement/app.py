@@ -10,6 +10,7 @@ from services.disbursement import api, api_channels, api_kube, cycles, handlers,
 from services.disbursement.config import DisbursementSettings
 from services.disbursement.domain import Refused
 from services.kit.http import error_json
+from services.kit import audit as staff_audit
 from services.kit.runtime import Kit
 from services.kit.settings import Settings
 
@@ -63,4 +64,5 @@ def create_app(settings: Settings | None = None, cfg: DisbursementSettings | Non
     app.include_router(api.router(deps))
     app.include_router(api_kube.router(deps))
     app.include_router(api_channels.router(deps))
+    staff_audit.install(app, store.audit_log)  # every staff write leaves a row (kit.audit)
     return app

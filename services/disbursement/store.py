@@ -13,11 +13,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.kit.audit import audit_table
 from services.kit.outbox import inbox_table, outbox_table
 
 metadata = sa.MetaData()
 outbox = outbox_table(metadata)
 inbox = inbox_table(metadata)
+# who changed what over HTTP, in the write's own transaction (kit.audit.install; issue 15)
+audit_log = audit_table(metadata)
 
 _now = sa.func.now()
 KEY_LEN = 40  # a cycle key (domain.check_cycle_key): month, quarterly stage or one-off

@@ -17,6 +17,8 @@ convention; `sinergi` never updates or deletes it (retention: docs/SECURITY.md).
 """
 from __future__ import annotations
 
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -72,3 +74,69 @@ async def trail(session: AsyncSession | AsyncConnection, table: sa.Table, *, act
     if target:
         q = q.where(table.c.target == target)
     return [dict(r._mapping) for r in (await session.execute(q)).all()]
+
+
+# --- staff writes over HTTP, recorded by the unit of work ----------------------------------
+# Registry and disbursement write through use cases that open their own unit of work; instead
+# of threading the principal and request through every one of them (22 routes, several
+# modules), `install` marks each write request, kit.auth keeps the caller on request.state,
+# and Kit.unit_of_work calls `record_request` before it commits: the row lands in the
+# transaction of the request's first write, so a write without its row cannot commit.
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass
+class _Pending:
+    table: sa.Table
+    scope: dict[str, Any]
+    recorded: bool = False
+
+
+_request: ContextVar[_Pending | None] = ContextVar("sinergi_audit_request", default=None)
+
+
+class _AuditWrites:
+    """ASGI middleware: marks a write request for the audit trail (pure ASGI, so the mark is
+    seen by the route and every task it starts)."""
+
+    def __init__(self, app: Any, table: sa.Table) -> None:
+        self.app, self.table = app, table
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] not in WRITE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        token = _request.set(_Pending(self.table, scope))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _request.reset(token)
+
+
+def install(app: Any, table: sa.Table) -> None:
+    """Every staff write over HTTP of this app leaves one row in `table` (call in create_app)."""
+    app.add_middleware(_AuditWrites, table=table)
+
+
+def request_action(scope: dict[str, Any]) -> str:
+    route = scope.get("route")
+    return f"{scope['method']} {getattr(route, 'path', None) or scope['path']}"
+
+
+async def record_request(session: AsyncSession | AsyncConnection) -> None:
+    """Called by Kit.unit_of_work before it commits: the row of the staff write under way, once
+    per request; nothing outside a marked request or without a logged-in caller."""
+    pending = _request.get()
+    if pending is None or pending.recorded:
+        return
+    p = (pending.scope.get("state") or {}).get("principal")
+    if not isinstance(p, Principal):
+        return  # no staff caller (e.g. POST /auth/token): nothing a person changed
+    params = {k: str(v) for k, v in (pending.scope.get("path_params") or {}).items()}
+    client = pending.scope.get("client")
+    await session.execute(sa.insert(pending.table), [row(
+        p, request_action(pending.scope), target=next(reversed(params.values()), None) if params else None,
+        area=params.get("regency") or params.get("village_code"), detail=params,
+        client=client[0] if client else None)])
+    pending.recorded = True

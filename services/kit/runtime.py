@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts.subjects import Names
-from services.kit import auth
+from services.kit import audit, auth
 from services.kit import db as kdb
 from services.kit import http as kit_http
 from services.kit import logging as klog
@@ -129,6 +129,7 @@ class Kit:
         async with self.sessions.begin() as session:
             uow = UnitOfWork(session, self.names, self.service)
             yield uow
+            await audit.record_request(session)  # a staff write over HTTP leaves its row (kit.audit.install)
             if uow.rows:
                 self.tracing.stamp(uow.rows)
                 await add(session, self.outbox, uow.rows)

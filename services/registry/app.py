@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
+from services.kit import audit as staff_audit
 from services.kit.runtime import Kit
 from services.kit.settings import Settings
 from services.registry import api, handlers, lookup, store, verivali
@@ -52,4 +53,5 @@ def create_app(settings: Settings | None = None, registry_settings: RegistrySett
         app.state.runtime = deps.kit
     app.include_router(api.router(deps))
     app.include_router(verivali.router(deps))
+    staff_audit.install(app, store.audit_log)  # every staff write leaves a row (kit.audit)
     return app

@@ -7,12 +7,15 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, insert
 
+from services.kit.audit import audit_table
 from services.kit.outbox import inbox_table, outbox_table
 from services.registry.domain import PERSON_COLUMNS, Enrolment, IngestPlan, Person
 
 metadata = sa.MetaData()
 outbox = outbox_table(metadata)
 inbox = inbox_table(metadata)
+# who changed what over HTTP, in the write's own transaction (kit.audit.install; issue 15)
+audit_log = audit_table(metadata)
 
 people = sa.Table(
     "people", metadata,

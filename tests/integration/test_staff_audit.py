@@ -1,0 +1,133 @@
+"""Every staff write over HTTP leaves one audit row with its actor (issue 15): registry and
+disbursement, as intake already did. The write routes come from each app's route table; a
+route with neither an example below nor an entry in NOT_DRIVEN fails the test, so a new write
+route must be driven here too."""
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+
+import sqlalchemy as sa
+from fastapi.routing import APIRoute
+
+from services.kit.audit import WRITE_METHODS
+from services.kit.auth import Principal, Role, issue_token
+from tests import disbursement_support as ds
+from tests.factories import kk, nik
+
+VILLAGE = "3317012001"
+SKIP = {("POST", "/auth/token")}  # logging in changes nothing (kit.login counts failures in memory)
+
+# routes not yet driven by this test (each needs state built through events first); their
+# writes still go through the same middleware and unit of work, so they record (kit.audit)
+NOT_DRIVEN = {
+    "registry": {("POST", "/data-quality/{conflict_id}/resolve"): "needs a conflict from two agencies' feeds"},
+    "disbursement": {
+        ("POST", "/cycles/{program}/{period}/preview"): "a dry run: writes nothing, so no row",
+        ("POST", "/cycles/{program}/{period}"): "the old one-step run, answered by maker-checker",
+        ("POST", "/cycles/preparations/{preparation_id}/reject"): "driven like approve; not yet here",
+        ("POST", "/instructions/{instruction_id}/retry"): "needs a failed settlement from a channel",
+        ("POST", "/kube/groups"): "KUBE bodies not yet in this table",
+        ("PUT", "/kube/groups/{gid}/savings/{nik}/{month}"): "KUBE bodies not yet in this table",
+        ("PUT", "/kube/groups/{gid}/meetings/{held_on}"): "KUBE bodies not yet in this table",
+        ("POST", "/kube/groups/{gid}/grants"): "KUBE bodies not yet in this table",
+        ("POST", "/kube/groups/{gid}/loans"): "KUBE bodies not yet in this table",
+        ("POST", "/kube/loans/{loan_id}/instalments"): "KUBE bodies not yet in this table",
+    },
+}
+
+
+def _h(settings, user: str, role: Role, area: str = "") -> dict:
+    return {"Authorization": f"Bearer {issue_token(Principal(user, role, area), settings.auth_secret)}"}
+
+
+def _routes(routes):
+    # FastAPI 0.165 keeps included routers as routers (their effective routes carry the
+    # prefixed path and the methods)
+    for r in routes:
+        if hasattr(r, "effective_candidates"):
+            yield from _routes(r.effective_candidates())
+        else:
+            yield r
+
+
+def write_routes(app) -> set[tuple[str, str]]:
+    return {(m, r.path) for r in _routes(app.routes) if isinstance(r, APIRoute) or hasattr(r, "methods")
+            for m in (r.methods or set()) & WRITE_METHODS} - SKIP
+
+
+async def _rows(svc) -> list[dict]:
+    table = importlib.import_module(f"services.{svc.rt.service}.store").audit_log
+    async with svc.rt.sessions() as s:
+        return [dict(r._mapping) for r in (await s.execute(sa.select(table).order_by(table.c.id))).all()]
+
+
+async def _drive(svc, steps, answers: list | None = None) -> set[tuple[str, str]]:
+    """Run (method, template, path, headers, body, actor) steps; each answers 2xx and leaves
+    exactly one new row naming its actor and route."""
+    done = set()
+    for method, template, path, headers, body, actor in steps:
+        before = len(await _rows(svc))
+        r = await svc.http.request(method, path(), json=body, headers=headers)
+        assert 200 <= r.status_code < 300, (method, path(), r.status_code, r.text)
+        if answers is not None:
+            answers.append(r.json())
+        new = (await _rows(svc))[before:]
+        assert [(x["actor"], x["action"]) for x in new] == [(actor, f"{method} {template}")], (method, template, new)
+        done.add((method, template))
+    return done
+
+
+async def test_every_registry_write_route_leaves_an_audit_row(settings, start):
+    born = dt.date(1970, 5, 6)
+    person = nik(VILLAGE, born, "F")
+    vo, ver = _h(settings, "vo1", Role.village_office, VILLAGE), _h(settings, "ver1", Role.verifier)
+    got: dict[str, str] = {}
+    async with start("registry", settings) as svc:
+        steps = [
+            ("POST", "/proposals", lambda: "/proposals", vo,
+             {"nik": person, "no_kk": kk(VILLAGE), "name": "Siti Aminah", "sex": "F",
+              "birth_date": born.isoformat(), "village_code": VILLAGE}, "vo1"),
+        ]
+        answers: list = []
+        done = await _drive(svc, steps, answers)
+        got["pid"] = answers[-1]["proposal_id"]
+        done |= await _drive(svc, [
+            ("POST", "/proposals/{proposal_id}/decision", lambda: f"/proposals/{got['pid']}/decision", ver,
+             {"decision": "accepted"}, "ver1"),
+            ("POST", "/verification-rounds", lambda: "/verification-rounds", ver, {"area": ""}, "ver1"),
+        ], answers)
+        got["rid"] = answers[-1]["round_id"]
+        done |= await _drive(svc, [
+            ("POST", "/verification-rounds/{round_id}/results", lambda: f"/verification-rounds/{got['rid']}/results",
+             ver, {"nik": person, "result": "verified"}, "ver1"),
+            ("POST", "/verification-rounds/{round_id}/close", lambda: f"/verification-rounds/{got['rid']}/close",
+             ver, None, "ver1"),
+        ])
+        routes = write_routes(svc.app)
+    assert routes == done | set(NOT_DRIVEN["registry"]), ("write routes without an example",
+                                                           routes - done - set(NOT_DRIVEN["registry"]))
+
+
+async def test_every_disbursement_write_route_leaves_an_audit_row(settings, start):
+    pm, kadis = ds.headers(settings, user="pm1"), ds.headers(settings, user="kadis")
+    got: dict[str, str] = {}
+    answers: list = []
+    async with start("disbursement", settings) as svc:
+        done = await _drive(svc, [
+            ("PUT", "/programs/{code}", lambda: "/programs/kamalia_merekah", pm, ds.KAMALIA, "pm1"),
+            ("PUT", "/poverty-lines/{regency}/{year}", lambda: "/poverty-lines/3317/2026", pm,
+             {"amount": 600_000, "reason": "BPS 2026"}, "pm1"),
+            ("PUT", "/allocations/{source}/{program}/{fiscal_year}", lambda: "/allocations/csr/kamalia_merekah/2026",
+             pm, {"ceiling": 6_000_000, "reason": "MoU 2026"}, "pm1"),
+            ("POST", "/cycles/{program}/{period}/prepare", lambda: "/cycles/kamalia_merekah/2026-03/prepare", pm,
+             None, "pm1"),
+        ], answers)
+        got["pid"] = answers[-1]["preparation_id"]
+        done |= await _drive(svc, [
+            ("POST", "/cycles/preparations/{preparation_id}/approve",
+             lambda: f"/cycles/preparations/{got['pid']}/approve", kadis, None, "kadis"),
+        ])
+        routes = write_routes(svc.app)
+    assert routes == done | set(NOT_DRIVEN["disbursement"]), ("write routes without an example",
+                                                               routes - done - set(NOT_DRIVEN["disbursement"]))
