@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import uuid
 
 import sqlalchemy as sa
 from fastapi.routing import APIRoute
@@ -24,15 +25,7 @@ NOT_DRIVEN = {
     "registry": {("POST", "/data-quality/{conflict_id}/resolve"): "needs a conflict from two agencies' feeds"},
     "disbursement": {
         ("POST", "/cycles/{program}/{period}/preview"): "a dry run: writes nothing, so no row",
-        ("POST", "/cycles/{program}/{period}"): "the old one-step run, answered by maker-checker",
-        ("POST", "/cycles/preparations/{preparation_id}/reject"): "driven like approve; not yet here",
         ("POST", "/instructions/{instruction_id}/retry"): "needs a failed settlement from a channel",
-        ("POST", "/kube/groups"): "KUBE bodies not yet in this table",
-        ("PUT", "/kube/groups/{gid}/savings/{nik}/{month}"): "KUBE bodies not yet in this table",
-        ("PUT", "/kube/groups/{gid}/meetings/{held_on}"): "KUBE bodies not yet in this table",
-        ("POST", "/kube/groups/{gid}/grants"): "KUBE bodies not yet in this table",
-        ("POST", "/kube/groups/{gid}/loans"): "KUBE bodies not yet in this table",
-        ("POST", "/kube/loans/{loan_id}/instalments"): "KUBE bodies not yet in this table",
     },
 }
 
@@ -127,6 +120,43 @@ async def test_every_disbursement_write_route_leaves_an_audit_row(settings, star
         done |= await _drive(svc, [
             ("POST", "/cycles/preparations/{preparation_id}/approve",
              lambda: f"/cycles/preparations/{got['pid']}/approve", kadis, None, "kadis"),
+            ("POST", "/cycles/{program}/{period}", lambda: "/cycles/kamalia_merekah/2026-03", kadis, None, "kadis"),
+            ("POST", "/cycles/{program}/{period}/prepare", lambda: "/cycles/kamalia_merekah/2026-04/prepare", pm,
+             None, "pm1"),
+        ], answers)
+        got["pid"] = answers[-1]["preparation_id"]
+        done |= await _drive(svc, [
+            ("POST", "/cycles/preparations/{preparation_id}/reject",
+             lambda: f"/cycles/preparations/{got['pid']}/reject", pm, {"reason": "the list is not final"}, "pm1"),
+        ])
+        # KUBE: a group, a member who saves and attends for three months, a grant, a loan, an instalment
+        a = ds.people(1, seed=31)[0]
+        done |= await _drive(svc, [
+            ("POST", "/kube/groups", lambda: "/kube/groups", pm,
+             {"name": "KUBE Mina Makmur", "village_code": a["village_code"],
+              "members": [{"nik": a["nik"], "joined_on": "2026-01-05"}]}, "pm1"),
+        ], answers)
+        got["gid"] = answers[-1]["group_id"]
+        steps = [("PUT", "/kube/groups/{gid}/savings/{nik}/{month}",
+                  (lambda m=m: f"/kube/groups/{got['gid']}/savings/{a['nik']}/{m}"), pm, {"amount": 20_000}, "pm1")
+                 for m in ("2026-02", "2026-03", "2026-04")]
+        steps += [("PUT", "/kube/groups/{gid}/meetings/{held_on}",
+                   (lambda d=d: f"/kube/groups/{got['gid']}/meetings/{d}"), pm, {"attendees": [a["nik"]]}, "pm1")
+                  for d in ("2026-02-10", "2026-03-10", "2026-04-10")]
+        steps += [
+            ("PUT", "/allocations/{source}/{program}/{fiscal_year}", lambda: "/allocations/apbd_kabupaten/kube/2026",
+             pm, {"ceiling": 6_000_000, "reason": "KUBE 2026"}, "pm1"),
+            ("POST", "/kube/groups/{gid}/grants", lambda: f"/kube/groups/{got['gid']}/grants", pm,
+             {"source": "apbd_kabupaten", "fiscal_year": 2026, "amount": 5_000_000}, "pm1"),
+            ("POST", "/kube/groups/{gid}/loans", lambda: f"/kube/groups/{got['gid']}/loans", pm,
+             {"nik": a["nik"], "need": 3_000_000, "monthly_capacity": 150_000, "term_months": 12,
+              "issued_on": "2026-05-02"}, "pm1"),
+        ]
+        done |= await _drive(svc, steps, answers)
+        got["loan"] = answers[-1]["loan_id"]
+        done |= await _drive(svc, [
+            ("POST", "/kube/loans/{loan_id}/instalments", lambda: f"/kube/loans/{got['loan']}/instalments", pm,
+             {"payment_id": str(uuid.uuid4()), "amount": 150_000, "paid_on": "2026-06-02"}, "pm1"),
         ])
         routes = write_routes(svc.app)
     assert routes == done | set(NOT_DRIVEN["disbursement"]), ("write routes without an example",
