@@ -59,7 +59,10 @@ def register(app: typer.Typer) -> None:
         path = f"/cycles/{program}/{period}" + ("/preview" if dry_run else "")
         r = httpx.post(base + path, headers={"Authorization": f"Bearer {_token(token, user)}"}, timeout=None)
         if r.status_code != 200:
-            console.print(f"[red]{r.status_code}: {r.json().get('detail', r.text) if r.headers.get('content-type', '').startswith('application/json') else r.text}")
+            detail = r.json().get("detail", r.text) if r.headers.get("content-type", "").startswith("application/json") \
+                else r.text
+            # one line whatever the terminal's width (a JSON detail holds [brackets]: no markup)
+            console.print(f"{r.status_code}: {detail}", style="red", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(1)
         body = r.json()
         t = Table(title=f"{program} {period} {'(dry run)' if dry_run else ''}")
