@@ -64,3 +64,37 @@ def test_the_walk_sees_protected_routes_too():
     paths = {p for p, _r in _walk(app.routes)}
     assert "/cycles/{program}/{period}" in paths and "/auth/me" in paths
     assert ("disbursement", "POST", "/cycles/{program}/{period}") not in _unauthenticated("disbursement")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_openapi_documents_one_error_body_and_the_codes_each_route_may_answer(service):
+    """Issue 15: the OpenAPI omitted 400/401/403 and documented a 422 body (FastAPI's
+    HTTPValidationError) that no service sends. Every error is kit.http.ErrorBody now."""
+    app = importlib.import_module(f"services.{service}.app").create_app(Settings(_env_file=None))
+    doc = app.openapi()
+    schemas = doc["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas and "ValidationError" not in schemas
+    assert set(schemas["ErrorBody"]["required"]) == {"error"}
+    protected = {(m, p) for p, r in _walk(app.routes) if current_principal in set(_deps(r.dependant))
+                 for m in r.methods}
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            for code, resp in op["responses"].items():
+                if code.startswith(("4", "5")):
+                    ref = resp["content"]["application/json"]["schema"]["$ref"]
+                    assert ref.endswith("/ErrorBody"), (method, path, code)
+            if (method.upper(), path) in protected:
+                assert {"401", "403"} <= set(op["responses"]), (method, path)
+            if "{" in path:
+                assert "404" in op["responses"], (method, path)
+
+
+def test_require_shows_its_roles_to_the_route_table():
+    """The authorization matrix (tests/integration/test_authz_matrix.py) reads who may call a
+    route from its require(...): the roles must stay readable there."""
+    from services.kit.auth import Role, require
+    from services.kit.http import api_routes, dependency_calls
+
+    app = importlib.import_module("services.registry.app").create_app(Settings(_env_file=None))
+    found = {p: c.roles for p, r in api_routes(app.routes) for c in dependency_calls(r) if isinstance(c, require)}
+    assert found["/data-quality/{conflict_id}/resolve"] == (Role.verifier,)
