@@ -10,8 +10,8 @@ Starts the loopback cluster of bench/cluster.py (deploy init's cluster configura
    into its REGISTRY stream, timed until the last acknowledgement;
 2. the other regencies' streams and consumers added (each regency under its own prefix, as
    one account per regency would hold them: the same Raft groups either way);
-3. the servers idle for `--idle` seconds: CPU (the three nats-server processes together, in %
-   of one core) and resident memory;
+3. the servers idle for `--idle` seconds, with one regency (after step 1) and with all: CPU
+   (the three nats-server processes together, in % of one core) and resident memory;
 4. the same publish again, into the first regency, with every regency present.
 
 The ratio (4) / (1) says what sharing the cluster costs one regency's writes.
@@ -79,6 +79,14 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+async def idle_cpu(pids: list[int], seconds: float) -> float:
+    """% of one core the servers use together while nothing is sent (after elections settle)."""
+    await asyncio.sleep(5)
+    c0 = cpu_seconds(pids)
+    await asyncio.sleep(seconds)
+    return (cpu_seconds(pids) - c0) / seconds * 100
+
+
 def rss_mb(pids: list[int]) -> float:
     kb = 0
     for pid in pids:
@@ -105,6 +113,8 @@ async def main() -> None:
         first = await add_regency(js, own, "0000")
         alone = await publish(js, first, args.n)
         print(f"one regency: publish {args.n:,} x 300 B pipelined: {alone:,.0f} msg/s", flush=True)
+        idle1 = await idle_cpu(pids, args.idle)
+        print(f"idle with one regency: {idle1:.1f} % of one core, {rss_mb(pids):,.0f} MB resident", flush=True)
         t = time.perf_counter()
         for r in range(1, args.regencies):
             await add_regency(js, own, f"{r:04d}")
@@ -112,12 +122,9 @@ async def main() -> None:
         groups = args.regencies * (7 + len(CONSUMERS))
         print(f"{args.regencies - 1} more regencies' streams and consumers created in {made:.1f} s "
               f"({groups:,} Raft groups of three in all)", flush=True)
-        await asyncio.sleep(5)  # let elections settle
-        c0 = cpu_seconds(pids)
-        await asyncio.sleep(args.idle)
-        idle = (cpu_seconds(pids) - c0) / args.idle * 100
-        print(f"idle: the three nats-servers use {idle:.1f} % of one core together, {rss_mb(pids):,.0f} MB resident",
-              flush=True)
+        idle = await idle_cpu(pids, args.idle)
+        print(f"idle with {args.regencies}: the three nats-servers use {idle:.1f} % of one core together, "
+              f"{rss_mb(pids):,.0f} MB resident", flush=True)
         shared = await publish(js, first, args.n)
         print(f"one regency among {args.regencies}: the same publish: {shared:,.0f} msg/s "
               f"(ratio {shared / alone:.2f} of alone)", flush=True)

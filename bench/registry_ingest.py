@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 import nats  # noqa: E402
+import nats.js.errors  # noqa: E402
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig  # noqa: E402
 
 from contracts import wilayah  # noqa: E402
@@ -239,6 +240,9 @@ async def measure(args, settings: Settings, identity: dict[str, str] | None = No
                 # timeout, which with timeout=1 capped this reader (not the registry) at ~1,000/s
                 msgs = await receipts.fetch(2000, timeout=0.05)
             except (TimeoutError, nats.errors.TimeoutError):
+                msgs = []
+            except nats.js.errors.ServiceUnavailableError:  # a new consumer with three replicas: no leader yet
+                await asyncio.sleep(0.1)
                 msgs = []
             for m in msgs:  # contracts.agency.ReceiptBatch
                 for r in json.loads(m.data)["receipts"]:
