@@ -14,7 +14,9 @@ from fastapi.routing import APIRoute
 from services.kit.audit import WRITE_METHODS
 from services.kit.auth import Principal, Role, issue_token
 from tests import disbursement_support as ds
+from tests import factories
 from tests.factories import kk, nik
+from tests.integration.registry_support import send
 
 VILLAGE = "3317012001"
 SKIP = {("POST", "/auth/token")}  # logging in changes nothing (kit.login counts failures in memory)
@@ -22,7 +24,7 @@ SKIP = {("POST", "/auth/token")}  # logging in changes nothing (kit.login counts
 # routes not yet driven by this test (each needs state built through events first); their
 # writes still go through the same middleware and unit of work, so they record (kit.audit)
 NOT_DRIVEN = {
-    "registry": {("POST", "/data-quality/{conflict_id}/resolve"): "needs a conflict from two agencies' feeds"},
+    "registry": {},
     "disbursement": {
         ("POST", "/cycles/{program}/{period}/preview"): "a dry run: writes nothing, so no row",
         ("POST", "/instructions/{instruction_id}/retry"): "needs a failed settlement from a channel",
@@ -71,7 +73,7 @@ async def _drive(svc, steps, answers: list | None = None) -> set[tuple[str, str]
     return done
 
 
-async def test_every_registry_write_route_leaves_an_audit_row(settings, start):
+async def test_every_registry_write_route_leaves_an_audit_row(settings, nc, start):
     born = dt.date(1970, 5, 6)
     person = nik(VILLAGE, born, "F")
     vo, ver = _h(settings, "vo1", Role.village_office, VILLAGE), _h(settings, "ver1", Role.verifier)
@@ -96,6 +98,15 @@ async def test_every_registry_write_route_leaves_an_audit_row(settings, start):
              ver, {"nik": person, "result": "verified"}, "ver1"),
             ("POST", "/verification-rounds/{round_id}/close", lambda: f"/verification-rounds/{got['rid']}/close",
              ver, None, "ver1"),
+        ])
+        # two programs disagree on a name: a data-quality conflict a verifier resolves
+        pkh = factories.enrolment("pkh", name="Siti Aminah")
+        await send(nc, settings, [pkh])
+        await send(nc, settings, [{**pkh, "message_id": "other", "programme_identifier": "bpnt", "name": "Sumarni"}])
+        conflict = (await svc.http.get("/data-quality", headers=ver)).json()["items"][0]["id"]
+        done |= await _drive(svc, [
+            ("POST", "/data-quality/{conflict_id}/resolve", lambda: f"/data-quality/{conflict}/resolve", ver,
+             {"resolution": "KK shows Siti Aminah"}, "ver1"),
         ])
         routes = write_routes(svc.app)
     assert routes == done | set(NOT_DRIVEN["registry"]), ("write routes without an example",
