@@ -44,6 +44,88 @@ FieldStaff = Annotated[Principal, Depends(require(Role.verifier, Role.companion)
 Staff = Annotated[Principal, Depends(require())]
 
 
+# ---- answers (the OpenAPI shows these shapes; kit.http.ErrorBody for every error) ----
+
+class ProposalOut(BaseModel):
+    proposal_id: str
+    source: str
+    nik: str
+    no_kk: str
+    name: str
+    sex: str
+    birth_date: str
+    village_code: str
+    address: str
+    programme_identifier: str | None
+    submitted_by: str | None
+    case_id: str | None
+    status: str
+    reason: str | None
+    decided_by: str | None
+    decided_at: str | None
+    created_at: str
+
+
+class ProposalPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[ProposalOut]
+
+
+class ProposalAccepted(BaseModel):
+    proposal_id: str
+    status: str
+
+
+class DecisionOut(BaseModel):
+    proposal_id: str
+    status: str
+    person_created: bool
+    reason: str
+
+
+class RoundOut(BaseModel):
+    round_id: str
+    period: str
+    cadence: str
+    area: str
+    status: str
+    opened_by: str
+    opened_at: str
+    closed_by: str | None
+    closed_at: str | None
+
+
+class ClosedRoundOut(RoundOut):
+    verified: int
+    not_verified: int
+
+
+class ResultOut(BaseModel):
+    round_id: str
+    nik: str
+    result: str
+    verified: bool
+    programme_identifiers: list[str]
+
+
+class UnverifiedItem(BaseModel):
+    nik: str
+    name: str
+    village_code: str
+    result: str | None
+
+
+class UnverifiedPage(BaseModel):
+    round_id: str
+    period: str
+    total: int
+    limit: int
+    offset: int
+    items: list[UnverifiedItem]
+
+
 # ---- proposals ----
 
 class ProposalIn(BaseModel):
@@ -237,62 +319,63 @@ def router(reg: Registry) -> APIRouter:
     r = APIRouter(tags=["verivali"])
 
     @r.post("/proposals", status_code=201, summary="propose adding a person (usulan); waits as `proposed`")
-    async def propose(body: ProposalIn, p: FrontOffice) -> dict:
+    async def propose(body: ProposalIn, p: FrontOffice) -> ProposalAccepted:
         require_area(p, body.village_code)
         pid = uuid.uuid4()
         async with reg.kit.unit_of_work() as uow:
             await store.add_proposals(uow.session, [_proposal_row(body, pid, "http", p.user)])
-        return {"proposal_id": str(pid), "status": "proposed"}
+        return ProposalAccepted(proposal_id=str(pid), status="proposed")
 
     @r.get("/proposals", summary="proposals, oldest first (default: those waiting for a decision)")
     async def list_proposals(
             p: Staff,
             status: Annotated[str | None, Query(description="proposed, accepted, rejected")] = "proposed",
-            limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0) -> dict:
+            limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0) -> ProposalPage:
         async with reg.kit.sessions() as s:
             total, rows = await store.proposals_page(s, status, p.area, limit, offset)
-        return {"total": total, "limit": limit, "offset": offset, "items": [_proposal_json(x) for x in rows]}
+        return ProposalPage.model_validate({"total": total, "limit": limit, "offset": offset,
+                                            "items": [_proposal_json(x) for x in rows]})
 
     @r.get("/proposals/{proposal_id}", summary="one proposal and its decision, if any")
-    async def get_proposal(proposal_id: uuid.UUID, p: Staff) -> dict:
+    async def get_proposal(proposal_id: uuid.UUID, p: Staff) -> ProposalOut:
         async with reg.kit.sessions() as s:
             row = await store.proposal(s, proposal_id)
         if row is None or not p.covers(row.village_code):
             raise HTTPException(404, detail={"error": f"no proposal {proposal_id} in your area"})
-        return _proposal_json(row)
+        return ProposalOut.model_validate(_proposal_json(row))
 
     @r.post("/proposals/{proposal_id}/decision", summary="a verifier accepts (the person enters the registry) "
                                                           "or rejects with a reason")
-    async def post_decision(body: DecisionIn, proposal_id: Annotated[uuid.UUID, Path()], p: Verifier) -> dict:
-        return await decide(reg, proposal_id, body, p)
+    async def post_decision(body: DecisionIn, proposal_id: Annotated[uuid.UUID, Path()], p: Verifier) -> DecisionOut:
+        return DecisionOut.model_validate(await decide(reg, proposal_id, body, p))
 
     @r.post("/verification-rounds", status_code=201,
             summary="open a verification round for the current period (cadence: SINERGI_REGISTRY_VERIFICATION_CADENCE)")
-    async def post_round(body: RoundIn, p: Verifier) -> dict:
+    async def post_round(body: RoundIn, p: Verifier) -> RoundOut:
         require_area(p, body.area)
-        return await open_round(reg, body.area, p)
+        return RoundOut.model_validate(await open_round(reg, body.area, p))
 
     @r.get("/verification-rounds", summary="verification rounds, newest first")
-    async def list_rounds(p: Staff) -> list[dict]:
+    async def list_rounds(p: Staff) -> list[RoundOut]:
         async with reg.kit.sessions() as s:
             rows = await store.latest_rounds(s)
-        return [_round_json(x) for x in rows]
+        return [RoundOut.model_validate(_round_json(x)) for x in rows]
 
     @r.post("/verification-rounds/{round_id}/results", summary="record one person's verification result")
-    async def post_result(body: ResultIn, round_id: Annotated[uuid.UUID, Path()], p: FieldStaff) -> dict:
-        return await record_result(reg, round_id, body, p)
+    async def post_result(body: ResultIn, round_id: Annotated[uuid.UUID, Path()], p: FieldStaff) -> ResultOut:
+        return ResultOut.model_validate(await record_result(reg, round_id, body, p))
 
     @r.post("/verification-rounds/{round_id}/close", summary="close a round; counts verified and not verified")
-    async def post_close(round_id: Annotated[uuid.UUID, Path()], p: Verifier) -> dict:
-        return await close_round(reg, round_id, p)
+    async def post_close(round_id: Annotated[uuid.UUID, Path()], p: Verifier) -> ClosedRoundOut:
+        return ClosedRoundOut.model_validate(await close_round(reg, round_id, p))
 
     @r.get("/verification-rounds/{round_id}/unverified",
            summary="people in the round's area not (yet) verified in it, with the result recorded if any")
     async def get_unverified(round_id: Annotated[uuid.UUID, Path()], p: Staff,
                              village_code: Annotated[str | None, Query()] = None,
                              limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                             offset: Offset = 0) -> dict:
-        return await unverified(reg, round_id, village_code, limit, offset, p)
+                             offset: Offset = 0) -> UnverifiedPage:
+        return UnverifiedPage.model_validate(await unverified(reg, round_id, village_code, limit, offset, p))
 
     return r
 
