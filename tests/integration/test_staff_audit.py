@@ -15,6 +15,7 @@ from services.kit.audit import WRITE_METHODS
 from services.kit.auth import Principal, Role, issue_token
 from tests import disbursement_support as ds
 from tests import factories
+from tests.conftest import eventually
 from tests.factories import kk, nik
 from tests.integration.registry_support import send
 
@@ -27,7 +28,7 @@ NOT_DRIVEN = {
     "registry": {},
     "disbursement": {
         ("POST", "/cycles/{program}/{period}/preview"): "a dry run: writes nothing, so no row",
-        ("POST", "/instructions/{instruction_id}/retry"): "needs a failed settlement from a channel",
+        ("POST", "/instructions/{instruction_id}/retry"): "test_a_payment_retry_leaves_an_audit_row, below",
     },
 }
 
@@ -172,3 +173,26 @@ async def test_every_disbursement_write_route_leaves_an_audit_row(settings, star
         routes = write_routes(svc.app)
     assert routes == done | set(NOT_DRIVEN["disbursement"]), ("write routes without an example",
                                                                routes - done - set(NOT_DRIVEN["disbursement"]))
+
+
+async def test_a_payment_retry_leaves_an_audit_row(settings, nc, start):
+    """POST /instructions/{instruction_id}/retry needs a failed payment first (the setup of
+    test_disbursement_channels' retry test, reused)."""
+    from tests.integration import test_disbursement_channels as ch
+    js = nc.jetstream()
+    persons = ds.people(1, seed=43)
+    pm = ds.headers(settings, user="pm1")
+    async with start("disbursement", settings) as svc:
+        await ch._publish_changes(js, settings, ch._with_payees(persons, [{"name": "Sri", "financial_address": ch.BRI}]))
+        (first,) = await ch._issue(svc, settings, js, persons)
+        await js.publish(settings.names.subject("channel.bank.settlements"),
+                         ch._settlement("s-1", first.id, "failed", "account closed"), headers={"Nats-Msg-Id": "bank:s-1"})
+
+        async def failed():
+            return await ch._status(svc, first.id) == "failed"
+        await eventually(failed)
+        done = await _drive(svc, [
+            ("POST", "/instructions/{instruction_id}/retry", lambda: f"/instructions/{first.id}/retry", pm,
+             {"channel": "bank2"}, "pm1"),
+        ])
+    assert done == {("POST", "/instructions/{instruction_id}/retry")}
