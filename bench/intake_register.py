@@ -82,7 +82,6 @@ async def main(n: int, concurrency: int) -> None:
     app = create_app(settings)
     front = {"Authorization": "Bearer " + issue_token(Principal("bench", Role.village_office, VILLAGE),
                                                       settings.auth_secret)}
-    kab = {"Authorization": "Bearer " + issue_token(Principal("kab", Role.kabupaten, "3317"), settings.auth_secret)}
     try:
         # --- baselines -------------------------------------------------------------------
         req = LookupRequest(nik=nik(1)).model_dump_json(exclude_none=True).encode()
@@ -125,13 +124,15 @@ async def main(n: int, concurrency: int) -> None:
             t_drain = time.perf_counter() - t0
             events = kit.relay.published
 
-            later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).isoformat()
+            # the clock moves through the use case: no staff route takes `now=` (issue 15)
+            from services.intake import cases
+            later = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
             t0 = time.perf_counter()
             escalated = 0
             while True:
-                r = (await http.post("/cases/escalate", params={"now": later}, headers=kab)).json()
-                escalated += r["escalated"]
-                if r["escalated"] == 0:
+                moved = len(await cases.escalate_overdue(app.state.deps.kit, app.state.deps.cfg, later))
+                escalated += moved
+                if moved == 0:
                     break
             t_esc = time.perf_counter() - t0
         async with engine.begin() as c:
