@@ -67,3 +67,31 @@ async def test_losing_the_leading_node_and_its_disk_loses_nothing(cluster, clust
     finally:
         await agency.close()
         await ops.close()
+
+
+@pytest.mark.parametrize("cluster_replicas", [1])
+async def test_a_regency_grows_from_one_replica_to_three_in_place(cluster):
+    """docs/DEPLOY.md section 7: `sinergi migrate` with SINERGI_STREAM_REPLICAS=3 raises the
+    existing streams to three replicas; afterwards losing the leading node's disk loses nothing."""
+    from services.kit.streams import ensure_streams
+
+    ops = await cluster.connect("ops")
+    agency = await cluster.connect("agency-pkh")
+    try:
+        stream = "AGENCY_ENROLMENTS"
+        assert await _publish(agency.jetstream(), 0, N, time.monotonic() + 30) == N
+        grown = cluster.settings().model_copy(update={"stream_replicas": 3})
+        await ensure_streams(ops.jetstream(), grown, update=True)
+        cluster.replicas = 3
+        await cluster.wait_current(ops, [stream])
+        victim = await cluster.leader_of(ops, stream)
+        cluster.stop(victim, kill=True)
+        cluster.wipe(victim)
+        assert await _publish(agency.jetstream(), N, 50, time.monotonic() + 15) == 50
+        cluster.start(victim)
+        await cluster.wait_ready()
+        await cluster.wait_current(ops, [stream])
+        assert (await ops.jetstream().stream_info(stream)).state.messages == N + 50
+    finally:
+        await agency.close()
+        await ops.close()
