@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.lookup import LookupReply, LookupRequest
 from contracts.values import Problem, kk_problems, nik_problems
@@ -27,6 +27,71 @@ NoKK = Annotated[str, Path(description="No. KK, 16 digits")]
 
 class Resolution(BaseModel):
     resolution: Annotated[str, NoNul] = Field(min_length=3, max_length=1000, description="what the verifier found and did")
+
+
+# answers: the main fields typed; enrolment entries stay open objects (their fields follow the
+# agency's report, contracts.agency)
+class Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class PersonOut(Open):
+    nik: str
+    no_kk: str
+    name: str
+    sex: str
+    birth_date: str
+    village_code: str
+    address: str
+    enrolments: list[dict[str, Any]]
+
+
+class HistoryOut(Open):
+    nik: str
+    identity: list[dict[str, Any]]
+    enrolments: list[dict[str, Any]]
+    as_of: dict[str, Any] | None = None
+
+
+class MemberOut(Open):
+    nik: str
+    name: str
+    is_head: bool
+    enrolments: list[dict[str, Any]]
+
+
+class HouseholdOut(Open):
+    no_kk: str
+    village_code: str
+    head_nik: str | None
+    members: list[MemberOut]
+
+
+class ConflictOut(BaseModel):
+    id: str
+    nik: str
+    kind: str
+    village_code: str
+    programme_identifiers: list[str]
+    details: dict[str, Any]
+    status: str
+    created_at: str
+    resolved_at: str | None
+    resolved_by: str | None
+    resolution: str | None
+
+
+class ConflictPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[ConflictOut]
+
+
+class ResolvedOut(BaseModel):
+    id: str
+    status: str
+    resolution: str
 
 
 def _check(problems: Sequence[Problem], what: str) -> None:
@@ -57,34 +122,34 @@ def router(reg: Registry) -> APIRouter:
     r = APIRouter(tags=["people"])
 
     @r.get("/people/{nik}", summary="one person with their enrolments in every program")
-    async def get_person(nik: Nik, p: Staff) -> dict:
+    async def get_person(nik: Nik, p: Staff) -> PersonOut:
         _check(nik_problems(nik), "NIK")
         async with reg.kit.sessions() as s:
             person = await store.person_view(s, nik)
         if person is None or not p.covers(person["village_code"]):  # one answer: existence outside your area stays hidden
             raise HTTPException(404, detail={"error": f"no person with NIK {nik} in your area"})
-        return person
+        return PersonOut.model_validate(person)
 
     @r.get("/people/{nik}/history", summary="every identity and enrolment report kept for a person; "
                                             "with as_of, the state on that date")
     async def get_history(nik: Nik, p: Staff,
                           as_of: Annotated[dt.date | None, Query(description="YYYY-MM-DD: show the state on that day")
-                                           ] = None) -> dict:
+                                           ] = None) -> HistoryOut:
         _check(nik_problems(nik), "NIK")
         async with reg.kit.sessions() as s:
             hist = await store.person_history_view(s, nik, as_of)
         if hist is None or (hist["identity"] and not p.covers(hist["identity"][-1]["village_code"])):
             raise HTTPException(404, detail={"error": f"no history for NIK {nik} in your area"})
-        return hist
+        return HistoryOut.model_validate(hist)
 
     @r.get("/households/{no_kk}", summary="a household (Kartu Keluarga): members, head, enrolments")
-    async def get_household(no_kk: NoKK, p: Staff) -> dict:
+    async def get_household(no_kk: NoKK, p: Staff) -> HouseholdOut:
         _check(kk_problems(no_kk), "No. KK")
         async with reg.kit.sessions() as s:
             h = await store.household_view(s, no_kk)
         if h is None or not p.covers(h["village_code"]):
             raise HTTPException(404, detail={"error": f"no household with No. KK {no_kk} in your area"})
-        return h
+        return HouseholdOut.model_validate(h)
 
     @r.get("/people", summary="look people up by NIK, by No. KK, or by name within a village (tolerant)",
            response_model=LookupReply)
@@ -110,14 +175,15 @@ def router(reg: Registry) -> APIRouter:
             status: Annotated[str | None, Query(description="open, resolved, or empty for all")] = "open",
             kind: Annotated[str | None, Query(description="name_mismatch, birth_date_mismatch, "
                                                           "death_while_active")] = None,
-            limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0) -> dict:
+            limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0) -> ConflictPage:
         async with reg.kit.sessions() as s:
             total, rows = await store.data_quality_page(s, status or None, kind, p.area, limit, offset)
-        return {"total": total, "limit": limit, "offset": offset, "items": [_conflict_json(q) for q in rows]}
+        return ConflictPage.model_validate({"total": total, "limit": limit, "offset": offset,
+                                            "items": [_conflict_json(q) for q in rows]})
 
     @r.post("/data-quality/{conflict_id}/resolve", tags=["data quality"],
             summary="a verifier closes a conflict, saying what was found")
-    async def resolve(body: Resolution, conflict_id: Annotated[uuid.UUID, Path()], p: Verifier) -> dict:
-        return await resolve_conflict(reg, conflict_id, body.resolution, p)
+    async def resolve(body: Resolution, conflict_id: Annotated[uuid.UUID, Path()], p: Verifier) -> ResolvedOut:
+        return ResolvedOut.model_validate(await resolve_conflict(reg, conflict_id, body.resolution, p))
 
     return r

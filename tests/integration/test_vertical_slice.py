@@ -45,11 +45,12 @@ async def test_agency_enrolment_flows_to_registry_reporting_and_receipt(settings
         assert receipt["reference_id"] == report["reference_id"]
         assert receipt["status_reasons"] == []
 
-        # personal data: no token, no person; a village office elsewhere is refused
+        # personal data: no token, no person; a village office elsewhere is told nothing (404, as
+        # for a NIK nobody has: issue 15)
         assert (await registry.http.get(f"/people/{report['nik']}")).status_code == 401
         elsewhere = "3318"  # Kabupaten Pati; the report's village is in Rembang (3317)
         assert (await registry.http.get(f"/people/{report['nik']}",
-                                        headers=_staff(settings, elsewhere))).status_code == 403
+                                        headers=_staff(settings, elsewhere))).status_code == 404
         r = await registry.http.get(f"/people/{report['nik']}", headers=_staff(settings, report["village_code"]))
         assert r.status_code == 200
         person = r.json()
