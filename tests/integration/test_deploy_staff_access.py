@@ -35,7 +35,8 @@ SIXTEEN = re.compile(r"(?<!\d)\d{16}(?!\d)")
 def _staff(settings, tmp_path):
     f = users.UsersFile(tmp_path / "users.yaml")
     for name, role, area in (("ani", Role.village_office, VILLAGE_A), ("budi", Role.village_office, VILLAGE_B),
-                             ("pm", Role.program_manager, "3317"), ("kab", Role.kabupaten, "3317"),
+                             ("pm", Role.program_manager, "3317"), ("kadis", Role.program_manager, "3317"),
+                             ("kab", Role.kabupaten, "3317"),
                              ("bpk", Role.auditor, "")):
         f.add(name, PW, role, area)
     return f, settings.model_copy(update={"users_file": str(f.path)})
@@ -107,10 +108,16 @@ async def test_only_a_program_manager_runs_a_payment_cycle(settings, nc, start, 
             return r.status_code == 200 and r.json()
         await eventually(enrolled, timeout=15)
         for user in ("kab", "bpk", "ani"):
-            r = await svc.http.post("/cycles/kamalia_merekah/2026-11", headers=await _login(svc, user))
+            r = await svc.http.post("/cycles/kamalia_merekah/2026-11/prepare", headers=await _login(svc, user))
             assert r.status_code == 403 and "program_manager" in r.json()["error"], r.text
-        assert (await svc.http.post("/cycles/kamalia_merekah/2026-11")).status_code == 401
-        r = await svc.http.post("/cycles/kamalia_merekah/2026-11", headers=pm)
+        assert (await svc.http.post("/cycles/kamalia_merekah/2026-11/prepare")).status_code == 401
+        r = await svc.http.post("/cycles/kamalia_merekah/2026-11/prepare", headers=pm)
+        assert r.status_code == 200, r.text
+        prepared = r.json()["preparation_id"]
+        # maker-checker: the preparer may not approve; a second program manager does
+        r = await svc.http.post(f"/cycles/preparations/{prepared}/approve", headers=pm)
+        assert r.status_code == 403, r.text
+        r = await svc.http.post(f"/cycles/preparations/{prepared}/approve", headers=await _login(svc, "kadis"))
         assert r.status_code in (200, 201), r.text
 
         # the auditors' stream and the service logs carry no raw NIK
