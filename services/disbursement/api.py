@@ -13,7 +13,7 @@ import uuid
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.disbursement import FundingSource
 from services.disbursement import approval, budgets, cycles, ledger
@@ -94,6 +94,38 @@ class CycleRunOut(BaseModel):
     approved_by: str | None = None
 
 
+class Open(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the main fields typed, the rest of the object kept
+
+
+class PreviewOut(Open):
+    programme_identifier: str
+    period: str
+    dry_run: bool
+    total: int
+    per_source: list[dict[str, Any]]
+
+
+class AllocationOut(Open):
+    allocation_id: str
+    source: str
+    programme_identifier: str
+
+
+class AllocationsOut(BaseModel):
+    items: list[AllocationOut]
+
+
+class ProofCheck(Open):
+    check: str
+    ok: bool
+
+
+class ProofOut(BaseModel):
+    balanced: bool
+    checks: list[ProofCheck]
+
+
 def router(deps: Disbursement) -> APIRouter:
     r = APIRouter()
 
@@ -113,17 +145,17 @@ def router(deps: Disbursement) -> APIRouter:
                                p: Manager) -> dict[str, Any]:
         return await approval.set_poverty_line(deps, regency, year, body.amount, body.reason, p.user)
 
-    @r.put("/allocations/{source}/{program}/{fiscal_year}", tags=["budgets"],
+    @r.put("/allocations/{source}/{program}/{fiscal_year}", response_model=AllocationOut, tags=["budgets"],
            summary="set or amend a budget allocation's ceiling (with a reason); published as an event")
     async def put_allocation(body: AllocationIn, source: FundingSource, program: Program, fiscal_year: Year,
                              p: Manager, _s: ProgramScope) -> dict[str, Any]:
         return await budgets.set_allocation(deps, source, program, fiscal_year, body.ceiling, body.reason, p.user)
 
-    @r.get("/allocations", tags=["budgets"], summary="every allocation with ceiling, reserved, paid, remaining")
+    @r.get("/allocations", response_model=AllocationsOut, tags=["budgets"], summary="every allocation with ceiling, reserved, paid, remaining")
     async def get_allocations(_p: Reader, program: str | None = None) -> dict[str, Any]:
         return {"items": await budgets.list_allocations(deps, program)}
 
-    @r.post("/cycles/{program}/{period}/preview", tags=["cycles"],
+    @r.post("/cycles/{program}/{period}/preview", response_model=PreviewOut, tags=["cycles"],
             summary="dry run: who would be paid, totals per source; writes nothing")
     async def preview(program: Program, period: PeriodPath, _p: Manager, _s: ProgramScope) -> dict[str, Any]:
         return await cycles.preview(deps, program, period)
@@ -154,7 +186,7 @@ def router(deps: Disbursement) -> APIRouter:
     async def commit(program: Program, period: PeriodPath, p: Manager, _s: ProgramScope) -> dict[str, Any]:
         return await approval.rerun(deps, program, period, p.user)
 
-    @r.get("/ledger/proof", tags=["ledger"], summary="prove the books balance (trial balance and reconciliations)")
+    @r.get("/ledger/proof", response_model=ProofOut, tags=["ledger"], summary="prove the books balance (trial balance and reconciliations)")
     async def proof(_p: Reader) -> dict[str, Any]:
         return await ledger.proof(deps)
 
