@@ -6,7 +6,7 @@ import uuid
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.disbursement import reconcile, retries
 from services.kit.auth import Principal, Role, require
@@ -24,19 +24,31 @@ class RetryIn(BaseModel):
                                 description="another channel; default: the failed instruction's")
 
 
+class RetryOut(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the main fields typed, the rest kept
+    instruction_id: str
+    retry_of: str
+    channel: str
+    amount: int
+
+
+class Items(BaseModel):
+    items: list[dict[str, Any]]
+
+
 def router(deps: Disbursement) -> APIRouter:
     r = APIRouter()
 
-    @r.post("/instructions/{instruction_id}/retry", tags=["channels"],
+    @r.post("/instructions/{instruction_id}/retry", response_model=RetryOut, tags=["channels"],
             summary="pay a failed instruction again in its cycle (a new instruction linked to it)")
     async def retry(instruction_id: uuid.UUID, body: RetryIn, p: Manager) -> dict[str, Any]:
         return await retries.retry(deps, instruction_id, body.channel, p.user)
 
-    @r.get("/reconciliation/{channel}", tags=["channels"], summary="a channel's statements, reconciled")
+    @r.get("/reconciliation/{channel}", response_model=Items, tags=["channels"], summary="a channel's statements, reconciled")
     async def statements(channel: Channel, _p: Reader) -> dict[str, Any]:
         return {"items": await reconcile.statements(deps, channel)}
 
-    @r.get("/reconciliation/{channel}/{statement_id}", tags=["channels"],
+    @r.get("/reconciliation/{channel}/{statement_id}", response_model=Items, tags=["channels"],
            summary="the lines of a statement that do not match the books, and payments it lacks")
     async def unmatched(channel: Channel, statement_id: Annotated[str, Path(max_length=128)],
                         _p: Reader) -> dict[str, Any]:
