@@ -98,9 +98,9 @@ async def running(service: str, settings: Settings):
     """Migrate and start one service in-process (its real broker and database); HTTP through ASGI."""
     await migrate(service, settings.db_url(service))
     app = importlib.import_module(f"services.{service}.app").create_app(settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{service}") as client:
-            yield RunningService(app, client)
+    async with app.router.lifespan_context(app), \
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{service}") as client:
+        yield RunningService(app, client)
 
 
 @pytest.fixture

@@ -59,7 +59,8 @@ def register(app: typer.Typer) -> None:
         path = f"/cycles/{program}/{period}" + ("/preview" if dry_run else "")
         r = httpx.post(base + path, headers={"Authorization": f"Bearer {_token(token, user)}"}, timeout=None)
         if r.status_code != 200:
-            detail = r.json().get("detail", r.text) if r.headers.get("content-type", "").startswith("application/json") \
+            # every service answers errors as kit.http.ErrorBody: {"error": ..., "details": [...]}
+            detail = r.json().get("error", r.text) if r.headers.get("content-type", "").startswith("application/json") \
                 else r.text
             # one line whatever the terminal's width (a JSON detail holds [brackets]: no markup)
             console.print(f"{r.status_code}: {detail}", style="red", markup=False, highlight=False, soft_wrap=True)

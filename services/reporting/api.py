@@ -87,8 +87,8 @@ def router(deps: "Reporting") -> APIRouter:
             "r": data, "charts": charts.dashboard(data, trend)})
 
     @r.get("/reports/monthly/companions", summary="coordinator: home visits per companion, by username")
-    async def companions(s: Session, period: Period,
-                         _p: Annotated[Principal, Depends(require(Role.coordinator))]) -> dict:
+    async def companions(_p: Annotated[Principal, Depends(require(Role.coordinator))], s: Session,
+                         period: Period) -> dict:  # the token first: no caller learns what a period check says
         # the public recap numbers companions; their usernames only behind login (issue 15)
         data = await report.monthly(s, period, companion_names=True)
         return {"period": period, **data["visits"]}

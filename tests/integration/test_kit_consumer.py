@@ -10,7 +10,6 @@ import base64
 import contextlib
 import hashlib
 import json
-import uuid
 
 import pytest
 import sqlalchemy as sa

@@ -99,8 +99,8 @@ def hostile() -> dict[str, tuple[bytes, str]]:
         "huge_int": (huge.encode(), "rjct.json.number_too_large"),
         "nul": (_with(name="Nga\x00tijem"), "rjct.text.nul"),
         "utf8": (valid.replace(b"Ngatijem", b"Nga\xff\xfetijem"), "rjct.message.encoding"),
-        # pydantic refuses a lone surrogate in text, so PostgreSQL never sees one
-        "surrogate": (_with(name="Nga\ud800tijem"), "rjct.event.invalid"),
+        # a lone surrogate is no character: refused before the contract is even read
+        "surrogate": (_with(name="Nga\ud800tijem"), "rjct.text.unstorable"),
         "truncated": (valid[:-20], "rjct.json.invalid"),
         "empty": (b"", "rjct.message.empty"),
         "not_a_proposal": (b'{"event_type": "intake.proposal_submitted"}', "rjct.event.invalid"),

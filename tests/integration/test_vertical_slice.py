@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 
 import pytest
@@ -103,10 +104,8 @@ async def test_bad_messages_get_rejected_receipts_and_dead_letters_and_consumer_
         sub = await js.pull_subscribe(settings.names.deadletter("registry"), stream=settings.names.stream("DEADLETTER"))
         letters = []
         async def fetch_all():
-            try:
+            with contextlib.suppress(Exception):
                 letters.extend(await sub.fetch(10, timeout=1))
-            except Exception:
-                pass
             return len(letters) >= 4
         await eventually(fetch_all)
         bodies = [json.loads(m.data) for m in letters]
