@@ -470,6 +470,10 @@ async def settled(base, ops, n_reports: int, t0: float) -> None:
         unsettled = await count(dis, "select count(*) from instructions where status = 'issued'")
         outboxes = sum([await count(base.db_url(s), "select count(*) from outbox where published_at is null")
                         for s in SERVICES])
+        # an event turned into a dead letter is lost to its readers: no waiting can mend that
+        aside = {s: n for s in SERVICES if (n := await count(base.db_url(s), "select count(*) from outbox "
+                                                                             "where failed_at is not null"))}
+        assert not aside, f"outbox rows set aside (replaced by dead letters): {aside}"
         busy = await consumers_idle(ops)
         if (answered, cycles, unsettled, outboxes, busy) == (n_reports, 2, 0, 0, []):
             return True
