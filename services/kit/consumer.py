@@ -356,8 +356,10 @@ class Consumer:
                 busy = True
                 self.last_batch_at = time.monotonic()
                 self.stalled = None
+                # decoded now, while the previous batch's statements run in PostgreSQL
+                batch = self.decode_all(msgs)
                 await self._finished(inflight)
-                inflight = asyncio.create_task(self._process_safely(msgs), name=f"batch-{self.spec.durable}")
+                inflight = asyncio.create_task(self._process_safely(msgs, batch), name=f"batch-{self.spec.durable}")
         finally:
             if inflight is not None and not inflight.done():
                 inflight.cancel()  # not acked: the server redelivers after ack_wait
@@ -368,9 +370,9 @@ class Consumer:
         if task is not None:
             await task
 
-    async def _process_safely(self, msgs: list[Msg]) -> None:
+    async def _process_safely(self, msgs: list[Msg], batch: list[Delivery[Any]]) -> None:
         try:
-            await self.process(msgs)
+            await self.process(msgs, batch)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # must not happen (process catches); never kill the loop
@@ -411,11 +413,16 @@ class Consumer:
             d.rejection = Rejection("rjct.message.invalid", f"{type(exc).__name__}: {exc}"[:500])
         return d
 
-    async def process(self, msgs: list[Msg]) -> None:
-        """Decode, handle (bisecting on failure), ack. Never raises for a bad message."""
+    def decode_all(self, msgs: list[Msg]) -> list[Delivery[Any]]:
+        return [self.decode(m) for m in msgs]
+
+    async def process(self, msgs: list[Msg], batch: list[Delivery[Any]] | None = None) -> None:
+        """Decode (unless done already), handle (bisecting on failure), ack. Never raises for a
+        bad message."""
         self.stats.batches += 1
         self.stats.received(msgs)
-        batch = [self.decode(m) for m in msgs]
+        if batch is None:
+            batch = self.decode_all(msgs)
         # one span per batch, child of the first message's trace (kit.tracing; nothing when off)
         with self.kit.tracing.batch(self.spec.durable, self.spec.subject, msgs):
             await self._handle(batch, time.monotonic())
