@@ -133,7 +133,7 @@ def cluster_replicas() -> int:
 async def cluster(infra, tmp_path, cluster_replicas):
     """A three-node JetStream cluster on loopback for this test (tests/cluster_support.py), with
     streams of `cluster_replicas` replicas, and databases of its own on the session's server."""
-    from tests.cluster_support import running_cluster, test_settings
-    base = test_settings(infra[1])
+    from tests.cluster_support import fresh_settings, running_cluster
+    base = fresh_settings(infra[1])
     async with running_cluster(tmp_path, base, cluster_replicas) as c:
         yield c
