@@ -198,7 +198,9 @@ async def front_office(copies: list, headers: dict, until: float, registered: li
 
 async def start_cycle(maker, checker, period: str, base, t0: float, sent: asyncio.Event | None = None) -> None:
     """One program manager prepares the cycle on one copy, another approves it on the other
-    (maker-checker: the approval issues the instructions); nobody starts it again."""
+    (maker-checker: the approval issues the instructions); nobody starts it again. If the copy
+    died before the approval was recorded, the checker approves again on the other copy, as she
+    would; once recorded, finishing the cycle is the service's business."""
     async with httpx.AsyncClient(timeout=600) as http:
         r = await http.post(f"{maker.url}/cycles/pkh/{period}/prepare", headers=ds.headers(base, user="pm1"))
         if r.status_code == 404 and r.json().get("error") == "Not Found":  # before maker-checker: one call
@@ -217,9 +219,28 @@ async def start_cycle(maker, checker, period: str, base, t0: float, sent: asynci
                                     headers=ds.headers(base, user="kadis"))
         except httpx.HTTPError as exc:
             log(f"cycle {period}: {type(exc).__name__} from {checker.url} (killed?)", t0)
+            if prepared is not None:
+                await approve_again(http, maker, prepared, period, base, t0)
             return
     what = f"created {r.json()['created']}" if r.status_code == 200 else r.text[:300]
     log(f"cycle {period} answered {r.status_code} on {checker.url}: {what}", t0)
+
+
+async def approve_again(http: httpx.AsyncClient, other, prepared: str, period: str, base, t0: float) -> None:
+    """The approval's answer was lost with its copy: look, and approve again if it was not recorded."""
+    reader = ds.headers(base, Role.auditor)
+    for _ in range(60):
+        try:
+            status = (await http.get(f"{other.url}/cycles/preparations/{prepared}", headers=reader)).json()["status"]
+            if status != "prepared":
+                log(f"cycle {period}: the approval was recorded ({status}); the service finishes it", t0)
+                return
+            r = await http.post(f"{other.url}/cycles/preparations/{prepared}/approve",
+                                headers=ds.headers(base, user="kadis"))
+            log(f"cycle {period}: not approved yet, approved again on {other.url}: {r.status_code}", t0)
+            return
+        except httpx.HTTPError:
+            await asyncio.sleep(1)  # that copy is being restarted too
 
 
 # -- the chaos ------------------------------------------------------------------------------------
