@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from contracts.subjects import Names
 from services.kit.outbox import OutboxRelay
 
 
@@ -16,7 +17,7 @@ async def _driver_swallowing_cancel() -> int:
 
 
 async def test_relay_stops_when_the_driver_swallows_its_cancellation():
-    relay = OutboxRelay(None, None, None, None, "kit")  # type: ignore[arg-type]
+    relay = OutboxRelay(None, None, None, Names(), "kit")  # type: ignore[arg-type]
     relay.drain_once = _driver_swallowing_cancel  # type: ignore[method-assign]
     relay.start()
     await asyncio.sleep(0.05)
