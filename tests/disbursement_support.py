@@ -104,7 +104,7 @@ async def channel_items(js, settings, subject: str = "channel.*.instructions") -
     while True:
         try:
             got = await sub.fetch(100, timeout=1)
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either when nothing comes
             break
         msgs += len(got)
         ids += [d["disbursement_id"] for m in got for d in json.loads(m.data)["disbursements"]]

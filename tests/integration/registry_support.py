@@ -40,7 +40,7 @@ async def drain(js, subject: str, stream: str, wait: float = 0.5) -> list[dict]:
     while True:
         try:
             out += [json.loads(m.data) for m in await sub.fetch(1000, timeout=wait)]
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either when nothing comes
             break
     await sub.unsubscribe()
     return out
@@ -59,7 +59,7 @@ async def events(nc, settings, event_type: str, expect: int, timeout: float = 10
             for m in await sub.fetch(100, timeout=0.3):
                 env = json.loads(m.data)
                 out.extend(env["data"][items] if items else [env])
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either when nothing comes
             pass
         return len(out) >= expect
     await eventually(fetch, timeout=timeout)
