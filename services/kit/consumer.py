@@ -249,7 +249,11 @@ class Consumer:
         made before a change keeps the old ack_wait and max_ack_pending. Those two may be
         edited in place: do it, or say that it could not be done."""
         js, s = self.kit.bus.js, self.spec
-        info = await js.consumer_info(s.stream, s.durable)
+        try:
+            info = await js.consumer_info(s.stream, s.durable)
+        except Exception as exc:  # e.g. a leader election in a cluster: never a reason not to start
+            log.warning("consumer.config_unchecked", durable=s.durable, error=str(exc)[:200])
+            return
         want = {"ack_wait": self.ack_wait, "max_ack_pending": max(s.batch * 4, 1000)}
         have = {"ack_wait": info.config.ack_wait, "max_ack_pending": info.config.max_ack_pending}
         if all(abs((have[k] or 0) - v) < 1e-3 for k, v in want.items()):
