@@ -44,7 +44,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from services.kit import logging as klog
 from services.kit.decode import Limits, Rejection, load_json
-from services.kit.outbox import claim
+from services.kit.outbox import cancel_bounded, claim
 from services.kit.uow import UnitOfWork
 
 if TYPE_CHECKING:
@@ -269,12 +269,8 @@ class Consumer:
     async def stop(self) -> None:
         # stop fetching before the connection drains (a pending pull would hold the drain)
         self._stopping = True
-        if self._task:
-            self._task.cancel()
-            # bounded: a service must stop even if a driver swallowed the cancellation
-            done, _ = await asyncio.wait({self._task}, timeout=10)
-            if not done:
-                log.warning("consumer.stop_timeout", durable=self.spec.durable)
+        if self._task and not await cancel_bounded(self._task):
+            log.warning("consumer.stop_timeout", durable=self.spec.durable)
         await self._unsubscribe()
 
     def problem(self) -> str | None:

@@ -87,3 +87,33 @@ def outbox_set_aside_downgrade(op: Any) -> None:
     op.drop_column("outbox", "attempts")
     op.drop_column("outbox", "failure")
     op.drop_column("outbox", "failed_at")
+
+
+def audit_log_upgrade(op: Any) -> None:
+    """The kit's `audit_log` table (kit/audit.py) for a service that did not have it: every
+    service's revision `*_audit_log` calls this (intake's came earlier, written out)."""
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import postgresql
+
+    op.create_table(
+        "audit_log",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=True), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("actor", sa.Text(), nullable=False),
+        sa.Column("role", sa.Text(), nullable=False),
+        sa.Column("actor_area", sa.Text(), server_default="", nullable=False),
+        sa.Column("action", sa.Text(), nullable=False),
+        sa.Column("target", sa.Text(), nullable=True),
+        sa.Column("area", sa.Text(), nullable=True),
+        sa.Column("detail", postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"),
+                  nullable=False),
+        sa.Column("client", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("id"))
+    op.create_index("audit_log_actor_at", "audit_log", ["actor", "at"], unique=False)
+    op.create_index("audit_log_target", "audit_log", ["target"], unique=False)
+
+
+def audit_log_downgrade(op: Any) -> None:
+    op.drop_index("audit_log_target", table_name="audit_log")
+    op.drop_index("audit_log_actor_at", table_name="audit_log")
+    op.drop_table("audit_log")

@@ -367,12 +367,16 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._task:
-            self._task.cancel()
-            # bounded: a service must stop even if a driver swallowed the cancellation
-            done, _ = await asyncio.wait({self._task}, timeout=10)
-            if not done:
-                log.warning("outbox.stop_timeout")
+        if self._task and not await cancel_bounded(self._task):
+            log.warning("outbox.stop_timeout")
+
+
+async def cancel_bounded(task: asyncio.Task[Any], seconds: float = 10.0) -> bool:
+    """Cancel a loop's task and wait at most `seconds`: a service must stop even if a driver
+    swallowed the cancellation. True if it ended."""
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    return bool(done)
 
 
 async def claim(session: AsyncSession, inbox: sa.Table, consumer: str, message_ids: list[str]) -> set[str]:

@@ -7,9 +7,9 @@ Create Date: 2026-11-23 20:40:00
 """
 from typing import Sequence, Union
 
-import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from services.kit.migrations import audit_log_downgrade, audit_log_upgrade
 
 revision: str = 'dis0006'
 down_revision: Union[str, Sequence[str], None] = 'dis0005'
@@ -18,24 +18,8 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
-    op.create_table('audit_log',
-    sa.Column('id', sa.BigInteger(), sa.Identity(always=True), nullable=False),
-    sa.Column('at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.Column('actor', sa.Text(), nullable=False),
-    sa.Column('role', sa.Text(), nullable=False),
-    sa.Column('actor_area', sa.Text(), server_default='', nullable=False),
-    sa.Column('action', sa.Text(), nullable=False),
-    sa.Column('target', sa.Text(), nullable=True),
-    sa.Column('area', sa.Text(), nullable=True),
-    sa.Column('detail', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False),
-    sa.Column('client', sa.Text(), nullable=True),
-    sa.PrimaryKeyConstraint('id')
-    )
-    op.create_index('audit_log_actor_at', 'audit_log', ['actor', 'at'], unique=False)
-    op.create_index('audit_log_target', 'audit_log', ['target'], unique=False)
+    audit_log_upgrade(op)
 
 
 def downgrade() -> None:
-    op.drop_index('audit_log_target', table_name='audit_log')
-    op.drop_index('audit_log_actor_at', table_name='audit_log')
-    op.drop_table('audit_log')
+    audit_log_downgrade(op)
