@@ -27,7 +27,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -379,19 +379,25 @@ async def cancel_bounded(task: asyncio.Task[Any], seconds: float = 10.0) -> bool
     return bool(done)
 
 
-async def claim(session: AsyncSession, inbox: sa.Table, consumer: str, message_ids: list[str]) -> set[str]:
+async def claim(session: AsyncSession | AsyncConnection, inbox: sa.Table, consumer: str,
+                message_ids: Iterable[str]) -> set[str]:
     """Record message ids as processed by `consumer`; return only those not seen before.
 
     Runs in the same transaction as the effects, so a rollback un-claims them. One statement
     with one array parameter: a multi-row VALUES was compiled anew for every batch size
-    (210-320 ms per 5,000 ids against 35-63 ms) and hit asyncpg's 32,767-parameter limit.
+    (210-320 ms per 5,000 ids against 35-63 ms) and hit asyncpg's 32,767-parameter limit. It
+    answers the ids seen before (almost always none), not the thousands claimed now: reading
+    5,000 ids back took as long as inserting them (24 ms of 48, measured in reporting).
     """
-    if not message_ids:
+    wanted = sorted(set(message_ids))
+    if not wanted:
         return set()
     # sorted: two transactions claiming overlapping ids (a redelivery race) wait, never deadlock
     res = await session.execute(sa.text(
-        f"insert into {inbox.name} (consumer, message_id) select :consumer, id "  # noqa: S608 - our table
-        "from unnest(cast(:ids as text[])) with ordinality as t(id, n) order by n "
-        "on conflict do nothing returning message_id"),
-        {"consumer": consumer, "ids": sorted(set(message_ids))})
-    return set(res.scalars().all())
+        f"with claimed as (insert into {inbox.name} (consumer, message_id) "  # noqa: S608 - our table
+        "select :consumer, m from unnest(cast(:ids as text[])) with ordinality as u(m, n) order by n "
+        "on conflict do nothing returning message_id) "
+        "select m from unnest(cast(:ids as text[])) as u(m) "
+        "where not exists (select from claimed c where c.message_id = u.m)"),
+        {"consumer": consumer, "ids": wanted})
+    return set(wanted).difference(res.scalars().all())

@@ -108,24 +108,3 @@ async def update(session: Session, table: sa.Table, keys: Sequence[str], cols: S
         await session.execute(_update_sql(table, tuple(keys), tuple(cols)),
                               _arrays((*keys, *cols), (k + tuple(v) for k, v in rows.items())))
 
-
-@lru_cache(maxsize=16)
-def _claim_sql(inbox: sa.Table) -> sa.TextClause:
-    # sorted: two batches claiming the same ids (a redelivery race) wait, never deadlock.
-    # Answers the ids seen before (almost always none), not the thousands claimed now:
-    # reading 5,000 ids back took as long as inserting them (24 ms of 48, measured)
-    return sa.text(f"with claimed as (insert into {inbox.name} (consumer, message_id) "
-                   "select :consumer, m from unnest(cast(:ids as text[])) as u(m) order by m "
-                   "on conflict do nothing returning message_id) "
-                   "select m from unnest(cast(:ids as text[])) as u(m) "
-                   "where not exists (select from claimed c where c.message_id = u.m)")
-
-
-async def claim(session: Session, inbox: sa.Table, consumer: str, ids: Iterable[str]) -> set[str]:
-    """`services.kit.outbox.claim` as one array statement: record `ids` as processed by
-    `consumer` in the caller's transaction; returns those not seen before."""
-    wanted = sorted(set(ids))
-    if not wanted:
-        return set()
-    res = await session.execute(_claim_sql(inbox), {"consumer": consumer, "ids": wanted})
-    return set(wanted).difference(res.scalars().all())

@@ -25,8 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from contracts.catalog import EVENTS
 from services.kit.consumer import ConsumerSpec, Delivery
 from services.kit.decode import Limits, Rejection, decode_envelope
+from services.kit.outbox import claim
 from services.kit.uow import UnitOfWork
-from services.reporting import bulk, store
+from services.reporting import store
 from services.reporting.adapters import ADAPTERS, Pseudonym, Signatures
 from services.reporting.facts import Fact
 
@@ -93,7 +94,7 @@ async def fold(session: AsyncSession | AsyncConnection, consumer: str, events: I
     """Claim the event ids for `consumer` and apply the facts of those not seen before (each
     once, also within the batch). Returns how many events were new."""
     events = list(events)
-    fresh = await bulk.claim(session, store.inbox, consumer, (e.event_id for e in events))
+    fresh = await claim(session, store.inbox, consumer, (e.event_id for e in events))
     new = len(fresh)
     facts: list[Fact] = []
     for e in events:
