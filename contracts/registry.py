@@ -169,3 +169,81 @@ class VerificationRecorded(Event):
     programme_identifiers: list[str] = Field(default_factory=list,
                                              description="the person's active enrolments at that moment")
     recorded_by: str
+
+
+class LifeStatus(StrEnum):
+    """A person's life status in the registry (issue 17): one per person, whichever program or
+    source reported it. Everything but `alive` stops payments from its effective date."""
+
+    alive = "alive"            # living in the regency, payable where a program's rules allow
+    deceased = "deceased"      # meninggal
+    moved_out = "moved_out"    # pindah keluar kabupaten
+    ineligible = "ineligible"  # verivali found the household no longer eligible (tidak layak)
+    disputed = "disputed"      # sources disagree: payments held until a verifier decides
+
+    @property
+    def stops_payment(self) -> bool:
+        return self is not LifeStatus.alive
+
+    @property
+    def is_exit(self) -> bool:
+        """The person leaves every program for good (reporting counts exits by this reason)."""
+        return self in (LifeStatus.deceased, LifeStatus.moved_out, LifeStatus.ineligible)
+
+
+class LifeSource(StrEnum):
+    """Who established a life status, strongest first: the civil registry's (Dukcapil) death
+    notification outranks a verifier's decision, which outranks a program's report."""
+
+    crvs = "crvs"          # Dukcapil, the civil registry (DCI CRVS -> SP-MIS)
+    verifier = "verifier"  # a verivali result, or a verifier resolving a dispute
+    agency = "agency"      # a program agency's enrolment report
+
+
+class LifeStatusChange(BaseModel):
+    """One person's life status changed. No name: consumers key on the NIK."""
+
+    nik: NIK
+    village_code: VillageCode
+    life_status: LifeStatus
+    previous_status: LifeStatus
+    effective_date: dt.date = Field(description="from this date nothing is paid (date of death, of moving out, of "
+                                                "the verifier's finding); for `alive`, the date payments resume")
+    source: LifeSource
+    reported_by: str = Field(description="the program code, `dukcapil`, or `verivali`; never a staff member's name")
+    reason_code: str = Field(default="", description="why, stable and machine-readable, e.g. "
+                                                     "`crvs.death_notification`, `verivali.deceased`, "
+                                                     "`conflict.deceased_vs_active`, `verifier.confirmed_alive`")
+    programme_identifiers: list[str] = Field(default_factory=list,
+                                             description="the person's enrolments at that moment")
+    conflict_id: uuid.UUID | None = Field(default=None, description="the data-quality item a verifier must decide "
+                                                                    "(set when life_status is `disputed`)")
+
+
+class LifeStatusChanged(Event):
+    """People's life status changed (registry transaction's worth, in the order applied). The
+    registry announces each change once, whichever program or source reported it; a repeated
+    report of the same status announces nothing."""
+
+    event_type: ClassVar[str] = "registry.life_status_changed"
+    domain: ClassVar[str] = "registry"
+    changes: list[LifeStatusChange] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class VerificationExpiry(BaseModel):
+    """A person's verification is past its validity for these programs (program data)."""
+
+    nik: NIK
+    village_code: VillageCode
+    programme_identifiers: list[str] = Field(min_length=1, description="the programs whose validity it exceeded")
+    verification_period: str | None = Field(default=None, description="the round of the expired result")
+    expired_on: dt.date
+
+
+class VerificationsExpired(Event):
+    """Verifications ran past their validity: the programs that require one treat these people
+    as not verified until a new verivali result (VerificationRecorded) arrives."""
+
+    event_type: ClassVar[str] = "registry.verifications_expired"
+    domain: ClassVar[str] = "registry"
+    expiries: list[VerificationExpiry] = Field(min_length=1, max_length=MAX_ITEMS)
