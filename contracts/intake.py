@@ -34,7 +34,10 @@ class ProposalSubmitted(Event):
     birth_date: dt.date
     village_code: VillageCode
     address: str = ""
-    programme_identifier: str | None = Field(default=None, description="program asked for, if any")
+    programme_identifier: str | None = Field(default=None, description="program asked for, if any (older form "
+                                                                     "of `programmes_requested`)")
+    programmes_requested: list[str] = Field(default_factory=list, max_length=20,
+                                            description="the programs the person is proposed for (issue 17)")
     submitted_by: str = Field(description="user id of the front-office staff")
     case_id: uuid.UUID | None = None
 

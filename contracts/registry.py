@@ -135,6 +135,26 @@ class ProposalDecided(Event):
     decided_by: str
     programme_identifier: str | None = None
     case_id: uuid.UUID | None = Field(default=None, description="intake's case, when the proposal came from intake")
+    programmes_requested: list[str] = Field(default_factory=list, description="the programs asked for")
+    enrolled_in: list[str] = Field(default_factory=list,
+                                   description="programs the regency owns: enrolled at once on acceptance")
+    forwarded_to: list[str] = Field(default_factory=list,
+                                    description="programs of outside agencies: the proposal went to each on "
+                                                "`agency.<program>.proposals`; its enrolment report completes it")
+
+
+class ProposalFulfilled(Event):
+    """An outside agency's enrolment report answered a forwarded proposal (the loop closes): the
+    case that started it follows `enrolment_status`."""
+
+    event_type: ClassVar[str] = "registry.proposal_fulfilled"
+    domain: ClassVar[str] = "registry"
+    proposal_id: uuid.UUID
+    case_id: uuid.UUID | None = None
+    nik: NIK
+    village_code: VillageCode
+    programme_identifier: str
+    enrolment_status: EnrolmentStatus
 
 
 class VerificationRoundOpened(Event):
