@@ -10,11 +10,12 @@ a disabled account's tokens stop working at once.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import jwt
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordRequestForm
+from pydantic import BaseModel, Field
 
 from services.kit.principal import Principal, Role
 
@@ -144,6 +145,25 @@ def require_area(p: Principal, region_code: str) -> None:
 
 # --- login -------------------------------------------------------------------------------
 
+class TokenAnswer(BaseModel):
+    """OAuth2's token response, with who the token is for (the pages pick the navigation)."""
+
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="seconds until the token expires (at most 12 hours)")
+    role: Role
+    area: str = Field(description="region code digits the account covers; empty: the whole regency")
+
+
+class Me(BaseModel):
+    """Who a bearer token belongs to."""
+
+    user: str
+    role: Role
+    area: str
+    programs: list[str] = Field(description="the programs a program manager acts for; empty: all")
+
+
 def router() -> APIRouter:
     """`POST /auth/token` (OAuth2 password form: username, password) and `GET /auth/me`;
     included in every service's app by ServiceRuntime.http_app."""
@@ -155,7 +175,7 @@ def router() -> APIRouter:
     guard = login.LoginGuard()  # growing delays and bounded Argon2 checks, never a lockout (kit.login)
 
     @r.post("/token", summary="log in with a staff account; returns a bearer token that expires")
-    async def token(request: Request, form: OAuth2PasswordRequestForm = Depends()) -> dict[str, Any]:
+    async def token(request: Request, form: OAuth2PasswordRequestForm = Depends()) -> TokenAnswer:
         settings = request.app.state.kit.settings
         users = staff_accounts(request)
         if users is None:
@@ -171,11 +191,11 @@ def router() -> APIRouter:
                                 headers={"WWW-Authenticate": "Bearer"})
         ttl = dt.timedelta(minutes=getattr(settings, "token_ttl_minutes", 480))
         log.info("auth.login", user=p.user, role=p.role.value)
-        return {"access_token": issue_token(p, settings.auth_secret, ttl), "token_type": "bearer",
-                "expires_in": int(min(ttl, MAX_TTL).total_seconds()), "role": p.role.value, "area": p.area}
+        return TokenAnswer(access_token=issue_token(p, settings.auth_secret, ttl),
+                           expires_in=int(min(ttl, MAX_TTL).total_seconds()), role=p.role, area=p.area)
 
     @r.get("/me", summary="who the bearer token belongs to")
-    async def me(p: Principal = Depends(current_principal)) -> dict[str, Any]:
-        return {"user": p.user, "role": p.role.value, "area": p.area, "programs": list(p.programs)}
+    async def me(p: Principal = Depends(current_principal)) -> Me:
+        return Me(user=p.user, role=p.role, area=p.area, programs=list(p.programs))
 
     return r

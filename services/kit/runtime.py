@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts.subjects import Names
@@ -36,6 +37,21 @@ from services.kit.uow import UnitOfWork
 
 log = klog.get(__name__)
 Hook = Callable[[], Coroutine[Any, Any, Any]]
+
+
+class Health(BaseModel):
+    """The process answers (liveness); says nothing about NATS or the database."""
+
+    status: Literal["ok"] = "ok"
+    service: str
+
+
+class Readiness(BaseModel):
+    """Readiness: `ready` only when every check says `ok`; otherwise each failing check names
+    its cause (NATS, database, outbox age, a consumer not running or stalled)."""
+
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str] = Field(description="check name -> `ok` or the cause")
 
 
 class Kit:
@@ -255,21 +271,22 @@ class Kit:
         app.include_router(auth.router())  # POST /auth/token, GET /auth/me (kit.auth, kit.users)
 
         @app.get("/healthz", tags=["health"], summary="process alive")
-        async def healthz() -> dict[str, str]:
-            return {"status": "ok", "service": kit.service}
+        async def healthz() -> Health:
+            return Health(service=kit.service)
 
         @app.get("/metrics", tags=["health"], include_in_schema=False)
         async def metrics() -> Response:
             # Prometheus text format (kit.metrics; every metric in docs/OPERATIONS.md)
             return Response(await kit.metrics.exposition(), media_type=kit.metrics.content_type)
 
-        @app.get("/readyz", tags=["health"],
+        @app.get("/readyz", tags=["health"], response_model=Readiness,
+                 responses={503: {"model": Readiness, "description": "not ready: `checks` names the cause"}},
                  summary="NATS, database, outbox and every consumer working (503 naming the cause otherwise)")
         async def readyz() -> JSONResponse:
             checks = await kit.ready()
             ok = all(v == "ok" for v in checks.values())
-            return JSONResponse({"status": "ready" if ok else "unavailable", "checks": checks},
-                                status_code=200 if ok else 503)
+            body = Readiness(status="ready" if ok else "unavailable", checks=checks)
+            return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
         # one error body (kit.http.ErrorBody) for every 4xx/5xx, and the OpenAPI saying so
         kit_http.install_errors(app)
