@@ -129,10 +129,46 @@ def decode_model(data: bytes, model: type[M], limits: Limits = DEFAULT_LIMITS,
         raise Rejection(code, problems(exc)) from None
 
 
+# The common message, made by a Sinergi outbox, takes one pass of pydantic's own JSON parser
+# (jiter): 20,000 743-byte settlements in 0.13 s against 0.27 s for json.loads +
+# model_validate, measured. The fast pass refuses by itself what load_json looks for with
+# byte scans (nesting beyond its recursion limit, lone surrogates, invalid UTF-8 or JSON: each
+# a ValidationError here); it would let through what only load_json refuses, so those bytes
+# are looked for first: a NUL escape, and a run of 19 digits (an integer that may exceed 64
+# bits). Whatever the fast pass does not take, including a message whose duplicated
+# `event_type` keys disagree, goes the checked way below, so the answer (a value or the same
+# Rejection) does not depend on the path.
+_EVENT_TYPE = re.compile(rb'"event_type"\s*:\s*"([a-z0-9_.]{1,100})"')
+# digits to "0", then one substring search: 0.7 us a message, where the regex \d{19} took 7 us
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_NINETEEN_DIGITS = b"0" * 19
+
+
+def _fast_envelope(data: bytes, events: Mapping[str, type[Event]], limits: Limits) -> Envelope[Any] | None:
+    if (len(data) > limits.max_bytes or b"\\u0000" in data
+            or _NINETEEN_DIGITS in data.translate(_DIGITS_TO_ZERO)):
+        return None
+    m = _EVENT_TYPE.search(data)
+    cls = events.get(m.group(1).decode()) if m else None
+    if cls is None:
+        return None
+    try:
+        env = _envelope_type(cls).model_validate_json(data)
+    except ValidationError:
+        return None
+    return env if env.event_type == cls.event_type else None
+
+
 def decode_envelope(data: bytes, events: Mapping[str, type[Event]], limits: Limits = DEFAULT_LIMITS,
                     skip: frozenset[str] | set[str] = frozenset()) -> Envelope[Any] | None:
     """An envelope whose `data` is decoded by its `event_type`; None for a type in `skip`
     (a known event this consumer has no use for: acknowledged, not handled)."""
+    fast = _fast_envelope(data, events, limits)
+    return fast if fast is not None else _checked_envelope(data, events, limits, skip)
+
+
+def _checked_envelope(data: bytes, events: Mapping[str, type[Event]], limits: Limits,
+                      skip: frozenset[str] | set[str]) -> Envelope[Any] | None:
     raw = load_json(data, limits)
     etype = raw.get("event_type") if isinstance(raw, dict) else None
     if isinstance(etype, str) and etype in skip and etype not in events:
