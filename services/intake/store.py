@@ -378,3 +378,46 @@ async def visit_page(s: AsyncSession, area: str, companion: str | None, period: 
     rows = (await s.execute(sa.select(v).where(*where).order_by(v.c.visit_date.desc(), v.c.id)
                             .limit(limit).offset(offset))).all()
     return total, rows
+
+
+# --- the coordinator's and the companion's pages ------------------------------------------
+
+async def visit_by_id(s: AsyncSession, visit_id: uuid.UUID) -> Row[Any] | None:
+    return (await s.execute(sa.select(visits).where(visits.c.id == visit_id))).first()
+
+
+async def beneficiary_board(s: AsyncSession, area: str, village: str | None, unassigned_only: bool, limit: int,
+                            offset: int) -> tuple[int, Sequence[Row[Any]]]:
+    """Active beneficiaries of the area (optionally one village), each with their current
+    companion (None if unassigned): the coordinator's assignment board."""
+    b, a = beneficiaries, assignments
+    joined = b.outerjoin(a, sa.and_(a.c.nik == b.c.nik, a.c.programme_identifier == b.c.programme_identifier,
+                                    a.c.active))
+    where = [b.c.enrolment_status == EnrolmentStatus.active, b.c.village_code.like(f"{area}%")]
+    if village:
+        where.append(b.c.village_code == village)
+    if unassigned_only:
+        where.append(a.c.id.is_(None))
+    total = (await s.execute(sa.select(sa.func.count()).select_from(joined).where(*where))).scalar_one()
+    rows = (await s.execute(
+        sa.select(b.c.nik, b.c.programme_identifier, b.c.village_code, a.c.companion, a.c.assigned_at)
+        .select_from(joined).where(*where).order_by(b.c.village_code, b.c.nik, b.c.programme_identifier)
+        .limit(limit).offset(offset))).all()
+    return total, rows
+
+
+async def active_assignment(s: AsyncSession, nik: str, programme: str) -> Row[Any] | None:
+    a = assignments
+    return (await s.execute(sa.select(a).where(a.c.nik == nik, a.c.programme_identifier == programme,
+                                               a.c.active))).first()
+
+
+async def overdue_counts(s: AsyncSession, area: str, now: dt.datetime) -> Sequence[Row[Any]]:
+    """Open cases past their deadline in the area, counted per level, village and program,
+    with the oldest deadline (no case content)."""
+    c = cases.c
+    return (await s.execute(
+        sa.select(c.level, c.village_code, c.programme_identifier, sa.func.count().label("n"),
+                  sa.func.min(c.due_at).label("oldest_due"))
+        .where(c.status != CaseStatus.resolved, c.due_at < now, c.village_code.like(f"{area}%"))
+        .group_by(c.level, c.village_code, c.programme_identifier))).all()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.agency import EnrolmentStatus
 from contracts.envelope import utcnow
@@ -40,6 +41,9 @@ class AssignmentIn(BaseModel):
 
 class VisitIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    visit_id: uuid.UUID | None = Field(default=None, description=(
+        "chosen by the client (the companion's phone keeps a report offline and sends it again until "
+        "it hears back): the same id again returns the first report with replayed: true"))
     nik: NIK
     programme_identifier: str | None = None
     visit_date: dt.date
@@ -121,6 +125,12 @@ async def file_visit(deps: Intake, p: Principal, data: VisitIn, now: dt.datetime
     if p.role is not Role.companion:
         raise RuleError("only a companion (companion) files visit reports", 403)
     now = now or utcnow()
+    if data.visit_id is not None:
+        # a report sent again (the phone did not hear the answer): the first one, whatever
+        # changed since (the month, the assignment)
+        async with deps.kit.sessions() as s:
+            if (same := await _replay(s, p, data.visit_id)) is not None:
+                return same
     domain.check_visit_date(data.visit_date, domain.today_wib(now))
     period = domain.period_of(data.visit_date)
     try:
@@ -135,7 +145,7 @@ async def file_visit(deps: Intake, p: Principal, data: VisitIn, now: dt.datetime
             prev = await store.visit_date_in(s, data.nik, asg.programme_identifier, period)
             if prev is not None:
                 raise RuleError(f"already visited in {period} (on {prev.isoformat()}): one visit per month", 409)
-            vid = uuid.uuid4()
+            vid = data.visit_id or uuid.uuid4()
             await store.insert_visit(s, dict(
                 id=vid, companion=p.user, nik=data.nik, programme_identifier=asg.programme_identifier,
                 village_code=asg.village_code, visit_date=data.visit_date, period=period,
@@ -149,9 +159,27 @@ async def file_visit(deps: Intake, p: Principal, data: VisitIn, now: dt.datetime
             await audit.record(s, store.audit_log, p, "visit.file", target=str(vid), area=asg.village_code,
                                detail={"period": period})
     except IntegrityError:
-        # two reports for the same month raced: the unique constraint kept only one
+        # two reports for the same month raced (or the same report, sent twice at once): the
+        # primary key or the unique constraint kept only one
+        if data.visit_id is not None:
+            async with deps.kit.sessions() as s:
+                if (same := await _replay(s, p, data.visit_id)) is not None:
+                    return same
         raise RuleError(f"already visited in {period}: one visit per month", 409) from None
-    return {"visit_id": str(vid), "period": period, "programme_identifier": asg.programme_identifier}
+    return {"visit_id": str(vid), "period": period, "programme_identifier": asg.programme_identifier,
+            "replayed": False}
+
+
+async def _replay(s: AsyncSession, p: Principal, visit_id: uuid.UUID) -> dict[str, Any] | None:
+    """The report already filed under this client id, if any. The id is the companion's own:
+    another companion's id is refused (409), never shown."""
+    row = await store.visit_by_id(s, visit_id)
+    if row is None:
+        return None
+    if row.companion != p.user:
+        raise RuleError("this visit_id is already used: give a new one", 409)
+    return {"visit_id": str(row.id), "period": row.period, "programme_identifier": row.programme_identifier,
+            "replayed": True}
 
 
 async def caseload(deps: Intake, p: Principal, companion: str, period: str) -> list[dict[str, Any]]:
