@@ -1,5 +1,8 @@
 """What disbursement and a payment channel (a bank, the post office) exchange on the CHANNEL
-stream, in G2P Connect's disburse shape. These carry personal data (the channel pays a
+stream, in G2P Connect's disburse shape
+(field names as in G2P-Connect/specs src/disburse: payer_fa, payer_name, payee_fa, payee_name,
+amount, currency_code, scheduled_timestamp, note, status, status_reason_code, status_reason_message;
+`disbursement_id`, `payee_id`, `proxy` and `retry_of` are Sinergi's additions). These carry personal data (the channel pays a
 person): NATS lets each channel read and write only its own `channel.<name>.*`.
 
 - `channel.<c>.instructions`: `DisburseRequest`, up to MAX_ITEMS disbursements per message
@@ -26,7 +29,8 @@ from contracts.values import Rupiah
 MAX_ITEMS = 500
 # a statement line is ~150 bytes: 2,000 lines ~300 KB; a busier day sends several statements
 MAX_STATEMENT_ITEMS = 2000
-CODE = r"^(succ|rjct)(\.[a-z0-9_]+){0,4}$"
+# Sinergi's dotted codes (rjct.account.closed), or G2P Connect's own (RJCT_INVALID_PAYEE_FA)
+CODE = r"^((succ|rjct)(\.[a-z0-9_]+){0,4}|(SUCC|RJCT)(_[A-Z0-9]+){1,6})$"
 
 
 class Disburse(BaseModel):
@@ -45,9 +49,9 @@ class Disburse(BaseModel):
     no_kk: str
     village_code: str
     amount: Rupiah
-    currency: str = "IDR"
+    currency_code: str = Field(default="IDR", description="ISO 4217")
     scheduled_timestamp: dt.datetime
-    narrative: str = Field(max_length=140, description="the note on the payee's statement")
+    note: str = Field(max_length=99, description="the note on the payee's statement (G2P Connect: at most 99)")
     retry_of: uuid.UUID | None = Field(default=None, description="the failed disbursement this one pays again")
 
 
@@ -57,6 +61,7 @@ class DisburseRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     transaction_id: uuid.UUID = Field(description="this message's id (also its Nats-Msg-Id)")
     payer_fa: str = Field(description="the paying program: program:<code>@sinergi")
+    payer_name: str = Field(default="", max_length=200, description="the paying program's name, for the statement")
     disbursements: list[Disburse] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
@@ -73,7 +78,8 @@ class DisburseResult(BaseModel):
     status: DisburseStatus
     status_reason_code: str | None = Field(default=None, pattern=CODE, max_length=80,
                                            description="required for rjct, e.g. rjct.payee_fa.invalid, "
-                                                       "rjct.account.closed, rjct.pickup.expired")
+                                                       "rjct.account.closed, rjct.pickup.expired, or G2P "
+                                                       "Connect's RJCT_INVALID_PAYEE_FA, RJCT_INVALID_AMOUNT")
     status_reason_message: str | None = Field(default=None, max_length=500)
     channel_reference: str = Field(default="", max_length=128)
     timestamp: dt.datetime = Field(description="when it was paid or refused")

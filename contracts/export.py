@@ -23,10 +23,11 @@ from pydantic import BaseModel
 from contracts.agency import EnrolmentReport, ReceiptBatch
 from contracts.catalog import EVENTS
 from contracts.channel import DisburseRequest, OnDisburse, Statement
+from contracts.crvs import DeathNotification, NotifyReceipt
 from contracts.deadletter import DeadLetter
 from contracts.envelope import Envelope, Event
 from contracts.lookup import LookupReply, LookupRequest
-from contracts.subjects import REGISTRY_LOOKUP, STREAMS, event_subject
+from contracts.subjects import CRVS_DEATHS, CRVS_RECEIPTS, REGISTRY_LOOKUP, STREAMS, event_subject
 
 ASYNCAPI_VERSION = "3.0.0"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -64,7 +65,7 @@ MESSAGES: tuple[Message, ...] = (
             (("service", "the service that rejected it: intake, registry, disbursement, reporting"),)),
     Message("disburse_request", DisburseRequest, "channel.{channel}.instructions", "CHANNEL", "send",
             "Disbursement tells a payment channel (bank, post office) to pay up to 500 people (G2P Connect "
-            "disburse): payee name, financial address, proxy, amount, narrative. Nats-Msg-Id = transaction_id; "
+            "disburse): payee name, financial address, proxy, amount, note. Nats-Msg-Id = transaction_id; "
             "pay each disbursement_id at most once.", (CHANNEL,)),
     Message("on_disburse", OnDisburse, "channel.{channel}.settlements", "CHANNEL", "receive",
             "The channel's per-item answers (succ, or rjct with a reason code), Nats-Msg-Id "
@@ -74,6 +75,14 @@ MESSAGES: tuple[Message, ...] = (
     Message("statement", Statement, "channel.{channel}.statements", "CHANNEL", "receive",
             "The channel's daily statement (the day's paid items, WIB); Sinergi reconciles it and lists what "
             "does not match.", (CHANNEL,)),
+    Message("death_notification", DeathNotification, CRVS_DEATHS, "CRVS", "receive",
+            "Dukcapil (the civil registry) notifies deaths in DCI's CRVS `notify` shape (up to 100 DEATH events, "
+            "each with the NIK, death_date and the death certificate's registration_number). Nats-Msg-Id "
+            "dukcapil:<header.message_id>. The strongest source: the person is deceased from death_date, in "
+            "every program, and no program's report disputes it."),
+    Message("notify_receipt", NotifyReceipt, CRVS_RECEIPTS, "CRVS_RECEIPTS", "send",
+            "The registry's answer to each notify message: one status per event (succ, or rjct with a reason "
+            "code); a message sent again gets the same answer."),
     Message("lookup_request", LookupRequest, REGISTRY_LOOKUP, None, "receive",
             "Core NATS request-reply (no stream): find people by NIK, No. KK, or name in a village."),
     Message("lookup_reply", LookupReply, REGISTRY_LOOKUP + ".reply", None, "send",

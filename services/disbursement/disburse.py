@@ -44,8 +44,8 @@ def item(iid: uuid.UUID, program: str, period: str, nik: str, no_kk: str, villag
         extra += f',"retry_of":"{retry_of}"'
     return (f'{{"disbursement_id":"{iid}","reference_id":"{program}/{period}/{nik}","programme_identifier":"{program}",'
             f'"period":"{period}","payee_id":"{nik}","no_kk":"{no_kk}","village_code":"{village}",'
-            f'"amount":{amount},"currency":"IDR","scheduled_timestamp":"{now}",'
-            f'"narrative":"Sinergi {program} {period}"{extra}}}')
+            f'"amount":{amount},"currency_code":"IDR","scheduled_timestamp":"{now}",'
+            f'"note":"Sinergi {program} {period}"{extra}}}')
 
 
 def batch_id(first: uuid.UUID) -> uuid.UUID:
@@ -59,7 +59,8 @@ def rows(subject: str, program: str, items: list[tuple[uuid.UUID, str]]) -> list
     for k in range(0, len(items), MAX_ITEMS):
         part = items[k:k + MAX_ITEMS]
         tid = batch_id(part[0][0])
-        payload = (f'{{"transaction_id":"{tid}","payer_fa":"program:{program}@sinergi","disbursements":['
+        payload = (f'{{"transaction_id":"{tid}","payer_fa":"program:{program}@sinergi",'
+                   f'"payer_name":"Sinergi {program}","disbursements":['
                    + ",".join(text for _iid, text in part) + "]}")
         out.append({"id": tid, "subject": subject, "headers": {}, "payload": payload.encode()})
     return out

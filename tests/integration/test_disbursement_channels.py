@@ -183,7 +183,7 @@ async def test_batched_instructions_with_payees_per_item_results_and_a_reconcile
         assert (b.payee_fa, b.proxy.name) == ("cash:POS-3317-0042@pos", "Budi Santoso")
         assert c.payee_fa is None and c.payee_name is None
         assert {x.disbursement_id for x in req.disbursements} == {r.id for r in rows}
-        assert all(x.amount == 600_000 and x.narrative for x in req.disbursements)
+        assert all(x.amount == 600_000 and x.note for x in req.disbursements)
 
         # payee details stay off the audit stream
         audit_text = json.dumps(await _audit(js, settings))
