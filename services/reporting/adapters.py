@@ -19,12 +19,12 @@ from contracts.disbursement import (AllocationSet, KubeGrantMade, KubeGroupRegis
 from contracts.envelope import Envelope, Event
 from contracts.intake import (CaseEscalated, CaseReferred, CaseRegistered, CaseResolved, CompanionAssigned,
                               VisitReportFiled)
-from contracts.registry import EnrolmentsChanged
+from contracts.registry import EnrolmentsChanged, LifeStatusChanged
 from services.kit.decode import Rejection
 from services.reporting import domain
 from services.reporting.facts import (AllocationFact, Assignment, ComplaintReceived, ComplaintReferred,
-                                      ComplaintResolved, EnrolmentFact, Fact, KubeFlow, KubeGroup, PaymentFact,
-                                      VisitDone)
+                                      ComplaintResolved, EnrolmentFact, Fact, KubeFlow, KubeGroup, LifeFact,
+                                      PaymentFact, VisitDone)
 
 
 class Pseudonyms:
@@ -77,6 +77,12 @@ def _day(env: Envelope) -> dt.date:
 def _enrolments(env: Envelope[EnrolmentsChanged], pseudonym: Pseudonym) -> list[Fact]:
     return [EnrolmentFact(e.programme_identifier, pseudonym(e.nik), e.village_code, e.enrolment_status.value,
                           e.status_change_date) for e in env.data.changes]
+
+
+def _life(env: Envelope[LifeStatusChanged], pseudonym: Pseudonym) -> list[Fact]:
+    """The registry's one announcement per change, whichever program or source reported it."""
+    return [LifeFact(pseudonym(c.nik), c.village_code, c.life_status.value, c.effective_date)
+            for c in env.data.changes]
 
 
 def _settlement(env: Envelope[SettlementRecorded], _p: Pseudonym) -> list[Fact]:
@@ -149,6 +155,7 @@ Adapter = Callable[[Any, Pseudonym], list[Fact]]
 ADAPTERS: dict[str, tuple[type[Event], Adapter]] = {
     cls.event_type: (cls, fn) for cls, fn in (
         (EnrolmentsChanged, _enrolments),
+        (LifeStatusChanged, _life),
         (SettlementRecorded, _settlement),
         (AllocationSet, _allocation),
         (CaseRegistered, _case_registered),

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal
+from typing import NamedTuple
 
 from contracts import wilayah
-from services.reporting.facts import EnrolmentFact, PaymentFact
+from services.reporting.facts import EnrolmentFact, LifeFact, PaymentFact
 
 _PERIOD = re.compile(r"(\d{4})-(\d{2})")
 
@@ -46,33 +48,106 @@ def year_start(period: str) -> str:
     return f"{period[:4]}-01"
 
 
-EnrolmentState = tuple[str, str, dt.date]  # village, status, effective date
+class EnrolmentRow(NamedTuple):
+    """Where a person is counted in one program: the status the agency reported, and the exit
+    counted for them (reason and day) while they are out of the program."""
+
+    village_code: str
+    status: str
+    effective: dt.date
+    exit_reason: str | None = None
+    exit_on: dt.date | None = None
 
 
-def enrolment_changes(facts: list[EnrolmentFact], state: dict[tuple[str, str], EnrolmentState | None]
-                      ) -> tuple[Counter, Counter]:
-    """Move each person from where they were counted to where they are now.
+class LifeRow(NamedTuple):
+    life_status: str
+    effective: dt.date
 
-    Returns (now: (program, village, status) -> delta, flow: (program, village, period,
-    status) -> delta, in the month of the change) and updates `state` in place. A person who
-    moved village leaves the old one; a change older than the one already applied is ignored
-    (the registry sends them in order; a replay must not undo a later one).
+
+IN_PROGRAM = frozenset({"active", "suspended"})
+# the reasons a person leaves every program (contracts.registry.LifeStatus.is_exit); an agency
+# reporting its enrolment `deceased` is the same exit as the registry's life status
+EXIT_REASONS = ("deceased", "moved_out", "ineligible")
+# out of the program but not gone: payments held while a verifier decides; an exit from here counts
+HELD = "disputed"
+
+
+def counted_status(status: str, life: LifeRow | None) -> str:
+    """The status a person is counted under in one program: a life status other than `alive`
+    overrides an enrolment that is still running (active, suspended), so someone deceased,
+    moved out, found ineligible or disputed is never an active beneficiary."""
+    if life is not None and life.life_status != "alive" and status in IN_PROGRAM:
+        return life.life_status
+    return status
+
+
+class PeopleChanges(NamedTuple):
+    now: Counter    # (program, village, status) -> delta
+    flow: Counter   # (program, village, period, status) -> delta, in the month of the change
+    exits: Counter  # (program, village, period, reason) -> delta, in the month of the exit
+
+
+def people_changes(facts: Sequence[EnrolmentFact | LifeFact], rows: dict[tuple[str, str], EnrolmentRow | None],
+                   lives: dict[str, LifeRow | None]) -> PeopleChanges:
+    """Move each person from where they were counted to where they are now, in the order of
+    the facts; `rows` ((program, person) -> row, None: nowhere yet) and `lives` (person -> life
+    status, None: alive) are updated in place.
+
+    An enrolment change older than the one already applied is ignored (the registry sends them
+    in order; a replay must not undo a later one); a person who moved village leaves the old
+    one. A life status change moves the person in each program reporting knows them in.
+    An exit is counted once per person and program, in the month it took effect, when they go
+    from running or held to deceased, moved out or ineligible; a verifier's `alive` after that
+    takes the exit back from that month (it did not happen); a new enrolment after an exit
+    starts afresh.
     """
-    now: Counter = Counter()
-    flow: Counter = Counter()
+    out = PeopleChanges(Counter(), Counter(), Counter())
+    by_person: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for key in rows:
+        by_person[key[1]].append(key)
     for f in facts:
-        key = (f.program, f.person_ref)
-        cur = state.get(key)
-        if cur is not None and f.effective < cur[2]:
-            continue
-        p = period_of(f.effective)
-        if cur is not None:
-            now[(f.program, cur[0], cur[1])] -= 1
-            flow[(f.program, cur[0], p, cur[1])] -= 1
-        now[(f.program, f.village_code, f.status)] += 1
-        flow[(f.program, f.village_code, p, f.status)] += 1
-        state[key] = (f.village_code, f.status, f.effective)
-    return now, flow
+        if isinstance(f, EnrolmentFact):
+            key = (f.program, f.person_ref)
+            cur = rows.get(key)
+            if cur is not None and f.effective < cur.effective:
+                continue
+            if key not in rows:
+                by_person[f.person_ref].append(key)
+            life = lives.get(f.person_ref)
+            new = EnrolmentRow(f.village_code, f.status, f.effective, cur.exit_reason if cur else None,
+                               cur.exit_on if cur else None)
+            rows[key] = _move(out, key, cur, new, life, life, f.effective, undo=False)
+        else:
+            before = lives.get(f.person_ref)
+            after = LifeRow(f.life_status, f.effective)
+            lives[f.person_ref] = after
+            for key in by_person[f.person_ref]:
+                cur = rows[key]
+                if cur is not None:
+                    rows[key] = _move(out, key, cur, cur, before, after, f.effective, undo=f.life_status == "alive")
+    return out
+
+
+def _move(out: PeopleChanges, key: tuple[str, str], cur: EnrolmentRow | None, new: EnrolmentRow,
+          life0: LifeRow | None, life1: LifeRow | None, day: dt.date, *, undo: bool) -> EnrolmentRow:
+    program, p = key[0], period_of(day)
+    was = counted_status(cur.status, life0) if cur is not None else None
+    now = counted_status(new.status, life1)
+    if cur is not None and (was, cur.village_code) == (now, new.village_code) and life0 != life1:
+        return new  # a life change that changes nothing here (e.g. an exited enrolment)
+    if cur is not None:
+        out.now[(program, cur.village_code, was)] -= 1
+        out.flow[(program, cur.village_code, p, was)] -= 1
+    out.now[(program, new.village_code, now)] += 1
+    out.flow[(program, new.village_code, p, now)] += 1
+    if now in EXIT_REASONS and (was in IN_PROGRAM or was == HELD) and new.exit_reason is None:
+        out.exits[(program, new.village_code, p, now)] += 1
+        return new._replace(exit_reason=now, exit_on=day)
+    if now in IN_PROGRAM and new.exit_reason is not None and new.exit_on is not None:
+        if undo:
+            out.exits[(program, new.village_code, period_of(new.exit_on), new.exit_reason)] -= 1
+        return new._replace(exit_reason=None, exit_on=None)
+    return new
 
 
 def months_paid(pays: list[PaymentFact], masks: dict[tuple[str, str, int], int]) -> Counter:

@@ -24,6 +24,32 @@ def _cond(c: dict) -> str:
                      for k, n in sorted(d.items()))
 
 
+EXIT_LABELS = {"deceased": "Meninggal", "moved_out": "Pindah keluar kabupaten", "ineligible": "Tidak layak"}
+
+
+def _exit_rows(x: dict) -> list[list]:
+    """Per program and village, a subtotal per kecamatan and program, then per program and in all."""
+    reasons = list(EXIT_LABELS)
+    rows: list[list] = []
+    subtotal: dict[tuple[str, str], list[int]] = {}
+    for v in x["villages"]:
+        counts = [v[k] for k in reasons]
+        rows.append([v["programme_identifier"], v["kecamatan_code"], v["kecamatan_name"], v["village_code"],
+                     v["village_name"] or "(wilayah tidak tercatat)", *counts, sum(counts)])
+        key = (v["kecamatan_code"], v["programme_identifier"])
+        subtotal[key] = [a + b for a, b in zip(subtotal.get(key, [0] * len(reasons)), counts, strict=True)]
+    names = {v["kecamatan_code"]: v["kecamatan_name"] for v in x["villages"]}
+    for (kec, prog), counts in sorted(subtotal.items()):
+        rows.append([prog, kec, names[kec], "", "Jumlah kecamatan", *counts, sum(counts)])
+    for p in x["programs"]:
+        counts = [p[k] for k in reasons]
+        rows.append([p["programme_identifier"], "", "", "", "Jumlah program", *counts, sum(counts)])
+    if x["programs"]:
+        counts = [x[k] for k in reasons]
+        rows.append(["Jumlah", "", "", "", "", *counts, sum(counts)])
+    return rows
+
+
 def sheets(r: dict) -> list[Sheet]:
     c = r["complaints"]
     areas_rows = []
@@ -42,6 +68,9 @@ def sheets(r: dict) -> list[Sheet]:
               ["Program", "Peserta aktif", "Penerima dibayar", "Jumlah dibayar (Rp)", "Transaksi"],
               [[p["programme_identifier"], p["enrolled"], p["people_paid"], p["amount_paid"], p["payments"]]
                for p in r["programs"]]),
+        Sheet("keluar", "Peserta keluar bulan ini menurut alasan",
+              ["Program", "Kode kec.", "Kecamatan", "Kode desa", "Desa", *EXIT_LABELS.values(), "Jumlah"],
+              _exit_rows(r["exits"])),
         Sheet("sumber_dana", "Realisasi per sumber dana (tahun berjalan)",
               ["Sumber dana", "Anggaran (Rp)", "Realisasi (Rp)", "Dibayar bulan ini (Rp)", "Realisasi (%)"],
               [[s["label"], s["allocation"], s["realised"], s["paid_in_period"], s["realisation_pct"]]

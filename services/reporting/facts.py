@@ -22,6 +22,18 @@ class EnrolmentFact:
 
 
 @dataclass(frozen=True, slots=True)
+class LifeFact:
+    """A person's life status (registry.life_status_changed) is now `life_status` from `effective`:
+    anything but `alive` takes them out of every program they are active in; `deceased`,
+    `moved_out` and `ineligible` are exits, counted by that reason."""
+
+    person_ref: str
+    village_code: str
+    life_status: str
+    effective: dt.date
+
+
+@dataclass(frozen=True, slots=True)
 class PaymentFact:
     """Money reached a person (pembayaran): `person_ref` is a pseudonym, never a NIK."""
 
@@ -121,5 +133,5 @@ class KubeFlow:
     repaid: int = 0
 
 
-Fact = (EnrolmentFact | PaymentFact | AllocationFact | ComplaintReceived | ComplaintReferred | ComplaintResolved
+Fact = (EnrolmentFact | LifeFact | PaymentFact | AllocationFact | ComplaintReceived | ComplaintReferred | ComplaintResolved
         | Assignment | VisitDone | KubeGroup | KubeFlow)

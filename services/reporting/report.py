@@ -26,10 +26,14 @@ async def monthly(session, period: str, *, companion_names: bool = False) -> dic
     year = int(period[:4])
     p0, end = domain.year_start(period), domain.period_end(period)
 
-    # people enrolled (active at the end of the month) and paid in the month, per program x village
+    # people enrolled (active at the end of the month: someone deceased, moved out, ineligible or
+    # disputed is counted under that status instead) and paid in the month, per program x village
     enrolled = await _q(session, """
         select programme_identifier, village_code, sum(people)::bigint from enrolment_flow
         where period <= :p and enrolment_status = 'active' group by 1, 2""", p=period)
+    exits = await _q(session, """
+        select programme_identifier, village_code, reason, sum(people)::bigint from enrolment_exits
+        where period = :p group by 1, 2, 3""", p=period)
     paid = await _q(session, """
         select programme_identifier, village_code, sum(people)::bigint from people_paid
         where period = :p group by 1, 2""", p=period)
@@ -147,8 +151,33 @@ async def monthly(session, period: str, *, companion_names: bool = False) -> dic
                   "loans_outstanding": v["loans_outstanding"], "arrears": v["arrears"],
                   "repayment_rate_pct": domain.percent(v["repaid_on_due"], v["due"])}
                  for kec, v in sorted(kube_area.items())],
+        "exits": _exits(exits),
         "areas": _areas(areas),
     }
+
+
+def _exits(found: list[sa.Row]) -> dict:
+    """People who left a program in the month, by reason (deceased, moved_out, ineligible): in
+    all, per program, and per program and village with its kecamatan."""
+    reasons = domain.EXIT_REASONS
+    rows: dict[tuple[str, str], dict] = defaultdict(lambda: dict.fromkeys(reasons, 0))
+    for prog, village, reason, n in found:
+        if reason in reasons:
+            rows[(prog, village)][reason] += n
+    per_program: dict[str, dict] = defaultdict(lambda: dict.fromkeys(reasons, 0))
+    detail = []
+    for (prog, village), v in sorted(rows.items(), key=lambda kv: (wilayah.kecamatan_of(kv[0][1]), kv[0][1],
+                                                                   kv[0][0])):
+        if not any(v.values()):
+            continue  # an exit a verifier overturned
+        for reason, n in v.items():
+            per_program[prog][reason] += n
+        kec, kec_name, _code, village_name = domain.area_names(village)
+        detail.append({"programme_identifier": prog, "kecamatan_code": kec, "kecamatan_name": kec_name,
+                       "village_code": village, "village_name": village_name} | v)
+    return {r: sum(p[r] for p in per_program.values()) for r in reasons} | {
+        "programs": [{"programme_identifier": p} | v for p, v in sorted(per_program.items())],
+        "villages": detail}
 
 
 def _visits(companions: dict[str, dict], names: bool) -> dict:

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.kit.outbox import inbox_table, outbox_table
 from services.reporting import bulk, domain
 from services.reporting.facts import (AllocationFact, Assignment, ComplaintReceived, ComplaintReferred,
-                                      ComplaintResolved, EnrolmentFact, Fact, KubeFlow, KubeGroup, PaymentFact,
-                                      VisitDone)
+                                      ComplaintResolved, EnrolmentFact, Fact, KubeFlow, KubeGroup, LifeFact,
+                                      PaymentFact, VisitDone)
 
 metadata = sa.MetaData()
 outbox = outbox_table(metadata)
@@ -49,6 +49,27 @@ enrolment_state = sa.Table(
     sa.Column("village_code", V),
     sa.Column("enrolment_status", sa.Text),
     sa.Column("effective", sa.Date),
+    # the exit counted for this person and program (deceased, moved_out, ineligible) and its day,
+    # while they are out: a verifier's `alive` takes it back from that month
+    sa.Column("exit_reason", sa.Text),
+    sa.Column("exit_on", sa.Date),
+    sa.Index("enrolment_state_person", "person_ref"),
+)
+# each person's life status (pseudonym), from registry.life_status_changed; no row: alive
+life_state = sa.Table(
+    "life_state", metadata,
+    sa.Column("person_ref", sa.Text, primary_key=True),
+    sa.Column("life_status", sa.Text, nullable=False),
+    sa.Column("effective", sa.Date, nullable=False),
+)
+# people leaving a program per month and reason (deceased, moved_out, ineligible)
+enrolment_exits = sa.Table(
+    "enrolment_exits", metadata,
+    sa.Column("programme_identifier", sa.Text, primary_key=True),
+    sa.Column("village_code", V, primary_key=True),
+    sa.Column("period", P, primary_key=True),
+    sa.Column("reason", sa.Text, primary_key=True),
+    _n("people"),
 )
 # the same as monthly changes by effective date: the sum over months <= P is the state at P
 enrolment_flow = sa.Table(
@@ -193,8 +214,8 @@ async def apply(session, facts: list[Fact]) -> None:
     by: dict[type, list] = defaultdict(list)
     for f in facts:
         by[type(f)].append(f)
-    if by[EnrolmentFact]:
-        await _enrolments(session, by[EnrolmentFact])
+    if by[EnrolmentFact] or by[LifeFact]:
+        await _people(session, [f for f in facts if isinstance(f, EnrolmentFact | LifeFact)])
     if by[PaymentFact]:
         await _payments(session, by[PaymentFact])
     if by[AllocationFact]:
@@ -228,21 +249,51 @@ async def _current(session, t: sa.Table, keys: list[str], cols: list[str], guess
     return {k: None for k in inserted} | prior, inserted
 
 
-async def _enrolments(session, facts: list[EnrolmentFact]) -> None:
-    t, keys, cols = enrolment_state, ["programme_identifier", "person_ref"], ["village_code", "enrolment_status",
-                                                                             "effective"]
+async def _people(session, facts: list[EnrolmentFact | LifeFact]) -> None:
+    """Enrolment and life status changes, in their order: both move people between statuses."""
+    t, keys, cols = enrolment_state, ["programme_identifier", "person_ref"], list(domain.EnrolmentRow._fields)
+    cols[1] = "enrolment_status"
     guess: dict = {}
-    domain.enrolment_changes(facts, guess)  # where each person ends up if they were nowhere before
-    state, inserted = await _current(session, t, keys, cols, guess)
-    before = {k: (v if v is not None and v[1] is not None else None) for k, v in state.items()}
-    state = dict(before)
-    now, flow = domain.enrolment_changes(facts, state)
-    await bulk.update(session, t, keys, cols,
-                      {k: v for k, v in state.items() if k not in inserted and v != before[k]})
+    domain.people_changes([f for f in facts if isinstance(f, EnrolmentFact)], guess, {})  # if they were nowhere
+    stored, inserted = await _current(session, t, keys, cols, guess)
+    # the other programs of people whose life status changes: they leave those too
+    life_refs = sorted({f.person_ref for f in facts if isinstance(f, LifeFact)})
+    if life_refs:
+        others = (await session.execute(sa.select(t.c.programme_identifier, t.c.person_ref)
+                                        .where(t.c.person_ref.in_(life_refs)))).all()
+        stored |= await bulk.lock(session, t, keys, cols, (tuple(k) for k in others if tuple(k) not in stored))
+    rows = {k: (domain.EnrolmentRow(*v) if v is not None and v[1] is not None else None) for k, v in stored.items()}
+    written = {k: (domain.EnrolmentRow(*guess[k]) if k in inserted else v) for k, v in rows.items()}
+    lives = await _lives(session, facts)
+    lives_before = dict(lives)
+    changes = domain.people_changes(facts, rows, lives)
+    await bulk.update(session, t, keys, cols, {k: tuple(v) for k, v in rows.items()
+                                               if v is not None and v != written[k]})
+    await bulk.update(session, life_state, ["person_ref"], ["life_status", "effective"],
+                      {(k,): tuple(v) for k, v in lives.items() if v is not None and v != lives_before[k]})
     await _add(session, enrolment_counts, ["programme_identifier", "village_code", "enrolment_status"],
-               _rows(now, ["programme_identifier", "village_code", "enrolment_status"], "people"), ["people"])
+               _rows(changes.now, ["programme_identifier", "village_code", "enrolment_status"], "people"), ["people"])
     flow_keys = ["programme_identifier", "village_code", "period", "enrolment_status"]
-    await _add(session, enrolment_flow, flow_keys, _rows(flow, flow_keys, "people"), ["people"])
+    await _add(session, enrolment_flow, flow_keys, _rows(changes.flow, flow_keys, "people"), ["people"])
+    exit_keys = ["programme_identifier", "village_code", "period", "reason"]
+    await _add(session, enrolment_exits, exit_keys, _rows(changes.exits, exit_keys, "people"), ["people"])
+
+
+async def _lives(session, facts: list[EnrolmentFact | LifeFact]) -> dict[str, domain.LifeRow | None]:
+    """The life status of everyone in the facts (None: alive, no row). Rows a life fact changes
+    are locked (a new one is inserted at once, as `_current` does); the others only read."""
+    changing = {f.person_ref: (f.life_status, f.effective) for f in facts if isinstance(f, LifeFact)}
+    out: dict[str, domain.LifeRow | None] = {}
+    if changing:
+        got, _inserted = await _current(session, life_state, ["person_ref"], ["life_status", "effective"],
+                                        {(k,): v for k, v in changing.items()})
+        out |= {k[0]: (domain.LifeRow(*v) if v is not None else None) for k, v in got.items()}
+    rest = sorted({f.person_ref for f in facts} - changing.keys())
+    if rest:
+        out |= {r[0]: domain.LifeRow(r[1], r[2]) for r in (await session.execute(
+            sa.select(life_state.c.person_ref, life_state.c.life_status, life_state.c.effective)
+            .where(life_state.c.person_ref.in_(rest)))).all()}
+    return out
 
 
 async def _payments(session, pays: list[PaymentFact]) -> None:

@@ -392,7 +392,7 @@ async def test_csv_xlsx_and_printable_page_carry_the_same_figures(settings, nc, 
         resp = await rep.http.get("/reports/monthly.xlsx", params={"period": PERIOD})
         assert resp.status_code == 200
         wb = load_workbook(io.BytesIO(resp.content))
-        assert wb.sheetnames == ["program", "sumber_dana", "pengaduan", "kunjungan", "kube", "wilayah"]
+        assert wb.sheetnames == ["program", "keluar", "sumber_dana", "pengaduan", "kunjungan", "kube", "wilayah"]
         src = [list(r) for r in wb["sumber_dana"].iter_rows(min_row=3, values_only=True)]
         assert ["APBDes", 859_588_000, 399_976_000, 199_988_000, 46.53] in src
         kube = list(wb["kube"].iter_rows(min_row=3, values_only=True))

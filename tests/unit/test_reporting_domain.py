@@ -11,7 +11,9 @@ from contracts.envelope import envelope
 from contracts.intake import CaseRegistered, CompanionAssigned
 from services.reporting import domain
 from services.reporting.adapters import ADAPTERS, Pseudonyms
-from services.reporting.facts import AllocationFact, Assignment, EnrolmentFact, KubeFlow, PaymentFact
+from services.reporting.facts import AllocationFact, Assignment, EnrolmentFact, KubeFlow, LifeFact, PaymentFact
+
+Row = domain.EnrolmentRow
 
 
 @pytest.mark.parametrize("value,expected", [("2026-03", "2026-03"), (" 2026-12 ", "2026-12")])
@@ -53,15 +55,67 @@ def test_enrolment_changes_move_people_between_statuses_and_villages_in_the_mont
              EnrolmentFact("pkh", "x1", A, "exited", dt.date(2026, 3, 9)),
              EnrolmentFact("pkh", "x2", B, "active", dt.date(2026, 4, 1)),    # moved from A (state below)
              EnrolmentFact("pkh", "x3", A, "exited", dt.date(2025, 1, 1))]    # older than what is known: ignored
-    state = {("pkh", "x2"): (A, "active", dt.date(2025, 5, 1)), ("pkh", "x3"): (A, "active", dt.date(2025, 6, 1))}
-    now, flow = domain.enrolment_changes(facts, state)
+    state = {("pkh", "x2"): Row(A, "active", dt.date(2025, 5, 1)), ("pkh", "x3"): Row(A, "active", dt.date(2025, 6, 1))}
+    now, flow, exits = domain.people_changes(facts, state, {})
     assert {k: v for k, v in now.items() if v} == {("pkh", A, "exited"): 1, ("pkh", A, "active"): -1,
                                                    ("pkh", B, "active"): 1}
     assert {k: v for k, v in flow.items() if v} == {
         ("pkh", A, "2026-01", "active"): 1, ("pkh", A, "2026-03", "active"): -1, ("pkh", A, "2026-03", "exited"): 1,
         ("pkh", A, "2026-04", "active"): -1, ("pkh", B, "2026-04", "active"): 1}
-    assert state[("pkh", "x2")] == (B, "active", dt.date(2026, 4, 1))
-    assert state[("pkh", "x3")] == (A, "active", dt.date(2025, 6, 1))
+    assert state[("pkh", "x2")] == (B, "active", dt.date(2026, 4, 1), None, None)
+    assert state[("pkh", "x3")] == (A, "active", dt.date(2025, 6, 1), None, None)
+    assert not +exits  # an agency's plain `exited` gives no reason
+
+
+A, B = "3317012001", "3317012002"
+
+
+def test_a_life_status_takes_a_person_out_of_every_program_and_counts_one_exit_per_program():
+    """PKH reports a death; Kamalia still has them active: both stop counting them as active,
+    each counts one exit by death, in the month of the death, whichever report came first."""
+    rows = {("pkh", "p"): Row(A, "active", dt.date(2025, 1, 1)),
+            ("kamalia_merekah", "p"): Row(A, "active", dt.date(2025, 6, 1)),
+            ("pkh", "q"): Row(B, "active", dt.date(2025, 1, 1))}
+    lives: dict = {}
+    now, flow, exits = domain.people_changes([
+        EnrolmentFact("pkh", "p", A, "deceased", dt.date(2026, 3, 10)),
+        LifeFact("p", A, "deceased", dt.date(2026, 3, 10))], rows, lives)
+    assert {k: v for k, v in now.items() if v} == {("pkh", A, "active"): -1, ("kamalia_merekah", A, "active"): -1,
+                                                   ("pkh", A, "deceased"): 1, ("kamalia_merekah", A, "deceased"): 1}
+    assert {k: v for k, v in exits.items() if v} == {("pkh", A, "2026-03", "deceased"): 1,
+                                                     ("kamalia_merekah", A, "2026-03", "deceased"): 1}
+    assert flow[("kamalia_merekah", A, "2026-03", "active")] == -1
+    assert lives["p"] == (domain.LifeRow("deceased", dt.date(2026, 3, 10)))
+    # a later report of Kamalia's enrolment `active` does not make a dead person active again
+    now, _flow, exits = domain.people_changes(
+        [EnrolmentFact("kamalia_merekah", "p", A, "active", dt.date(2026, 4, 1))], rows, lives)
+    assert {k: v for k, v in now.items() if v} == {} and not +exits
+
+
+def test_disputed_is_held_not_an_exit_until_decided_and_an_overturned_exit_is_taken_back():
+    rows = {("pkh", "p"): Row(A, "active", dt.date(2025, 1, 1))}
+    lives: dict = {}
+    _now, flow, exits = domain.people_changes([LifeFact("p", A, "disputed", dt.date(2026, 3, 5))], rows, lives)
+    assert flow[("pkh", A, "2026-03", "disputed")] == 1 and flow[("pkh", A, "2026-03", "active")] == -1
+    assert not +exits
+    _now, _flow, exits = domain.people_changes([LifeFact("p", A, "moved_out", dt.date(2026, 3, 20))], rows, lives)
+    assert {k: v for k, v in exits.items() if v} == {("pkh", A, "2026-03", "moved_out"): 1}
+    assert rows[("pkh", "p")].exit_reason == "moved_out"
+    # the verifier finds them at home in May: the March exit did not happen
+    now, flow, exits = domain.people_changes([LifeFact("p", A, "alive", dt.date(2026, 5, 2))], rows, lives)
+    assert {k: v for k, v in exits.items() if v} == {("pkh", A, "2026-03", "moved_out"): -1}
+    assert {k: v for k, v in now.items() if v} == {("pkh", A, "moved_out"): -1, ("pkh", A, "active"): 1}
+    assert flow[("pkh", A, "2026-05", "active")] == 1
+    assert rows[("pkh", "p")] == Row(A, "active", dt.date(2025, 1, 1))
+
+
+def test_a_life_status_before_the_enrolment_is_known_applies_to_it_and_is_no_exit():
+    rows: dict = {}
+    lives: dict = {}
+    now, _flow, exits = domain.people_changes([LifeFact("p", A, "ineligible", dt.date(2026, 2, 1)),
+                                               EnrolmentFact("pkh", "p", A, "active", dt.date(2026, 2, 3))],
+                                              rows, lives)
+    assert {k: v for k, v in now.items() if v} == {("pkh", A, "ineligible"): 1} and not +exits
 
 
 def test_pseudonyms_are_keyed_and_hide_the_nik():
