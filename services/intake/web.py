@@ -1,38 +1,36 @@
 """Server-rendered pages in Bahasa Indonesia for the Puskesos front and back office.
 
-Plain HTML forms, one small CSS file, no JavaScript, no CDN: usable on a cheap laptop and a
-slow connection. Login stores the staff token in an HttpOnly, SameSite=Strict cookie (so a
-form on another site cannot post with it); the pages call the same functions as the API.
+Plain HTML forms under the kit's one look and one login (kit.web: base template, stylesheet,
+navigation, /ui/masuk and the staff-token cookie), no CDN: usable on a cheap laptop and a
+slow connection. The pages call the same functions as the API.
 """
 from __future__ import annotations
 
-import datetime as dt
 import re
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
-from contracts import wilayah
 from contracts.envelope import utcnow
 from contracts.intake import CaseCategory, CaseKind, CaseLevel, CaseStatus, Channel, PersonStatus
 from services.intake import cases, visits
 from services.intake.domain import ACTIONS, LEVEL_ROLES, RuleError, period_of, today_wib
-from services.kit import login as kit_login
-from services.kit.auth import Principal, Role, decode_token, issue_token, staff_accounts
+from services.kit import web as kit_web
+from services.kit.auth import Principal
+from services.kit.web import COOKIE, Viewer, principal, principal_of  # noqa: F401 - the names intake's pages use
 
 if TYPE_CHECKING:
     from services.intake.app import Intake
 
 HERE = Path(__file__).parent
-COOKIE = "sinergi_token"
-templates = Jinja2Templates(directory=str(HERE / "templates"))
+pages = kit_web.Pages("intake", HERE / "templates", "Puskesos")
+templates = pages.templates
 
 LABELS: dict[str, dict[str, str]] = {
     "category": {
@@ -74,49 +72,15 @@ def label(kind: str, value: Any) -> str:
     return LABELS.get(kind, {}).get(value, str(value) if value is not None else "-")
 
 
-templates.env.globals.update(label=label, LABELS=LABELS, region_name=lambda c: wilayah.name_of(c) or c)
-
-
-def principal(request: Request) -> Principal | None:
-    """The staff member behind the login cookie; None if absent, invalid, expired, or the
-    account has since been disabled (the same checks as kit.auth.current_principal)."""
-    return principal_of(request, request.cookies.get(COOKIE))
-
-
-# a page's viewer: None sends them to the login page (a page answers with a redirect, not 401)
-Viewer = Annotated[Principal | None, Depends(principal)]
-
-
-def principal_of(request: Request, tok: str | None) -> Principal | None:
-    if not tok:
-        return None
-    try:
-        p = decode_token(tok, request.app.state.kit.settings.auth_secret)
-    except HTTPException:
-        return None
-    users = staff_accounts(request)
-    if users is not None and not users.active(p.user):
-        return None
-    return p
+templates.env.globals.update(label=label, LABELS=LABELS)
 
 
 def _login_redirect() -> RedirectResponse:
-    return RedirectResponse("/ui/masuk", status_code=303)
+    return RedirectResponse(kit_web.LOGIN, status_code=303)
 
 
 def _page(request: Request, name: str, p: Principal | None, status_code: int = 200, **ctx: Any) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, {"me": p, "role_label": _role_label(p), **ctx},
-                                      status_code=status_code)
-
-
-def _role_label(p: Principal | None) -> str:
-    if p is None:
-        return ""
-    names = {Role.village_office: "Puskesos desa", Role.kecamatan: "Supervisor SLRT kecamatan",
-             Role.kabupaten: "Manajer SLRT kabupaten", Role.program_manager: "Instansi program",
-             Role.companion: "Pendamping", Role.coordinator: "Koordinator pendamping"}
-    where = wilayah.name_of(p.area) if p.area else "seluruh kabupaten"
-    return f"{names.get(p.role, p.role.value)} · {where or p.area}"
+    return pages.render(request, name, p, status_code, **ctx)
 
 
 def _problems(exc: ValidationError) -> list[str]:
@@ -129,44 +93,6 @@ def _problems(exc: ValidationError) -> list[str]:
 
 def router(deps: Intake) -> APIRouter:
     r = APIRouter(prefix="/ui", include_in_schema=False)
-
-    @r.get("/masuk")
-    async def login_form(request: Request) -> Response:
-        return _page(request, "masuk.html", None)
-
-    guard = kit_login.LoginGuard()  # the same protection as POST /auth/token (kit.login)
-
-    @r.post("/masuk")
-    async def login(request: Request) -> Response:
-        form = await request.form()
-        username, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
-        tok = str(form.get("token", "")).strip()
-        ttl = dt.timedelta(minutes=deps.kit.settings.token_ttl_minutes)
-        if username:
-            users = staff_accounts(request)
-            if users is None:
-                return _page(request, "masuk.html", None, 503,
-                             error="Akun staf belum dikonfigurasi di server; masuk dengan token.")
-            try:
-                p = await kit_login.authenticate(guard, users, kit_login.client_of(request), username, password)
-            except kit_login.Busy as exc:
-                return _page(request, "masuk.html", None, 429,
-                             error=f"Terlalu banyak percobaan masuk; coba lagi {exc.retry_after} detik lagi.")
-            if p is None:
-                return _page(request, "masuk.html", None, 401, error="Nama pengguna atau kata sandi salah.")
-            tok = issue_token(p, deps.kit.settings.auth_secret, ttl)
-        elif principal_of(request, tok) is None:
-            return _page(request, "masuk.html", None, 401, error="Token tidak sah atau kedaluwarsa.")
-        resp = RedirectResponse("/ui/", status_code=303)
-        resp.set_cookie(COOKIE, tok, httponly=True, samesite="strict", max_age=int(ttl.total_seconds()),
-                        secure=deps.kit.settings.env == "production")
-        return resp
-
-    @r.post("/keluar")
-    async def logout() -> Response:
-        resp = _login_redirect()
-        resp.delete_cookie(COOKIE)
-        return resp
 
     @r.get("/")
     async def home(request: Request, p: Viewer) -> Response:
@@ -324,6 +250,7 @@ def visit_router(deps: Intake) -> APIRouter:
 
 
 def mount(app: FastAPI, deps: Intake) -> None:
+    pages.mount(app)  # the kit's stylesheet at /ui/kit, /ui/masuk and /ui/keluar
     app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="intake-static")
     app.include_router(router(deps))
     app.include_router(visit_router(deps))

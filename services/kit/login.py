@@ -172,7 +172,7 @@ def client_of(request: Any) -> str:
 
 async def authenticate(guard: LoginGuard, users: UsersFile, client: str, username: str,
                        password: str) -> Principal | None:
-    """The one login flow (POST /auth/token and intake's /ui/masuk): the earned delay, an
+    """The one login flow (POST /auth/token and every service's /ui/masuk, kit.web): the earned delay, an
     Argon2 slot, the check off the event loop, the outcome counted. Raises Busy (429)."""
     async with guard.attempt(client, username):
         p = await asyncio.to_thread(users.authenticate, username, password)  # Argon2 is slow on purpose

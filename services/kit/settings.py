@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     namespace: str = ""  # subject/stream prefix; tests set one per run
     http_host: str = "127.0.0.1"
     http_port_base: int = 8001  # intake, registry, disbursement, reporting follow in that order
+    # each service's base URL as the browser reaches it, for links between the services' pages
+    # (kit.web): JSON or "intake=https://...,registry=https://..."; unset: the browser's host
+    # at each service's port (`sinergi up`)
+    web_urls: str | None = None
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
     stream_replicas: int = 1
