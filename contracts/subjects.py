@@ -20,6 +20,10 @@ STREAMS: dict[str, list[str]] = {
     "AGENCY_RECEIPTS": ["agency.*.receipts"],
     "CHANNEL": ["channel.*.instructions", "channel.*.settlements", "channel.*.statements"],
     "DEADLETTER": ["deadletter.>"],
+    # the civil registry (Dukcapil): death notifications in DCI's CRVS shape (contracts.crvs),
+    # and the registry's answer to each; streams of their own, like the agencies'
+    "CRVS": ["crvs.dukcapil.deaths"],
+    "CRVS_RECEIPTS": ["crvs.dukcapil.receipts"],
 }
 # the auditors' stream: money must not be deleted or purged (issue 7)
 SEALED_STREAMS = {"DISBURSEMENT"}
@@ -27,6 +31,8 @@ SEALED_STREAMS = {"DISBURSEMENT"}
 DEADLETTER_STREAM = "DEADLETTER"
 
 REGISTRY_LOOKUP = "registry.lookup"
+CRVS_DEATHS = "crvs.dukcapil.deaths"
+CRVS_RECEIPTS = "crvs.dukcapil.receipts"
 
 
 def event_subject(event_type: str) -> str:
@@ -61,6 +67,12 @@ class Names:
 
     def deadletter(self, service: str) -> str:
         return self.subject(f"deadletter.{service}")
+
+    def crvs_deaths(self) -> str:
+        return self.subject(CRVS_DEATHS)
+
+    def crvs_receipts(self) -> str:
+        return self.subject(CRVS_RECEIPTS)
 
     def lookup(self) -> str:
         return self.subject(REGISTRY_LOOKUP)
