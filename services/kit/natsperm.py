@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from contracts.subjects import REGISTRY_LOOKUP, STREAMS
+from contracts.subjects import CRVS_DEATHS, CRVS_RECEIPTS, REGISTRY_LOOKUP, STREAMS
 
 JS = "$JS.API"
 SERVICES = ("intake", "registry", "disbursement", "reporting")
@@ -25,13 +25,13 @@ SERVICES = ("intake", "registry", "disbursement", "reporting")
 # consuming a new stream; the integration test then shows the matrix still holds.
 SERVICE_PUBLISH: dict[str, list[str]] = {
     "intake": ["intake.events.>", REGISTRY_LOOKUP],
-    "registry": ["registry.events.>", "agency.*.receipts"],
+    "registry": ["registry.events.>", "agency.*.receipts", CRVS_RECEIPTS],
     "disbursement": ["disbursement.>", "channel.*.instructions", REGISTRY_LOOKUP],
     "reporting": [],
 }
 SERVICE_READS: dict[str, list[str]] = {
     "intake": ["REGISTRY"],
-    "registry": ["AGENCY_ENROLMENTS", "INTAKE"],
+    "registry": ["AGENCY_ENROLMENTS", "INTAKE", "CRVS"],
     "disbursement": ["REGISTRY", "CHANNEL"],
     # not DEADLETTER: dead letters carry the raw message, personal data included
     "reporting": ["REGISTRY", "INTAKE", "DISBURSEMENT"],
@@ -100,6 +100,18 @@ def agency(program: str, agency_name: str = "") -> Identity:
     return Identity(user, "agency", pub, sub, description=f"{agency_name or 'agency'} for program {program}")
 
 
+CIVIL_REGISTRY = "dukcapil"
+
+
+def civil_registry() -> Identity:
+    """Dukcapil, the civil registry: publishes death notifications (DCI CRVS `notify`) on its
+    one subject and reads the registry's answers through one named consumer; nothing else."""
+    user = CIVIL_REGISTRY
+    pub = [CRVS_DEATHS, *_one_consumer("CRVS_RECEIPTS", f"receipts-{user}", CRVS_RECEIPTS)]
+    sub = [f"_INBOX.{user}.>", CRVS_RECEIPTS]
+    return Identity(user, "civil_registry", pub, sub, description="Dukcapil, the civil registry (death notifications)")
+
+
 def channel(name: str) -> Identity:
     user = f"channel-{name}"
     pub = [f"channel.{name}.settlements", f"channel.{name}.statements",
@@ -141,7 +153,7 @@ def ops() -> Identity:
 
 
 def identities(programs: dict[str, str], channels: list[str], auditors: list[str]) -> list[Identity]:
-    ids = ([service(s) for s in SERVICES] + [agency(p, a) for p, a in programs.items()]
+    ids = ([service(s) for s in SERVICES] + [agency(p, a) for p, a in programs.items()] + [civil_registry()]
            + [channel(c) for c in channels] + [auditor(a) for a in auditors] + [ops()])
     # nats-server accepts a subscription to `_INBOX.>` from anyone allowed `_INBOX.*` (the
     # wildcard token matches `*`), but enforces a deny at delivery: so a service never receives

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from services.kit import audit as staff_audit
 from services.kit.runtime import Kit
 from services.kit.settings import Settings
-from services.registry import api, handlers, lookup, store, verivali
+from services.registry import api, dukcapil, handlers, lookup, store, verivali
 from services.registry.lookup import NameSearch
 from services.registry.settings import RegistrySettings
 
@@ -39,6 +39,7 @@ def compose(settings: Settings | None = None, cfg: RegistrySettings | None = Non
     handlers.register(reg)
     lookup.register(reg)
     verivali.register(reg)
+    dukcapil.register(reg)  # the civil registry's death notifications (issue 17)
     return reg
 
 

@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from pydantic import TypeAdapter, ValidationError
@@ -371,10 +371,12 @@ class IngestPlan:
     registered: tuple[dict, ...]  # registry.people_registered items
     changes: tuple[dict, ...]  # registry.enrolments_changed items, one per enrolment written
     conflicts: tuple[dict, ...]  # data_quality rows (the store gives them ids)
+    life: LifePlan = field(default_factory=lambda: LifePlan())  # life status changes (issue 17)
 
 
 def plan_ingest(batch: Batch, people: Mapping[str, Person], enrolments: Mapping[tuple[str, str], Enrolment],
-                created: Set[str], *, trigram_table: bool = False) -> IngestPlan:
+                created: Set[str], *, trigram_table: bool = False, lives: Mapping[str, Life] | None = None
+                ) -> IngestPlan:
     """What a batch of accepted reports changes, given the batch's people as locked (`people`;
     those the batch just `created` are not in it), every current enrolment of those people, and
     whether name search needs the trigram table. Pure: the same input gives the same plan."""
@@ -437,10 +439,30 @@ def plan_ingest(batch: Batch, people: Mapping[str, Person], enrolments: Mapping[
             "verification_status": person.verification_status if person else None,
             "verification_period": person.verification_period if person else None,
             "payee": json.loads(payee) if payee else None})
-    conflicts += deaths_while_active(status, batch.by_nik)
+    life, disputed_after = _life_after(batch, enrolments, enrol_rows, created, lives or {})
+    # a death while another program pays is the verifier's only while it is the person's dispute:
+    # not after Dukcapil recorded the death, nor once a verifier has decided
+    conflicts += [c for c in deaths_while_active(status, batch.by_nik) if c["nik"] in disputed_after]
     return IngestPlan(tuple(people_rows), tuple(history), tuple(trigram_rows),
                       tuple(households[k] for k in sorted(households)), enrolment_history, tuple(enrol_rows),
-                      tuple(registered), tuple(changes), tuple(conflicts))
+                      tuple(registered), tuple(changes), tuple(conflicts), life)
+
+
+def _life_after(batch: Batch, enrolments: Mapping[tuple[str, str], Enrolment], written: Sequence[dict],
+                created: Set[str], lives: Mapping[str, Life]) -> tuple[LifePlan, set[str]]:
+    """plan_life for an ingest batch, and the NIKs in dispute after it."""
+    enrolled: dict[str, dict[str, tuple[str, dt.date]]] = {}
+    for (nik, program), e in enrolments.items():
+        enrolled.setdefault(nik, {})[program] = (e.enrolment_status, e.status_change_date)
+    for row in written:
+        enrolled.setdefault(row["nik"], {})[row["programme_identifier"]] = (row["enrolment_status"],
+                                                                             row["status_change_date"])
+    changed_niks = {row["nik"] for row in written}
+    changed = {nik: rs for nik, rs in batch.by_nik.items() if nik in changed_niks}
+    life = plan_life(batch, enrolled, changed, lives, created)
+    after = {row["nik"]: row["status"] for row in life.rows}
+    disputed = {nik for nik in batch.by_nik if after.get(nik, lives.get(nik, ALIVE).status) == "disputed"}
+    return life, disputed
 
 
 def deaths_while_active(status: Mapping[tuple[str, str], str], by_nik: Mapping[str, Sequence[CheckedReport]]
@@ -468,3 +490,158 @@ def round_period(day: dt.date, cadence: str) -> str:
     if cadence == "semiannual":
         return f"{day.year}-H{1 if day.month <= 6 else 2}"
     raise ValueError(f"unknown verification cadence {cadence!r}; use monthly or semiannual")
+
+
+# ---- life status (issue 17): one person-level fact, whichever program or source reported it ----
+
+# Who may overturn whom: the civil registry's death notification outranks a verifier's decision,
+# which outranks a program's report. "" is the default status nobody reported (alive).
+LIFE_RANK = {"": 0, "agency": 1, "verifier": 2, "crvs": 3}
+# the reason code of a receipt for a program's `active` report about a person the civil
+# registry recorded deceased: the report is stored (`succ`), the person stays deceased
+RECORDED_DECEASED = "info.life.deceased_in_civil_registry"
+
+
+@dataclass(frozen=True)
+class Life:
+    """A person's life status as the registry holds it (`life_status`; no row: alive)."""
+
+    status: str = "alive"            # contracts.registry.LifeStatus
+    source: str = ""                 # contracts.registry.LifeSource; "" never reported
+    effective_date: dt.date | None = None
+    reported_by: str = ""
+    reason_code: str = ""
+    reason: str = ""
+
+
+ALIVE = Life()
+
+
+@dataclass(frozen=True)
+class LifeFact:
+    """What one source says about a person's life: `status` is a LifeStatus (an agency's
+    derived claim may be `disputed`: one program deceased, another active)."""
+
+    status: str
+    source: str
+    effective_date: dt.date
+    reported_by: str
+    reason_code: str
+    reason: str = ""
+
+
+class LifeDecision(NamedTuple):
+    life: Life          # the status after the fact (== current: nothing to write)
+    announce: bool      # the status changed: one LifeStatusChanged item
+    dispute: bool       # a verifier must decide (the data-quality queue)
+
+
+def decide_life(current: Life, fact: LifeFact) -> LifeDecision:
+    """The life status after `fact`, given `current`. Rules (docs/REGISTRY.md):
+
+    - a weaker source never overturns a stronger one (crvs > verifier > agency), with one
+      exception: a program's death dated after a verifier confirmed the person alive is a new
+      fact (people die after being verified);
+    - the same status again changes nothing (a second program's death announces nothing); a
+      stronger source confirming it takes over the record silently;
+    - programs disagreeing (`disputed`) put the person in dispute until a verifier decides: no
+      program's later report lifts it, except all of them agreeing the person is deceased.
+    """
+    keep = LifeDecision(current, False, False)
+    new = Life(fact.status, fact.source, fact.effective_date, fact.reported_by, fact.reason_code, fact.reason)
+    weaker = LIFE_RANK[fact.source] < LIFE_RANK[current.source]
+    if weaker and not (fact.source == "agency" and fact.status == "deceased" and current.status == "alive"
+                       and current.effective_date is not None and fact.effective_date > current.effective_date):
+        return keep
+    if fact.status == current.status:
+        # a stronger source confirming a stop takes the record over (a program's later `active`
+        # cannot dispute a death Dukcapil confirmed); "alive" confirmed needs no record
+        if fact.status != "alive" and LIFE_RANK[fact.source] > LIFE_RANK[current.source]:
+            return LifeDecision(new, False, False)
+        return keep
+    if fact.source == "agency":
+        if current.status == "disputed" and fact.status != "deceased":
+            return keep
+        if fact.status == "alive" and current.status != "deceased":
+            return keep
+    return LifeDecision(new, True, fact.status == "disputed")
+
+
+def agency_life_fact(enrolled: Mapping[str, tuple[str, dt.date]], changed: Sequence[CheckedReport]
+                     ) -> LifeFact | None:
+    """What the programs' enrolment statuses after a batch (`enrolled`: program -> (status,
+    effective date), one person) say about that person's life: a death in some program and
+    `active` in another is `disputed`; a death alone `deceased`; no death at all `alive` (a
+    program correcting its own death report). None: the batch changed none of their enrolments."""
+    if not changed:
+        return None
+    dead = sorted((when, p) for p, (st, when) in enrolled.items() if st == "deceased")
+    active = sorted(p for p, (st, _) in enrolled.items() if st == "active")
+    if dead:
+        when, first = dead[0]
+        if active:
+            return LifeFact("disputed", "agency", when, first, "conflict.deceased_vs_active",
+                            f"deceased in {', '.join(p for _, p in dead)}; active in {', '.join(active)}")
+        return LifeFact("deceased", "agency", when, first, "agency.deceased")
+    last = max(changed, key=lambda r: r.order)
+    return LifeFact("alive", "agency", last.status_change_date, last.program, "agency.corrected")
+
+
+@dataclass(frozen=True)
+class LifePlan:
+    """What an ingest batch changes in life status (store.write_life writes it)."""
+
+    rows: tuple[dict, ...] = ()          # life_status upserts
+    history: tuple[dict, ...] = ()       # life_history rows
+    changes: tuple[dict, ...] = ()       # LifeStatusChange items (conflict_id filled in by the store)
+    disputed: frozenset[str] = frozenset()  # NIKs whose change needs the data-quality item's id
+    # (program, message_id) of `active` reports about people the civil registry recorded deceased
+    recorded_deceased: frozenset[tuple[str, str]] = frozenset()
+
+
+def life_row(nik: str, life: Life) -> dict:
+    return {"nik": nik, "status": life.status, "source": life.source, "effective_date": life.effective_date,
+            "reported_by": life.reported_by, "reason_code": life.reason_code, "reason": life.reason}
+
+
+def life_change(nik: str, village_code: str, before: Life, after: Life, programs: Sequence[str]) -> dict:
+    """A contracts.registry.LifeStatusChange item (JSON-ready; conflict_id added by the store)."""
+    return {"nik": nik, "village_code": village_code, "life_status": after.status, "previous_status": before.status,
+            "effective_date": (after.effective_date or dt.date.today()).isoformat(), "source": after.source,
+            "reported_by": after.reported_by, "reason_code": after.reason_code,
+            "programme_identifiers": list(programs), "conflict_id": None}
+
+
+def plan_life(batch: Batch, enrolled: Mapping[str, Mapping[str, tuple[str, dt.date]]],
+              changed: Mapping[str, Sequence[CheckedReport]], lives: Mapping[str, Life], created: Set[str]
+              ) -> LifePlan:
+    """Life status after an ingest batch, for the batch's people: `enrolled` holds each one's
+    enrolments after the batch (nik -> program -> (status, effective date)), `changed` the
+    reports that changed an enrolment,
+    `lives` the current life status of those who have one. A person new to the registry whom
+    a source already recorded (Dukcapil reports deaths of people no program knows yet) has that
+    status announced now, when programs start to know them."""
+    rows, history, changes, disputed, recorded = [], [], [], set(), set()
+    for nik, reports in batch.by_nik.items():
+        current = lives.get(nik, ALIVE)
+        mine = enrolled.get(nik, {})
+        programs = sorted(mine)
+        village = reports[-1].village_code
+        if current.source == "crvs" and current.status == "deceased":
+            recorded |= {(r.program, r.report.message_id) for r in reports if r.report.enrolment_status == "active"}
+        if nik in created and current.status != "alive":
+            changes.append(life_change(nik, village, ALIVE, current, programs))
+            continue
+        fact = agency_life_fact(mine, changed.get(nik, ()))
+        if fact is None:
+            continue
+        decision = decide_life(current, fact)
+        if decision.life == current:
+            continue
+        rows.append(life_row(nik, decision.life))
+        if decision.announce:
+            history.append({**life_row(nik, decision.life), "previous_status": current.status})
+            changes.append(life_change(nik, village, current, decision.life, programs))
+        if decision.dispute:
+            disputed.add(nik)
+    return LifePlan(tuple(rows), tuple(history), tuple(changes), frozenset(disputed), frozenset(recorded))

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, NamedTuple
 from nats.aio.msg import Msg
 
 from contracts.agency import MAX_RECEIPTS, ReceiptStatus
-from contracts.registry import MAX_ITEMS, ConflictFlagged, EnrolmentsChanged, PeopleRegistered
+from contracts.registry import MAX_ITEMS, ConflictFlagged, EnrolmentsChanged, LifeStatusChanged, PeopleRegistered
 from contracts.values import Problem
 from services.kit import logging as klog
 from services.kit.consumer import ConsumerSpec, Delivery
 from services.kit.decode import Rejection
 from services.kit.uow import UnitOfWork
-from services.registry import domain, store
+from services.registry import domain, life, store
 
 if TYPE_CHECKING:
     from services.registry.app import Registry
@@ -154,7 +154,9 @@ async def ingest(reg: Registry, uow: UnitOfWork, batch: list[Delivery[bytes]]) -
         else:
             valid.append(checked)
     counts["accepted"] = len(valid)
-    await apply(reg, uow, valid, corr)
+    recorded_deceased = await apply(reg, uow, valid, corr)
+    if recorded_deceased:
+        await _note_recorded_deceased(uow, first, answers, recorded_deceased, corr, now)
     if copies:
         # the same message again gets the same answer, once per copy (the first answer may be
         # long gone from the agency's view)
@@ -169,10 +171,33 @@ async def ingest(reg: Registry, uow: UnitOfWork, batch: list[Delivery[bytes]]) -
     return counts
 
 
-async def apply(reg: Registry, uow: UnitOfWork, valid: list[domain.CheckedReport], corr: str) -> None:
+async def _note_recorded_deceased(uow: UnitOfWork, first: dict[tuple[str, str], _Checked],
+                                  answers: dict[str, list[bytes]], keys: set[tuple[str, str]], corr: str,
+                                  now: str) -> None:
+    """An `active` report about a person Dukcapil recorded deceased is stored (`succ`: the
+    enrolment is the agency's own) but changes nothing: its receipt says why, so the agency can
+    close the enrolment (rare: a few per batch at most, so row by row)."""
+    info = [Problem(domain.RECORDED_DECEASED.removeprefix("info."),
+                    "the civil registry (Dukcapil) recorded this person deceased: the enrolment is kept, but no "
+                    "program pays them; report the enrolment `deceased` or `exited`")]
+    for key, c in first.items():
+        if (key[0], c.message_id) not in keys:
+            continue
+        receipt = _receipt(key[0], c.message_id, {"reference_id": c.report.report.reference_id if c.report else ""},
+                           ReceiptStatus.succ, [], corr, now)
+        receipt["status_reasons"] = [{"status_reason_code": domain.RECORDED_DECEASED, "status_reason_message":
+                                      p.message, "field": None} for p in info]
+        body = json.dumps(receipt).encode()
+        await store.replace_receipt(uow.session, key[0], key[1], body)
+        answers[key[0]] = [body if b == c.receipt else b for b in answers.get(key[0], [])]
+
+
+async def apply(reg: Registry, uow: UnitOfWork, valid: list[domain.CheckedReport], corr: str
+                ) -> set[tuple[str, str]]:
     """Write people, households and enrolments for accepted reports (domain.plan_ingest decides,
     store.write_plan writes); queue their events (a few batch events per transaction) and any
-    new cross-program conflicts.
+    new cross-program conflicts, and life status changes (services/registry/life.py). Returns
+    the (program, message_id) of `active` reports about people Dukcapil recorded deceased.
 
     Concurrency (several registry processes): a person is only changed by a transaction holding
     their `people` row. New people are inserted first (a concurrent insert of the same NIK waits
@@ -180,19 +205,24 @@ async def apply(reg: Registry, uow: UnitOfWork, valid: list[domain.CheckedReport
     order, so no deadlocks. Row locks, not advisory locks: thousands of those per batch filled
     PostgreSQL's shared lock table ("out of shared memory") for every database on the server."""
     if not valid:
-        return
+        return set()
     names_, s = reg.kit.names, uow.session
     batch = domain.Batch.of(valid)
     created = await store.insert_new_people(s, batch.new_people())
     people = await store.lock_people(s, sorted(batch.niks - created))
     enrolments = await store.current_enrolments(s, sorted(batch.niks))
-    plan = domain.plan_ingest(batch, people, enrolments, created, trigram_table=not reg.name_search.trgm)
+    lives = await store.lives(s, sorted(batch.niks))
+    plan = domain.plan_ingest(batch, people, enrolments, created, trigram_table=not reg.name_search.trgm,
+                              lives=lives)
     flagged = await store.write_plan(s, plan)
+    life_changes = await life.after_ingest(uow, plan.life, flagged)
     uow.add_rows(event_rows(names_, PeopleRegistered, "people", list(plan.registered), corr))
     uow.add_rows(event_rows(names_, EnrolmentsChanged, "changes", list(plan.changes), corr))
+    uow.add_rows(event_rows(names_, LifeStatusChanged, "changes", life_changes, corr))
     for c in flagged:
         uow.emit(ConflictFlagged(conflict_id=c["id"], nik=c["nik"], kind=c["kind"], village_code=c["village_code"],
                                  programme_identifiers=c["programme_identifiers"]), correlation_id=uuid.UUID(corr))
+    return set(plan.life.recorded_deceased)
 
 
 def decode_report(msg: Msg) -> bytes:

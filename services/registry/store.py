@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, insert
 
 from services.kit.audit import audit_table
 from services.kit.outbox import inbox_table, outbox_table
-from services.registry.domain import PERSON_COLUMNS, Enrolment, IngestPlan, Person
+from services.registry.domain import PERSON_COLUMNS, Enrolment, IngestPlan, Life, LifePlan, Person
 
 metadata = sa.MetaData()
 outbox = outbox_table(metadata)
@@ -176,6 +176,38 @@ receipts = sa.Table(
 )
 
 
+# each person's life status (issue 17): a person-level fact, apart from the programs' enrolments;
+# no row means alive. A row may exist before the person does (Dukcapil reports every death).
+life_status = sa.Table(
+    "life_status", metadata,
+    sa.Column("nik", sa.String(16), primary_key=True),
+    sa.Column("status", sa.Text, nullable=False, comment="contracts.registry.LifeStatus"),
+    sa.Column("source", sa.Text, nullable=False, comment="crvs, verifier or agency"),
+    sa.Column("effective_date", sa.Date, nullable=False),
+    sa.Column("reported_by", sa.Text, nullable=False),
+    sa.Column("reason_code", sa.Text, nullable=False, server_default=""),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("conflict_id", UUID(as_uuid=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+# every life status change, in order
+life_history = sa.Table(
+    "life_history", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("nik", sa.String(16), nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("previous_status", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("effective_date", sa.Date, nullable=False),
+    sa.Column("reported_by", sa.Text, nullable=False),
+    sa.Column("reason_code", sa.Text, nullable=False, server_default=""),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("conflict_id", UUID(as_uuid=True)),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Index("life_history_nik", "nik", "id"),
+)
+
 # ---- bulk writes: one statement per table per batch (INSERT ... SELECT FROM unnest) ----
 
 _PG_TYPES = {sa.String: "text", sa.Text: "text", sa.Date: "date", sa.Boolean: "boolean", sa.BigInteger: "bigint",
@@ -213,6 +245,13 @@ async def record_receipts(session, rows: list[tuple[str, str, bytes]]) -> set[tu
                                                 for p, m, b in sorted(rows, key=lambda r: (r[0], r[1]))],
                             "on conflict do nothing", returning="programme_identifier, message_id")
     return {(r[0], r[1]) for r in got}
+
+
+async def replace_receipt(session, program: str, message_id: str, body: bytes) -> None:
+    """The receipt a report gets, once its batch is applied (an informational reason added)."""
+    await session.execute(sa.update(receipts).where(receipts.c.programme_identifier == program,
+                                                    receipts.c.message_id == message_id)
+                          .values(receipt=json.loads(body)))
 
 
 async def add_outbox(session, rows: list[dict]) -> None:
@@ -602,3 +641,95 @@ async def lock_conflict(session, conflict_id: uuid.UUID) -> sa.Row | None:
 async def resolve_conflict(session, conflict_id: uuid.UUID, by: str, resolution: str) -> None:
     await session.execute(sa.update(data_quality).where(data_quality.c.id == conflict_id).values(
         status="resolved", resolved_by=by, resolved_at=sa.func.now(), resolution=resolution))
+
+
+# ---- life status (issue 17; services/registry/life.py decides what to announce) ----
+
+_LIFE = [life_status.c[f] for f in Life.__dataclass_fields__]
+
+
+async def lives(session, niks: list[str], *, lock: bool = False) -> dict[str, Life]:
+    """The life status of these people that have one (no row: alive), in one query."""
+    if not niks:
+        return {}
+    q = sa.select(life_status.c.nik, *_LIFE).where(life_status.c.nik == sa.func.any(
+        sa.cast(sorted(set(niks)), ARRAY(sa.Text))))
+    rows = (await session.execute(q.order_by(life_status.c.nik).with_for_update() if lock else q)).all()
+    return {r[0]: Life(*r[1:]) for r in rows}
+
+
+async def write_lives(session, rows: list[dict], history: list[dict]) -> None:
+    """Upsert life_status rows (nik, status, source, effective_date, reported_by, reason_code,
+    reason[, conflict_id]) and append their history, one statement each."""
+    if rows:
+        cols = [c for c in rows[0] if c != "nik"]
+        await bulk_insert(session, life_status, sorted(rows, key=lambda r: r["nik"]),
+                          "on conflict (nik) do update set " + ", ".join(f"{c} = excluded.{c}" for c in cols)
+                          + ", updated_at = now()")
+    await bulk_insert(session, life_history, history)
+
+
+async def write_life_plan(session, plan: LifePlan) -> None:
+    await write_lives(session, list(plan.rows), list(plan.history))
+
+
+async def open_death_conflicts(session, niks: list[str]) -> dict[str, uuid.UUID]:
+    """The open `death_while_active` data-quality item of each of these people (the newest)."""
+    if not niks:
+        return {}
+    t = data_quality
+    rows = (await session.execute(sa.select(t.c.nik, t.c.id).where(
+        t.c.nik == sa.func.any(sa.cast(sorted(set(niks)), ARRAY(sa.Text))), t.c.kind == "death_while_active",
+        t.c.status == "open").order_by(t.c.created_at))).all()
+    return {r[0]: r[1] for r in rows}
+
+
+async def set_life_conflicts(session, ids: dict[str, uuid.UUID]) -> None:
+    for nik, cid in ids.items():
+        await session.execute(sa.update(life_status).where(life_status.c.nik == nik).values(conflict_id=cid))
+        await session.execute(sa.update(life_history).where(
+            life_history.c.id == sa.select(sa.func.max(life_history.c.id)).where(life_history.c.nik == nik)
+            .scalar_subquery()).values(conflict_id=cid))
+
+
+async def active_programs(session, niks: list[str]) -> dict[str, list[str]]:
+    """The programs each person is enrolled in (any status), sorted: an announcement's
+    programme_identifiers."""
+    if not niks:
+        return {}
+    e = enrolments
+    rows = (await session.execute(sa.select(e.c.nik, e.c.programme_identifier).where(
+        e.c.nik == sa.func.any(sa.cast(sorted(set(niks)), ARRAY(sa.Text)))).order_by(
+        e.c.nik, e.c.programme_identifier))).all()
+    out: dict[str, list[str]] = {}
+    for nik, program in rows:
+        out.setdefault(nik, []).append(program)
+    return out
+
+
+async def village_of(session, niks: list[str]) -> dict[str, str]:
+    if not niks:
+        return {}
+    rows = (await session.execute(sa.select(people.c.nik, people.c.village_code).where(
+        people.c.nik == sa.func.any(sa.cast(sorted(set(niks)), ARRAY(sa.Text)))))).all()
+    return {r[0]: r[1] for r in rows}
+
+
+async def life_history_of(session, nik: str) -> list[dict]:
+    h = life_history
+    rows = (await session.execute(sa.select(h).where(h.c.nik == nik).order_by(h.c.id))).all()
+    return [{"status": r.status, "previous_status": r.previous_status, "source": r.source,
+             "effective_date": r.effective_date.isoformat(), "reported_by": r.reported_by,
+             "reason_code": r.reason_code, "reason": r.reason,
+             "conflict_id": str(r.conflict_id) if r.conflict_id else None,
+             "recorded_at": r.recorded_at.isoformat()} for r in rows]
+
+
+async def resolve_open_death_conflicts(session, nik: str, by: str, resolution: str) -> list[uuid.UUID]:
+    """Close a person's open death_while_active items (Dukcapil recorded the death)."""
+    t = data_quality
+    rows = (await session.execute(sa.update(t).where(t.c.nik == nik, t.c.kind == "death_while_active",
+                                                     t.c.status == "open")
+                                  .values(status="resolved", resolved_by=by, resolved_at=sa.func.now(),
+                                          resolution=resolution).returning(t.c.id))).all()
+    return [r[0] for r in rows]

@@ -27,7 +27,7 @@ from services.kit.consumer import ConsumerSpec, Delivery
 from services.kit.http import NoNul, Offset
 from services.kit.decode import Limits, decode_envelope
 from services.kit.uow import UnitOfWork
-from services.registry import domain, names, store
+from services.registry import domain, life, names, store
 
 if TYPE_CHECKING:
     from services.registry.app import Registry
@@ -280,6 +280,7 @@ async def record_result(reg: Registry, round_id: uuid.UUID, body: ResultIn, p: P
             raise HTTPException(400, detail={"error": f"NIK {body.nik} lives outside the round's area {rnd.area}"})
         active = await store.record_result(uow.session, round_id, rnd.period, body.nik, body.result.value,
                                            body.note, p.user)
+        await life.after_verification(uow, body.nik, person.village_code, body.result, dt.date.today())
         uow.emit(VerificationRecorded(
             round_id=round_id, period=rnd.period, nik=body.nik, village_code=person.village_code,
             result=body.result, verified=body.result.counts_as_verified, programme_identifiers=active,
