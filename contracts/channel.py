@@ -8,6 +8,9 @@ person): NATS lets each channel read and write only its own `channel.<name>.*`.
 - `channel.<c>.instructions`: `DisburseRequest`, up to MAX_ITEMS disbursements per message
   (Nats-Msg-Id = `transaction_id`); each `disbursement_id` is Sinergi's instruction id: pay it
   at most once.
+  A message with `cancellations` instead of `disbursements` is a `DisburseCancel`: withdraw
+  those disbursements (the payee died, moved out, or payment is held): do not pay them, and
+  answer each `rjct` with `rjct.cancelled` (a `succ` after it is refused, see DISBURSEMENT.md).
 - `channel.<c>.settlements`: `OnDisburse`, the channel's per-item answers (`succ` or `rjct` with a
   reason code), Nats-Msg-Id `<c>:<settlement_id>`. A single `contracts.disbursement.Settlement`
   is still accepted there.
@@ -63,6 +66,26 @@ class DisburseRequest(BaseModel):
     payer_fa: str = Field(description="the paying program: program:<code>@sinergi")
     payer_name: str = Field(default="", max_length=200, description="the paying program's name, for the statement")
     disbursements: list[Disburse] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class CancelItem(BaseModel):
+    """One disbursement to withdraw."""
+
+    model_config = ConfigDict(extra="forbid")
+    disbursement_id: uuid.UUID = Field(description="the instruction issued earlier on this channel")
+    status_reason_code: str = Field(max_length=80, description="why, e.g. cncl.payee.deceased, cncl.payee.moved_out, "
+                                                              "cncl.payee.ineligible, cncl.payment.held")
+    status_reason_message: str | None = Field(default=None, max_length=500)
+
+
+class DisburseCancel(BaseModel):
+    """Disbursements withdrawn before payment, on the same `channel.<c>.instructions` subject as
+    the batches (the channel's one consumer reads both; Nats-Msg-Id = `transaction_id`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    transaction_id: uuid.UUID = Field(description="this message's id (also its Nats-Msg-Id)")
+    payer_fa: str = Field(description="the paying program: program:<code>@sinergi")
+    cancellations: list[CancelItem] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
 class DisburseStatus(StrEnum):

@@ -150,6 +150,34 @@ class BudgetReleased(AuditEvent):
                                                             "is then the month it pays in")
 
 
+class CancelledInstruction(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    instruction_id: uuid.UUID
+    pseudonym: str = Field(description="HMAC-SHA256(regency key, NIK), hex")
+    programme_identifier: ProgramCode
+    period: Period = Field(description="the month the instruction paid in")
+    cycle_key: str | None = Field(default=None, description="the cycle when it is not the month itself")
+    channel: str
+    amount: Rupiah
+    funding: list[FundingLine] = Field(description="the reservation given back to each allocation")
+
+
+class InstructionsCancelled(AuditEvent):
+    """Unpaid instructions withdrawn because the person's life status stops payment from
+    `effective_date` (the registry's `registry.life_status_changed`): each reservation went back
+    to its allocation (a `disbursement.budget_released` per instruction beside this event) and
+    the channel was told to cancel them. One event per registry announcement and person."""
+
+    event_type: ClassVar[str] = "disbursement.instructions_cancelled"
+    pseudonym: str
+    life_status: str = Field(description="deceased, moved_out, ineligible or disputed (contracts.registry.LifeStatus)")
+    effective_date: dt.date = Field(description="instructions for cycles starting on or after it are cancelled")
+    reason_code: str = Field(description="the registry's reason, e.g. crvs.death_notification")
+    source: str = Field(description="who established it: crvs, verifier or agency")
+    items: list[CancelledInstruction] = Field(min_length=1)
+    total: Rupiah
+
+
 class CycleCompleted(AuditEvent):
     """A cycle finished: totals for the whole (program, period)."""
 

@@ -78,6 +78,11 @@ class PreparationOut(BaseModel):
     decision_reason: str | None = None
 
 
+class ArrearsOut(BaseModel):
+    instructions: int = Field(description="held cycles paid late in this run (programs with pays_arrears)")
+    total: int
+
+
 class CycleRunOut(BaseModel):
     programme_identifier: str
     period: str
@@ -89,6 +94,7 @@ class CycleRunOut(BaseModel):
     instructions: int = Field(description="instructions of the cycle so far")
     total: int
     unfunded: int
+    arrears: ArrearsOut = Field(default_factory=lambda: ArrearsOut(instructions=0, total=0))
     preparation_id: uuid.UUID | None = None
     prepared_by: str | None = None
     approved_by: str | None = None

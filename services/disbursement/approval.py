@@ -40,6 +40,8 @@ async def define_program(deps: Disbursement, code: str, rules: ProgramRules, rea
     async with deps.kit.unit_of_work() as uow:
         chain = await ledger.Chain.lock(uow, deps.cfg)
         old = await store.program_rules(uow.session, code)
+        if old is not None:  # as the rules read today: a field added since (pays_arrears) at its default
+            old = ProgramRules.model_validate(old).model_dump(mode="json")
         if old == new:
             return {"code": code, "rules": new, "changed": False}
         if old is not None and not reason:

@@ -209,6 +209,14 @@ def _totals(rep: Report, envs: list[dict]) -> dict:
             if d["status"] == "paid":
                 for ln in d["funding"]:
                     paid[ln["allocation_id"]] += ln["amount"]
+        elif t == "disbursement.instructions_cancelled":
+            for it in d["items"]:  # withdrawn before payment (a life status): never settled, never twice
+                iid = it["instruction_id"]
+                if iid not in issued:
+                    rep.fail(where, f"cancellation of instruction {iid} that was never issued")
+                if iid in settled:
+                    rep.fail(where, f"instruction {iid} cancelled after it was {settled[iid]}")
+                settled[iid] = "cancelled"
         elif t == "disbursement.budget_released":
             for ln in d["lines"]:
                 released[ln["allocation_id"]] += ln["amount"]
@@ -231,7 +239,8 @@ def _totals(rep: Report, envs: list[dict]) -> dict:
                      "paid": paid[aid], "kube_granted": granted[aid]})
     return {"allocations": rows, "instructions": len(issued), "issued_total": issued_total,
             "settled_paid": sum(1 for v in settled.values() if v == "paid"),
-            "settled_failed": sum(1 for v in settled.values() if v == "failed")}
+            "settled_failed": sum(1 for v in settled.values() if v == "failed"),
+            "cancelled": sum(1 for v in settled.values() if v == "cancelled")}
 
 
 async def read_stream(js, stream: str, subject: str, idle: float = 2.0) -> list[StreamMessage]:

@@ -11,8 +11,10 @@ a second instruction for the same (program, period, NIK).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +68,11 @@ class CycleTerms:
         return domain.cycle_month(self.period)
 
     @property
+    def start(self) -> dt.date:
+        """The cycle's first day: life statuses stop or hold it from there (domain.payable)."""
+        return domain.period_start(self.period)
+
+    @property
     def cycle_key(self) -> str | None:
         """The key on the audit stream when it is not the month itself (a stage, a one-off)."""
         return None if self.period == self.month else self.period
@@ -97,16 +104,30 @@ async def load_terms(s: AsyncSession, program: str, period: str) -> CycleTerms:
     return CycleTerms(program, period, rules, amount, year)
 
 
+def _life_stop_sql(alias: str = "l") -> str:
+    """domain.payable, negated, in SQL over `life_statuses {alias}` (parameters :start, :arrears):
+    true when this person's life status stops or holds the cycle starting on :start."""
+    stop = ", ".join(f"'{x}'" for x in sorted(domain.STOPPING))
+    return (f"(({alias}.life_status in ({stop}) and :start >= {alias}.effective_date) or "
+            f"({alias}.life_status not in ({stop}) and not :arrears and {alias}.held_from is not null "
+            f"and {alias}.held_until is not null and :start >= {alias}.held_from and :start < {alias}.held_until))")
+
+
 def _eligible_sql(ctx: CycleTerms, *, exclusivity: bool) -> tuple[str, dict]:
     """People eligible in this cycle who have no instruction for it yet; with `exclusivity`,
     also without one from another program of the same class this month."""
     sql = ["select e.nik, e.no_kk, e.village_code from enrolments e",
            "where e.programme_identifier = :p and e.enrolment_status = 'active'",
            "and not exists (select 1 from instructions i where i.programme_identifier = :p "
-           "and i.period = :per and i.nik = e.nik)"]
-    params: dict = {"p": ctx.program, "per": ctx.period}
+           "and i.period = :per and i.nik = e.nik)",
+           # life status (issue 17): a set-based anti-join on a table of the few people with a change
+           f"and not exists (select 1 from life_statuses l where l.nik = e.nik and {_life_stop_sql()})"]
+    params: dict = {"p": ctx.program, "per": ctx.period, "start": ctx.start, "arrears": ctx.rules.pays_arrears}
     if ctx.rules.require_verified:
         sql.append("and exists (select 1 from verifications v where v.nik = e.nik and v.verified)")
+        # an expired verification counts as none for this program until a new result arrives
+        sql.append("and not exists (select 1 from verification_expiries x where x.programme_identifier = :p "
+                   "and x.nik = e.nik)")
     if ctx.min_birth:
         sql.append("and e.birth_date <= :mb")
         params["mb"] = ctx.min_birth
@@ -197,6 +218,10 @@ async def _next_people(s: AsyncSession, ctx: CycleTerms, after: str, limit: int)
         skip |= set((await s.execute(sa.text(
             "select nik from instructions where exclusivity_class = :cls and period = :per "
             "and nik between :lo and :hi"), rng | {"cls": ctx.rules.exclusivity_class})).scalars())
+    # life status (issue 17): the few people in this NIK range whose status stops or holds the cycle
+    skip |= set((await s.execute(sa.text(
+        f"select nik from life_statuses l where nik between :lo and :hi and {_life_stop_sql()}"),
+        rng | {"start": ctx.start, "arrears": ctx.rules.pays_arrears})).scalars())
     frozen = None
     if ctx.preparation is not None:  # maker-checker: nobody outside the approved, frozen list
         frozen = set((await s.execute(sa.text(
@@ -206,6 +231,9 @@ async def _next_people(s: AsyncSession, ctx: CycleTerms, after: str, limit: int)
     if ctx.rules.require_verified:
         verified = set((await s.execute(sa.text(
             "select nik from verifications where verified and nik between :lo and :hi"), rng)).scalars())
+        verified -= set((await s.execute(sa.text(
+            "select nik from verification_expiries where programme_identifier = :p and nik between :lo and :hi"),
+            rng)).scalars())
     people = [c for c in cands if c[0] not in skip and (verified is None or c[0] in verified)
               and (frozen is None or c[0] in frozen)]
     return people, cands[-1][0]
@@ -224,9 +252,12 @@ class _Issue:
 
 
 def _build(cfg: DisbursementSettings, channel: str, ctx: CycleTerms, cid: uuid.UUID, people: list[Any],
-           tranches: list[domain.Tranche]) -> _Issue:
-    """Instructions, reservations, channel messages and audit items for the funded people."""
+           tranches: list[domain.Tranche], paid_in: str | None = None) -> _Issue:
+    """Instructions, reservations, channel messages and audit items for the funded people;
+    `paid_in`: arrears for the held cycle `ctx`, paid in cycle `paid_in` (ids of their own)."""
     w = _Issue()
+    make_id: Callable[[str, str, str], uuid.UUID] = (
+        domain.instruction_id if paid_in is None else functools.partial(domain.arrears_id, paid_in=paid_in))
     now = utcnow()
     now_s = now.isoformat()
     cls = ctx.rules.exclusivity_class
@@ -236,7 +267,7 @@ def _build(cfg: DisbursementSettings, channel: str, ctx: CycleTerms, cid: uuid.U
         lines = [FundingLine(source=src, allocation_id=aid, amount=amt) for src, aid, amt in t.lines]
         for _ in range(t.count):
             nik, no_kk, village, payee = next(it)
-            iid = domain.instruction_id(ctx.program, ctx.period, nik)
+            iid = make_id(ctx.program, ctx.period, nik)
             pseud = cfg.pseudonym(nik)
             w.instructions.append((iid, ctx.program, ctx.period, nik, pseud, ctx.amount, ctx.rules.channel, cls, cid,
                                    "issued", now))
@@ -341,11 +372,74 @@ async def _run(deps: Disbursement, program: str, period: str, by: str, preparati
     cursor: str | None = ""
     while cursor is not None:
         cursor = await _chunk(deps, ctx, cid, res, cursor)
+    arrears = await _arrears(deps, ctx) if ctx.rules.pays_arrears else {"instructions": 0, "total": 0}
     totals, unfunded = await _complete(deps, ctx, cid, res)
     log.info("cycle.committed", program=program, period=period, created=res.created, chunks=res.chunks)
     return {"programme_identifier": program, "period": period, "dry_run": False, "cycle_id": str(cid),
             "created": res.created, "created_total": res.total, "created_per_source": dict(res.per_source),
-            "instructions": totals["instructions"], "total": totals["total"], "unfunded": unfunded}
+            "instructions": totals["instructions"], "total": totals["total"], "unfunded": unfunded,
+            "arrears": arrears}
+
+
+# People paid in this cycle whose hold ended (alive after a stop) and the program's earlier cycles
+# in their hold window that they have no live instruction for: those are the arrears. Only people
+# with a hold window are looked at (a handful), never the whole enrolment.
+_ARREARS_SQL = """
+select c.period, l.nik, l.held_from, l.held_until, e.no_kk, e.village_code, e.payee
+from life_statuses l
+join instructions i on i.nik = l.nik and i.programme_identifier = :p and i.period = :per
+     and i.status not in ('failed', 'cancelled')
+join enrolments e on e.nik = l.nik and e.programme_identifier = :p
+join cycles c on c.programme_identifier = :p and c.period <> :per
+where l.life_status = 'alive' and l.held_from is not null and l.held_until is not null
+  and not exists (select 1 from instructions x where x.programme_identifier = :p and x.period = c.period
+                  and x.nik = l.nik and x.status not in ('failed', 'cancelled'))
+  and not exists (select 1 from instructions x where cast(:cls as text) is not null
+                  and x.exclusivity_class = cast(:cls as text)
+                  and x.period = c.period and x.nik = l.nik and x.status not in ('failed', 'cancelled'))
+order by c.period, l.nik"""
+
+
+async def _arrears(deps: Disbursement, ctx: CycleTerms) -> dict[str, int]:
+    """A program with `pays_arrears`: the cycles held from people whom a verifier found alive are
+    paid in this cycle, each as an instruction of the held cycle (its amount, its fiscal year's
+    allocations, id domain.arrears_id), to the people this cycle pays. One unit of work."""
+    out = {"instructions": 0, "total": 0}
+    async with deps.kit.unit_of_work() as uow:
+        s = uow.session
+        chain = await ledger.Chain.lock(uow, deps.cfg)
+        rows = (await s.execute(sa.text(_ARREARS_SQL), {"p": ctx.program, "per": ctx.period,
+                                                          "cls": ctx.rules.exclusivity_class})).all()
+        held: dict[str, list[Any]] = defaultdict(list)
+        for r in rows:
+            st = domain.period_start(r.period)
+            if r.held_from <= st < r.held_until and st < ctx.start:
+                held[r.period].append((r.nik, r.no_kk, r.village_code, r.payee))
+        for period, people in sorted(held.items()):
+            then = await load_terms(s, ctx.program, period)
+            tranches = domain.plan(then.amount, then.rules.funding_mode, await _budgets(s, then, lock=True),
+                                   len(people))
+            funded = sum(t.count for t in tranches)
+            if funded < len(people):
+                log.warning("cycle.arrears_unfunded", program=ctx.program, period=period, unfunded=len(people) - funded)
+            if not funded:
+                continue
+            cid = domain.cycle_id(ctx.program, period)
+            w = _build(deps.cfg, uow.names.subject(f"channel.{ctx.rules.channel}.instructions"), then, cid,
+                       people[:funded], tranches, paid_in=ctx.period)
+            await ledger.copy(s, store.instructions, ["id", "programme_identifier", "period", "nik", "pseudonym",
+                                                      "amount", "channel", "exclusivity_class", "cycle_id", "status",
+                                                      "created_at"], w.instructions)
+            await ledger.post(s, w.transfers)
+            await _reserve(s, w.per_alloc)
+            uow.add_rows(w.messages)
+            _announce(chain, then, cid, w)
+            out["instructions"] += funded
+            out["total"] += funded * then.amount
+        await chain.save()
+    if out["instructions"]:
+        log.info("cycle.arrears", program=ctx.program, period=ctx.period, **out)
+    return out
 
 
 async def _complete(deps: Disbursement, ctx: CycleTerms, cid: uuid.UUID, res: RunResult) -> tuple[dict[str, int], int]:

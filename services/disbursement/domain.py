@@ -77,6 +77,50 @@ def add_months(d: dt.date, n: int) -> dt.date:
     return dt.date(y, m, min(d.day, calendar.monthrange(y, m)[1]))
 
 
+def period_start(key: str) -> dt.date:
+    """The first day of the month a cycle pays in (a stage's first month, a one-off's month)."""
+    month = cycle_month(key)
+    return dt.date(int(month[:4]), int(month[5:7]), 1)
+
+
+# --- life status (the registry's registry.life_status_changed) ---------------------------------
+#
+# The rule for a cycle that straddles an effective date: a cycle is paid when the person's status
+# allowed payment on the cycle's first day (period_start). A death on 10 November still pays
+# November (the person was alive on 1 November) and stops December; a death on 1 November stops
+# November. A quarterly stage counts from its first month's first day, a one-off from its month's.
+
+STOPPING = frozenset({"deceased", "moved_out", "ineligible", "disputed"})
+
+
+def payable(status: str | None, effective: dt.date | None, held_from: dt.date | None,
+            held_until: dt.date | None, start: dt.date, pays_arrears: bool) -> bool:
+    """May a cycle starting on `start` pay this person? `status` is the life status disbursement
+    holds (None: no announcement ever: alive). A stopping status stops every cycle starting on or
+    after its effective date. `alive` after a stop (a verifier overturned a death or settled a
+    dispute) leaves a hold window [held_from, held_until): cycles starting in it were held, and
+    are paid (late, as arrears) only when the program's rules say `pays_arrears`.
+
+    cycles._life_stop_sql is this rule in SQL: keep the two in step (a unit test holds them)."""
+    if status is None:
+        return True
+    if status in STOPPING:
+        return effective is None or start < effective
+    if held_from is not None and held_until is not None and held_from <= start < held_until:
+        return pays_arrears
+    return True
+
+
+def arrears_id(program: str, period: str, nik: str, paid_in: str) -> uuid.UUID:
+    """A held cycle's payment made late, in cycle `paid_in`: deterministic, so a re-run issues it once."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"sinergi/arrears/{program}/{period}/{nik}/{paid_in}")
+
+
+def cancel_code(life_status: str) -> str:
+    """The channel's reason code for a withdrawn disbursement (contracts.channel.CancelItem)."""
+    return "cncl.payment.held" if life_status == "disputed" else f"cncl.payee.{life_status}"
+
+
 def idempotency_key(program: str, period: str, nik: str) -> str:
     return f"{program}/{period}/{nik}"
 
@@ -136,6 +180,8 @@ class ProgramRules(BaseModel):
     exclusivity_class: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,31}$",
                                           description="no one gets two programs of this class in one month")
     channel: str = Field(default="bank", pattern=r"^[a-z][a-z0-9_]{0,31}$", description="payment channel name")
+    pays_arrears: bool = Field(default=False, description="when a hold ends (a verifier finds the person alive), "
+                               "pay the cycles held meanwhile in the next cycle; false: they are lost")
 
     @model_validator(mode="after")
     def _funding(self) -> ProgramRules:
@@ -232,6 +278,14 @@ def settlement_outcome(current: str | None, reported: SettlementStatus, reason: 
     if reported_by is not None and issued_to != reported_by:
         return SettlementRejected("rjct.settlement.wrong_channel",
                                   f"instruction {instruction} was not issued to channel {reported_by}")
+    if current == "cancelled":
+        # withdrawn before payment (the payee died, moved out, or is held): a refusal agrees; a
+        # `paid` is money the channel sent after it was told not to, for an operator to recover
+        # (the daily statement then shows it as unmatched.cancelled)
+        if reported == SettlementStatus.failed:
+            return "duplicate"
+        return SettlementRejected("rjct.instruction.cancelled", f"instruction {instruction} was cancelled before "
+                                  "payment; a later report of paid is not booked: recover the money")
     if current != "issued":
         if current == reported.value:
             return "duplicate"

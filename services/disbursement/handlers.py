@@ -1,7 +1,8 @@
 """Disbursement's two consumers (the kit's one consumer, services/kit/consumer.py):
 
 - `disbursement-registry-v1` on `registry.events.>`: enrolment changes and verification
-  results into disbursement's own copy (the registry's tables are never read);
+  results into disbursement's own copy (the registry's tables are never read); life-status
+  changes and verification expiries (life.py: a stopping status cancels unpaid instructions);
 - `disbursement-settlements-v1` on `channel.*.settlements`: payment channels' reports (per-item
   on-disburse batches, or single settlements) into the ledger, a whole batch in one unit of
   work under one chain lock; a channel settles only what was issued to it;
@@ -23,8 +24,8 @@ from contracts.catalog import EVENTS
 from contracts.channel import DisburseResult, DisburseStatus, OnDisburse, Statement
 from contracts.disbursement import Settlement, SettlementStatus
 from contracts.envelope import Envelope, Event
-from contracts.registry import EnrolmentsChanged, VerificationRecorded
-from services.disbursement import budgets, reconcile, store
+from contracts.registry import EnrolmentsChanged, LifeStatusChanged, VerificationRecorded, VerificationsExpired
+from services.disbursement import budgets, life, reconcile, store
 from services.disbursement.domain import SettlementRejected
 from services.kit import logging as klog
 from services.kit.consumer import ConsumerSpec, Delivery
@@ -39,7 +40,11 @@ REGISTRY_CONSUMER = "disbursement-registry-v1"
 SETTLEMENT_CONSUMER = "disbursement-settlements-v1"
 VERIFIED = {"verified", "corrected"}
 WANTED: dict[str, type[Event]] = {"registry.enrolments_changed": EnrolmentsChanged,
-                                  "registry.verification_recorded": VerificationRecorded}
+                                  "registry.verification_recorded": VerificationRecorded,
+                                  # issue 17: life status stops (and resumes) payments; expiries
+                                  # make people unverified for the programs listed (life.py)
+                                  "registry.life_status_changed": LifeStatusChanged,
+                                  "registry.verifications_expired": VerificationsExpired}
 # the registry's other events: acknowledged and skipped, not dead-lettered
 SKIPPED = frozenset(t for t in EVENTS if t.startswith("registry.")) - set(WANTED)
 STATEMENT_CONSUMER = "disbursement-statements-v1"
@@ -155,10 +160,12 @@ def _enrolment_rows(envs: list[Envelope[Any]]) -> tuple[list[dict[str, Any]], li
     return list(enrol.values()), list(verif.values())
 
 
-async def follow_registry(uow: UnitOfWork, batch: list[Delivery[Envelope[Any]]]) -> None:
-    enrol, verif = _enrolment_rows([d.value for d in batch if d.value is not None])
+async def follow_registry(deps: Disbursement, uow: UnitOfWork, batch: list[Delivery[Envelope[Any]]]) -> None:
+    envs = [d.value for d in batch if d.value is not None]
+    enrol, verif = _enrolment_rows(envs)
     await store.upsert_enrolments(uow.session, enrol)
     await store.upsert_verifications(uow.session, verif)
+    await life.follow(uow, deps.cfg, envs)
 
 
 # --- settlements -------------------------------------------------------------------------------
@@ -193,13 +200,16 @@ def register(deps: Disbursement) -> None:
     async def on_settlements(uow: UnitOfWork, batch: list[Delivery[Any]]) -> None:
         await apply_settlements(deps, uow, batch)
 
+    async def on_registry(uow: UnitOfWork, batch: list[Delivery[Any]]) -> None:
+        await follow_registry(deps, uow, batch)
+
     async def on_statements(uow: UnitOfWork, batch: list[Delivery[Any]]) -> None:
         for d in batch:
             await reconcile.statement(deps, uow, channel_of(d.subject), d.value)
 
     kit.consume(ConsumerSpec(durable=REGISTRY_CONSUMER, stream=names.stream("REGISTRY"),
                              subject=names.subject("registry.events.>"), decode=decode_registry,
-                             handle=follow_registry, key=registry_key))
+                             handle=on_registry, key=registry_key))
     # every settlement takes the chain lock (money is serialised behind it): 200 at a time keeps
     # a batch's transaction, and the lock, short
     kit.consume(ConsumerSpec(durable=SETTLEMENT_CONSUMER, stream=names.stream("CHANNEL"),

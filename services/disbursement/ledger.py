@@ -154,12 +154,12 @@ PROOF_SQL = {
                coalesce((select b from bal where a = 'payable/' || al.id), 0) payable_bal,
                coalesce((select b from bal where a = 'paid/' || al.id), 0) paid_bal
         from allocations al""",
-    # each instruction's reservation, payment or release matches its amount and status
+    # each instruction's reservation, payment or release (failed or cancelled) matches its amount and status
     "instructions": """
         select count(*) filter (where bad) bad, count(*) total from (
           select i.id, (coalesce(sum(l.amount) filter (where l.kind = 'reserve'), 0) <> i.amount
               or coalesce(sum(l.amount) filter (where l.kind = 'pay'), 0) <> case when i.status = 'paid' then i.amount else 0 end
-              or coalesce(sum(l.amount) filter (where l.kind = 'release'), 0) <> case when i.status = 'failed' then i.amount else 0 end) bad
+              or coalesce(sum(l.amount) filter (where l.kind = 'release'), 0) <> case when i.status in ('failed', 'cancelled') then i.amount else 0 end) bad
           from instructions i left join ledger l on l.ref = i.id group by i.id, i.amount, i.status) t""",
 }
 

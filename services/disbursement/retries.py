@@ -43,7 +43,7 @@ async def retry(deps: Disbursement, failed: uuid.UUID, channel: str | None, by: 
             raise RetryRefused(f"instruction {failed} is {ins.status}; only a failed payment can be paid again")
         live = (await s.execute(sa.select(i.c.id).where(
             i.c.programme_identifier == ins.programme_identifier, i.c.period == ins.period, i.c.nik == ins.nik,
-            i.c.status != "failed"))).scalar()
+            i.c.status.notin_(("failed", "cancelled"))))).scalar()
         if live is not None:
             raise RetryRefused(f"{ins.programme_identifier} {ins.period} already has a live instruction {live} "
                                "for this person")
@@ -51,6 +51,11 @@ async def retry(deps: Disbursement, failed: uuid.UUID, channel: str | None, by: 
             e.c.nik == ins.nik, e.c.programme_identifier == ins.programme_identifier))).first()
         if person is None or person.enrolment_status != "active":
             raise RetryRefused("the person is no longer actively enrolled in the program")
+        life = (await s.execute(sa.select(store.life_statuses).where(store.life_statuses.c.nik == ins.nik))).first()
+        if life is not None and not domain.payable(life.life_status, life.effective_date, life.held_from,
+                                                   life.held_until, domain.period_start(ins.period), False):
+            raise RetryRefused(f"the person's life status ({life.life_status} from {life.effective_date}) stops "
+                               f"payment for {ins.period}")
         lines = (await store.reserved_lines(s, [failed])).get(failed, [])
         new = retry_id(failed)
         to = channel or ins.channel

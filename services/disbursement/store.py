@@ -61,6 +61,33 @@ verifications = sa.Table(
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# each person's life status as the registry announced it (registry.life_status_changed): one row
+# per person who ever had a change; nobody else is in it (no row: alive). Read by the cycle as a
+# set over each chunk's NIK range (cycles._next_people), never per person.
+life_statuses = sa.Table(
+    "life_statuses", metadata,
+    sa.Column("nik", sa.String(16), primary_key=True),
+    sa.Column("life_status", sa.Text, nullable=False),  # contracts.registry.LifeStatus
+    sa.Column("effective_date", sa.Date, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("reason_code", sa.Text, nullable=False),
+    # `alive` after a stop: the cycles starting in [held_from, held_until) were held (domain.payable)
+    sa.Column("held_from", sa.Date),
+    sa.Column("held_until", sa.Date),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),  # the announcement's occurred_at
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+)
+
+# verifications past their validity per program (registry.verifications_expired); a newer
+# verification result for the person clears them (store.clear_expiries)
+verification_expiries = sa.Table(
+    "verification_expiries", metadata,
+    sa.Column("programme_identifier", sa.Text, primary_key=True),
+    sa.Column("nik", sa.String(16), primary_key=True),
+    sa.Column("expired_on", sa.Date, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 programs = sa.Table(
     "programs", metadata,
     sa.Column("code", sa.Text, primary_key=True),
@@ -130,19 +157,19 @@ instructions = sa.Table(
     sa.Column("channel", sa.Text, nullable=False),
     sa.Column("exclusivity_class", sa.Text),
     sa.Column("cycle_id", UUID(as_uuid=True), nullable=False),
-    sa.Column("status", sa.Text, nullable=False),  # issued, paid, failed
+    sa.Column("status", sa.Text, nullable=False),  # issued, paid, failed, cancelled (life status)
     sa.Column("reason", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
     sa.Column("settled_at", sa.DateTime(timezone=True)),
     sa.Column("retry_of", UUID(as_uuid=True)),  # the failed instruction this one pays again
     sa.CheckConstraint("amount > 0", name="instruction_amount_positive"),
     # never two live (issued or paid) instructions for one (program, cycle, NIK), whatever races;
-    # failed ones stay beside their retry
+    # failed ones stay beside their retry, cancelled ones beside the arrears that pay them late
     sa.Index("instruction_live", "programme_identifier", "period", "nik", unique=True,
-             postgresql_where=sa.text("status <> 'failed'")),
+             postgresql_where=sa.text("status not in ('failed', 'cancelled')")),
     # no person gets two cash programs of the same class in the same cycle, whatever races
     sa.Index("instruction_exclusivity", "exclusivity_class", "period", "nik", unique=True,
-             postgresql_where=sa.text("exclusivity_class is not null and status <> 'failed'")),
+             postgresql_where=sa.text("exclusivity_class is not null and status not in ('failed', 'cancelled')")),
 )
 
 # a channel's daily statement, reconciled against the instructions issued to it
@@ -293,6 +320,60 @@ async def upsert_verifications(s: AsyncSession, rows: list[dict[str, Any]]) -> N
     await s.execute(stmt.on_conflict_do_update(
         index_elements=["nik"], set_={c: stmt.excluded[c] for c in ("verified", "result", "recorded_at")},
         where=stmt.excluded.recorded_at >= v.c.recorded_at), rows)
+    await clear_expiries(s, (r["nik"] for r in rows))
+
+
+async def clear_expiries(s: AsyncSession, niks: Iterable[str]) -> None:
+    """An expiry ends with the person's next verification result (one recorded after it)."""
+    niks = sorted(set(niks))
+    if niks:
+        await s.execute(sa.text(
+            "delete from verification_expiries x using verifications v where v.nik = x.nik "
+            "and v.recorded_at > x.recorded_at and x.nik = any(:niks)"), {"niks": niks})
+
+
+async def upsert_expiries(s: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """rows: {programme_identifier, nik, expired_on, recorded_at}; the latest announcement wins,
+    and one older than the person's latest verification result is cleared at once."""
+    if not rows:
+        return
+    x = verification_expiries
+    stmt = insert(x)
+    await s.execute(stmt.on_conflict_do_update(
+        index_elements=["programme_identifier", "nik"],
+        set_={"expired_on": stmt.excluded.expired_on, "recorded_at": stmt.excluded.recorded_at},
+        where=stmt.excluded.recorded_at >= x.c.recorded_at), rows)
+    await clear_expiries(s, (r["nik"] for r in rows))
+
+
+async def life_for_update(s: AsyncSession, niks: Iterable[str]) -> dict[str, Any]:
+    """The life statuses held for these people, locked (NIK order: concurrent batches never deadlock)."""
+    niks = sorted(set(niks))
+    if not niks:
+        return {}
+    t = life_statuses
+    rows = (await s.execute(sa.select(t).where(t.c.nik.in_(niks)).order_by(t.c.nik).with_for_update())).all()
+    return {r.nik: r for r in rows}
+
+
+async def save_life(s: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    t = life_statuses
+    stmt = insert(t)
+    cols = ("life_status", "effective_date", "source", "reason_code", "held_from", "held_until", "changed_at")
+    await s.execute(stmt.on_conflict_do_update(
+        index_elements=["nik"], set_={c: stmt.excluded[c] for c in cols} | {"updated_at": sa.func.now()}), rows)
+
+
+async def unpaid_for_update(s: AsyncSession, niks: Iterable[str]) -> list[Any]:
+    """Issued (not yet settled) instructions of these people, locked in id order."""
+    niks = sorted(set(niks))
+    if not niks:
+        return []
+    i = instructions
+    return list((await s.execute(sa.select(i).where(i.c.nik.in_(niks), i.c.status == "issued")
+                                 .order_by(i.c.id).with_for_update())).all())
 
 
 # --- settlements ---------------------------------------------------------------------------
