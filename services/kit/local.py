@@ -38,6 +38,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from contracts.subjects import CRVS_DEATHS, CRVS_RECEIPTS
 from services.kit import natsperm
 from services.kit.natsperm import JS, Identity
 from services.kit.settings import Settings
@@ -66,13 +67,14 @@ def service_user(service: str) -> str:
 
 def operator() -> Identity:
     """Development only: the `sinergi` commands run beside `sinergi up` (agency publish, audit
-    verify, dead letters, status). What ops, every program's agency and an auditor may do."""
+    verify, dead letters, status). What ops, every program's agency, the civil registry
+    (Dukcapil) and an auditor may do."""
     ops, auditor = natsperm.ops(), natsperm.auditor(OPERATOR)
-    publish = [*ops.publish, *auditor.publish, "agency.*.enrolments",
+    publish = [*ops.publish, *auditor.publish, "agency.*.enrolments", CRVS_DEATHS,
                # dead letters and stream contents, for operators' reading commands
                f"{JS}.STREAM.MSG.GET.*", f"{JS}.CONSUMER.CREATE.*", "$JS.FC.>"]
     return Identity(OPERATOR, "operator", list(dict.fromkeys(publish)),
-                    [f"_INBOX.{OPERATOR}.>", "agency.*.receipts"],
+                    [f"_INBOX.{OPERATOR}.>", "agency.*.receipts", CRVS_RECEIPTS],
                     description="development only: the sinergi commands beside `sinergi up`")
 
 

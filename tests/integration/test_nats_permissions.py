@@ -23,7 +23,7 @@ from tests.integration.natsdeploy import Deployed, Party
 
 pytestmark = pytest.mark.integration
 
-STREAMS = ["REGISTRY", "INTAKE", "DISBURSEMENT", "AGENCY_ENROLMENTS", "AGENCY_RECEIPTS", "CHANNEL", "DEADLETTER"]
+STREAMS = ["REGISTRY", "INTAKE", "DISBURSEMENT", "AGENCY_ENROLMENTS", "AGENCY_RECEIPTS", "CHANNEL", "DEADLETTER", "CRVS", "CRVS_RECEIPTS"]
 API = "$JS.API"
 ACK = ".1.1.1.1.1.1"  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
 
@@ -31,6 +31,7 @@ DATA = ["agency.pkh.enrolments", "agency.kamalia.enrolments", "agency.pkh.receip
         "registry.events.people_registered", "intake.events.case_registered", "disbursement.cycle_completed",
         "channel.bri.instructions", "channel.bri.settlements", "channel.pos.instructions", "channel.pos.settlements",
         "channel.bri.statements", "channel.pos.statements", "deadletter.registry", "deadletter.intake", "deadletter.disbursement", "deadletter.reporting",
+        "crvs.dukcapil.deaths", "crvs.dukcapil.receipts",
         "registry.lookup", "_INBOX.agency-kamalia.fake-reply", "_INBOX.svc-intake.fake-reply", "$SYS.REQ.SERVER.PING"]
 JSAPI = [
     *[f"{API}.STREAM.{op}.{s}" for op in ("DELETE", "PURGE", "CREATE", "UPDATE") for s in STREAMS],
@@ -45,6 +46,11 @@ JSAPI = [
     f"{API}.CONSUMER.INFO.AGENCY_RECEIPTS.receipts-pkh",
     f"{API}.CONSUMER.MSG.NEXT.AGENCY_RECEIPTS.receipts-pkh", f"{API}.CONSUMER.MSG.NEXT.AGENCY_RECEIPTS.receipts-kamalia",
     f"{API}.CONSUMER.CREATE.AGENCY_ENROLMENTS.registry-enrolments-v1.agency.pkh.enrolments",
+    f"{API}.CONSUMER.CREATE.CRVS.registry-crvs-v1.crvs.dukcapil.deaths",
+    f"{API}.CONSUMER.CREATE.CRVS_RECEIPTS.receipts-dukcapil.crvs.dukcapil.receipts",
+    f"{API}.CONSUMER.CREATE.CRVS_RECEIPTS.receipts-pkh.crvs.dukcapil.receipts",
+    f"{API}.CONSUMER.INFO.CRVS_RECEIPTS.receipts-dukcapil", f"{API}.CONSUMER.MSG.NEXT.CRVS_RECEIPTS.receipts-dukcapil",
+    "$JS.ACK.CRVS_RECEIPTS.receipts-dukcapil" + ACK,
     f"{API}.CONSUMER.CREATE.CHANNEL.instructions-bri.channel.bri.instructions",
     f"{API}.CONSUMER.CREATE.CHANNEL.instructions-pos.channel.pos.instructions",
     f"{API}.CONSUMER.CREATE.CHANNEL.instructions-pos.channel.bri.instructions",
@@ -87,7 +93,13 @@ def _channel(c: str) -> set[str]:
 MAY_PUBLISH: dict[str, set[str]] = {
     "svc-intake": {"intake.events.case_registered", "registry.lookup", "deadletter.intake"} | _INFO | _reads("REGISTRY"),
     "svc-registry": {"registry.events.people_registered", "agency.pkh.receipts", "agency.kamalia.receipts",
-                     "deadletter.registry"} | _INFO | _reads("AGENCY_ENROLMENTS") | _reads("INTAKE"),
+                     "crvs.dukcapil.receipts", "deadletter.registry"} | _INFO | _reads("AGENCY_ENROLMENTS")
+                    | _reads("INTAKE") | _reads("CRVS"),
+    # the civil registry: its death notifications out, its receipts in through one named consumer
+    "dukcapil": {"crvs.dukcapil.deaths", f"{API}.CONSUMER.CREATE.CRVS_RECEIPTS.receipts-dukcapil.crvs.dukcapil.receipts",
+                 f"{API}.CONSUMER.INFO.CRVS_RECEIPTS.receipts-dukcapil",
+                 f"{API}.CONSUMER.MSG.NEXT.CRVS_RECEIPTS.receipts-dukcapil",
+                 "$JS.ACK.CRVS_RECEIPTS.receipts-dukcapil" + ACK},
     "svc-disbursement": {"disbursement.cycle_completed", "channel.bri.instructions", "channel.pos.instructions",
                          "registry.lookup", "deadletter.disbursement"} | _INFO | _reads("REGISTRY") | _reads("CHANNEL"),
     "svc-reporting": {"deadletter.reporting"} | _INFO | _reads("REGISTRY") | _reads("INTAKE") | _reads("DISBURSEMENT"),
@@ -100,7 +112,8 @@ MAY_PUBLISH: dict[str, set[str]] = {
                             f"{API}.CONSUMER.CREATE.DISBURSEMENT",
                             f"{API}.CONSUMER.MSG.NEXT.DISBURSEMENT.audit-inspektorat",
                             "$JS.ACK.DISBURSEMENT.audit-inspektorat" + ACK, "$JS.FC.DISBURSEMENT.x.1"},
-    "ops": {f"{API}.INFO", f"{API}.STREAM.NAMES", f"{API}.CONSUMER.INFO.AGENCY_RECEIPTS.receipts-pkh", f"{API}.STREAM.INFO.REGISTRY", f"{API}.STREAM.INFO.DISBURSEMENT",
+    "ops": {f"{API}.INFO", f"{API}.STREAM.NAMES", f"{API}.CONSUMER.INFO.AGENCY_RECEIPTS.receipts-pkh",
+            f"{API}.CONSUMER.INFO.CRVS_RECEIPTS.receipts-dukcapil", f"{API}.STREAM.INFO.REGISTRY", f"{API}.STREAM.INFO.DISBURSEMENT",
             f"{API}.STREAM.SNAPSHOT.DISBURSEMENT", f"{API}.STREAM.RESTORE.DISBURSEMENT",
             *[f"{API}.STREAM.{op}.{s}" for op in ("CREATE", "UPDATE") for s in STREAMS]},
 }
@@ -108,7 +121,8 @@ MAY_PUBLISH: dict[str, set[str]] = {
 SUBSCRIBE = [">", "_INBOX.>", "_INBOX.*", "_INBOX.*.>", "_INBOX.agency-kamalia.*", "_INBOX.agency-kamalia.>", "_INBOX.svc-registry.>", "agency.*.receipts",
              "agency.pkh.receipts", "agency.kamalia.receipts", "agency.pkh.enrolments", "registry.events.>",
              "disbursement.>", "channel.bri.instructions", "channel.pos.instructions", "channel.bri.settlements",
-             "registry.lookup", "deadletter.>", "$JS.API.>", "intake.events.>"]
+             "registry.lookup", "deadletter.>", "$JS.API.>", "intake.events.>", "crvs.>", "crvs.dukcapil.deaths",
+             "crvs.dukcapil.receipts"]
 # services read replies and pulled messages only on their own inbox prefix (kit.bus), so no
 # wider inbox pattern is allowed to them
 MAY_SUBSCRIBE: dict[str, set[str]] = {
@@ -116,7 +130,7 @@ MAY_SUBSCRIBE: dict[str, set[str]] = {
     "svc-disbursement": set(), "svc-reporting": set(),
     "agency-pkh": {"agency.pkh.receipts"}, "agency-kamalia": {"agency.kamalia.receipts", "_INBOX.agency-kamalia.>", "_INBOX.agency-kamalia.*"},
     "channel-bri": {"channel.bri.instructions"}, "channel-pos": {"channel.pos.instructions"},
-    "auditor-inspektorat": set(), "ops": set(),
+    "auditor-inspektorat": set(), "ops": set(), "dukcapil": {"crvs.dukcapil.receipts"},
 }
 
 
@@ -434,3 +448,48 @@ async def test_ops_works_the_dead_letter_queue_and_no_data_stream(deployed):
         assert not await ops.allowed(["agency.pkh.enrolments", "registry.events.people_registered"])
     finally:
         await ops.close()
+
+
+async def test_dukcapil_notifies_deaths_and_reads_only_its_receipts(deployed, infra):
+    """Dukcapil publishes a death notification as `dukcapil`; the registry (svc-registry) answers
+    on crvs.dukcapil.receipts; Dukcapil reads it through its one consumer. It cannot report
+    enrolments, read an agency's receipts, or publish the registry's answers itself; an agency
+    cannot notify deaths."""
+    from tests.integration.test_registry_life import death, notification
+
+    run = "t" + uuid.uuid4().hex[:10]
+    registry = Settings(nats_url=deployed.url, nats_user="svc-registry", nats_password=deployed.passwords["svc-registry"],
+                        database_url=infra[1], db_prefix=f"sinergi_{run}_", outbox_poll_seconds=0.02, _env_file=None)
+    mark = deployed.log_mark()
+    dukcapil = await Party("dukcapil").connect(deployed)
+    pkh = await Party("agency-pkh").connect(deployed)
+    note = notification([death(factories.enrolment("pkh")["nik"], "e-1")])
+    try:
+        async with running("registry", registry):
+            ack = await dukcapil.nc.jetstream().publish("crvs.dukcapil.deaths", json.dumps(note).encode(),
+                                                        headers={"Nats-Msg-Id": f"dukcapil:{note['header']['message_id']}"})
+            assert ack.stream == "CRVS"
+            sub = await dukcapil.nc.jetstream().pull_subscribe("crvs.dukcapil.receipts", durable="receipts-dukcapil",
+                                                               stream="CRVS_RECEIPTS")
+
+            async def my_receipt():
+                with contextlib.suppress(Exception):
+                    for m in await _fetch(sub, 10, timeout=0.5):
+                        r = json.loads(m.data)
+                        if r["message_id"] == note["header"]["message_id"]:
+                            return r
+            receipt = await eventually(my_receipt, timeout=20)
+            assert receipt["status"] == "succ" and receipt["notify_status"][0]["reference_id"] == "e-1"
+            assert deployed.violations_since(mark, "svc-") == []
+        for subject in ("agency.pkh.enrolments", "crvs.dukcapil.receipts", "registry.events.life_status_changed"):
+            assert not await dukcapil.may_publish(subject)
+        assert not await pkh.may_publish("crvs.dukcapil.deaths")
+        with pytest.raises(Exception):
+            await dukcapil.nc.jetstream(timeout=1).pull_subscribe("agency.pkh.receipts", durable="receipts-dukcapil",
+                                                                  stream="AGENCY_RECEIPTS")
+    finally:
+        await dukcapil.close()
+        await pkh.close()
+        from services.kit.db import drop_database
+        with contextlib.suppress(Exception):
+            await drop_database(registry.db_url("registry"))
