@@ -106,3 +106,44 @@ class ReceiptBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     programme_identifier: str
     receipts: list[Receipt] = Field(min_length=1, max_length=MAX_RECEIPTS)
+
+
+# ---- proposals forwarded to the agency that owns a program (issue 17) ----
+
+class Identifier(BaseModel):
+    """One of a person's identifiers (DCI's `identifier`: a type and a value)."""
+
+    model_config = ConfigDict(extra="forbid")
+    identifier_type: str = Field(description="NIK or KK (No. KK, the family card)", examples=["NIK"])
+    identifier_value: str = Field(description="16 digits", json_schema_extra={"pattern": r"^\d{16}$"})
+
+
+class ProposalToAgency(BaseModel):
+    """What travels on `agency.<program>.proposals`: a verifier accepted a proposal (usulan) for a
+    person and asked for this agency's program; the agency decides and answers with an ordinary
+    enrolment report (`agency.<program>.enrolments`) for the same NIK, which closes the proposal.
+
+    Field names follow G2P Connect's message envelope (`message_id`, `reference_id`,
+    `timestamp`) and DCI's person record in the social registry (`identifier` with
+    `identifier_type` / `identifier_value`, `name`, `sex`, `birth_date`, `address`,
+    `registration_date`), with the program named as DCI's `programme_identifier`. G2P Connect's
+    beneficiary-management "enroll" interface has no published schema yet: these are the
+    nearest names the published ones give.
+
+    Nats-Msg-Id = `message_id`, the same for every copy of one proposal to one program.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    message_id: str = Field(description="the registry's id for this message; repeats carry the same id")
+    reference_id: str = Field(description="the proposal's id (a UUID); an agency may echo it as its enrolment "
+                                          "report's reference_id, but the registry matches the answer by NIK "
+                                          "and program")
+    programme_identifier: str = Field(description="the program asked for; the agency's own", examples=["pkh"])
+    identifier: list[Identifier] = Field(min_length=1, description="NIK first, then No. KK")
+    name: str
+    sex: Sex
+    birth_date: dt.date
+    village_code: str = Field(description="10-digit Kemendagri village code", examples=["3317012001"])
+    address: str = ""
+    registration_date: dt.date = Field(description="the day a verifier accepted the proposal into the registry")
+    timestamp: dt.datetime

@@ -18,6 +18,8 @@ STREAMS: dict[str, list[str]] = {
     "DISBURSEMENT": ["disbursement.>"],
     "AGENCY_ENROLMENTS": ["agency.*.enrolments"],
     "AGENCY_RECEIPTS": ["agency.*.receipts"],
+    # accepted proposals (usulan) for a program an outside agency owns: each agency reads its own
+    "AGENCY_PROPOSALS": ["agency.*.proposals"],
     "CHANNEL": ["channel.*.instructions", "channel.*.settlements", "channel.*.statements"],
     "DEADLETTER": ["deadletter.>"],
     # the civil registry (Dukcapil): death notifications in DCI's CRVS shape (contracts.crvs),
@@ -64,6 +66,9 @@ class Names:
 
     def receipts(self, program: str = "*") -> str:
         return self.subject(f"agency.{program}.receipts")
+
+    def agency_proposals(self, program: str = "*") -> str:
+        return self.subject(f"agency.{program}.proposals")
 
     def deadletter(self, service: str) -> str:
         return self.subject(f"deadletter.{service}")

@@ -25,13 +25,14 @@ SERVICES = ("intake", "registry", "disbursement", "reporting")
 # consuming a new stream; the integration test then shows the matrix still holds.
 SERVICE_PUBLISH: dict[str, list[str]] = {
     "intake": ["intake.events.>", REGISTRY_LOOKUP],
-    "registry": ["registry.events.>", "agency.*.receipts", CRVS_RECEIPTS],
+    "registry": ["registry.events.>", "agency.*.receipts", "agency.*.proposals", CRVS_RECEIPTS],
     "disbursement": ["disbursement.>", "channel.*.instructions", REGISTRY_LOOKUP],
     "reporting": [],
 }
 SERVICE_READS: dict[str, list[str]] = {
     "intake": ["REGISTRY"],
-    "registry": ["AGENCY_ENROLMENTS", "INTAKE", "CRVS"],
+    # REGISTRY: its own enrolment changes, to close proposals forwarded to an agency
+    "registry": ["AGENCY_ENROLMENTS", "INTAKE", "CRVS", "REGISTRY"],
     "disbursement": ["REGISTRY", "CHANNEL"],
     # not DEADLETTER: dead letters carry the raw message, personal data included
     "reporting": ["REGISTRY", "INTAKE", "DISBURSEMENT"],
@@ -95,8 +96,10 @@ def service(name: str) -> Identity:
 def agency(program: str, agency_name: str = "") -> Identity:
     user = f"agency-{program}"
     pub = [f"agency.{program}.enrolments",
-           *_one_consumer("AGENCY_RECEIPTS", f"receipts-{program}", f"agency.{program}.receipts")]
-    sub = [f"_INBOX.{user}.>", f"agency.{program}.receipts"]
+           *_one_consumer("AGENCY_RECEIPTS", f"receipts-{program}", f"agency.{program}.receipts"),
+           # proposals (usulan) accepted for its program, read through one named consumer (issue 17)
+           *_one_consumer("AGENCY_PROPOSALS", f"proposals-{program}", f"agency.{program}.proposals")]
+    sub = [f"_INBOX.{user}.>", f"agency.{program}.receipts", f"agency.{program}.proposals"]
     return Identity(user, "agency", pub, sub, description=f"{agency_name or 'agency'} for program {program}")
 
 

@@ -8,7 +8,8 @@ from fastapi import FastAPI
 from services.kit import audit as staff_audit
 from services.kit.runtime import Kit
 from services.kit.settings import Settings
-from services.registry import api, dukcapil, handlers, lookup, store, verivali
+from services.registry import (api, dukcapil, handlers, lookup, programs, programs_api, proposals, store, verivali,
+                               web)
 from services.registry.lookup import NameSearch
 from services.registry.settings import RegistrySettings
 
@@ -40,6 +41,12 @@ def compose(settings: Settings | None = None, cfg: RegistrySettings | None = Non
     lookup.register(reg)
     verivali.register(reg)
     dukcapil.register(reg)  # the civil registry's death notifications (issue 17)
+    proposals.register(reg)  # an agency's enrolment report closes a proposal forwarded to it
+
+    async def expire_verifications() -> None:
+        await programs.expire_verifications(kit)
+    # one copy scans (the lease holder); each expiry is announced once whoever scans
+    kit.timer("verification-expiry", cfg.verification_expiry_seconds, expire_verifications, singleton=True)
     return reg
 
 
@@ -54,5 +61,7 @@ def create_app(settings: Settings | None = None, registry_settings: RegistrySett
         app.state.runtime = deps.kit
     app.include_router(api.router(deps))
     app.include_router(verivali.router(deps))
+    web.mount(app, deps)  # the verifier's pages under /ui/ (issue 14)
+    app.include_router(programs_api.router(deps))
     staff_audit.install(app, store.audit_log)  # every staff write leaves a row (kit.audit)
     return app

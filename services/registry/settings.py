@@ -24,3 +24,6 @@ class RegistrySettings(BaseSettings):
     # how long a batch held by a process that died waits before JetStream hands it to another
     # (set when the durable consumer is first created); longer than the slowest batch
     ack_wait: float = Field(default=60.0, ge=5.0, description="seconds before an unacknowledged batch is redelivered")
+    # how often the lease holder looks for verifications past their program's validity (issue 17);
+    # validity is counted in months, so an hour late is nothing, and a scan is one query
+    verification_expiry_seconds: float = Field(default=3600.0, gt=0, description="seconds between expiry scans")

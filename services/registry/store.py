@@ -93,6 +93,8 @@ proposals = sa.Table(
     sa.Column("village_code", sa.String(10), nullable=False),
     sa.Column("address", sa.Text, nullable=False, server_default=""),
     sa.Column("programme_identifier", sa.Text),
+    # the programs asked for (issue 17): enrolled or forwarded when a verifier accepts
+    sa.Column("programmes_requested", ARRAY(sa.Text), nullable=False, server_default="{}"),
     sa.Column("submitted_by", sa.Text, nullable=False),
     sa.Column("case_id", UUID(as_uuid=True)),
     sa.Column("status", sa.Text, nullable=False, server_default="proposed"),

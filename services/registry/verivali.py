@@ -21,13 +21,13 @@ from contracts.intake import ProposalSubmitted
 from contracts.registry import (PeopleRegistered, PersonIdentity, ProposalDecided, ProposalDecision,
                                 VerificationRecorded, VerificationResult, VerificationRoundClosed,
                                 VerificationRoundOpened)
-from contracts.values import NIK, NoKK, VillageCode, nik_consistency, parse_nik
+from contracts.values import NIK, NoKK, ProgramCode, VillageCode, nik_consistency, parse_nik
 from services.kit.auth import Principal, Role, require, require_area
 from services.kit.consumer import ConsumerSpec, Delivery
 from services.kit.http import NoNul, Offset
 from services.kit.decode import Limits, decode_envelope
 from services.kit.uow import UnitOfWork
-from services.registry import domain, life, names, store
+from services.registry import domain, life, names, programs, proposals, store
 
 if TYPE_CHECKING:
     from services.registry.app import Registry
@@ -57,6 +57,7 @@ class ProposalOut(BaseModel):
     village_code: str
     address: str
     programme_identifier: str | None
+    programmes_requested: list[str] = Field(default_factory=list, description="the programs asked for")
     submitted_by: str | None
     case_id: str | None
     status: str
@@ -83,6 +84,12 @@ class DecisionOut(BaseModel):
     status: str
     person_created: bool
     reason: str
+    enrolled_in: list[str] = Field(default_factory=list, description="programs the regency owns: enrolled now")
+    forwarded_to: list[str] = Field(default_factory=list, description="outside agencies' programs: the proposal "
+                                                                      "went to each on agency.<program>.proposals")
+    not_configured: list[str] = Field(default_factory=list, description="programs asked for that have no settings "
+                                                                        "in the registry (PUT /programs/{code}): "
+                                                                        "neither enrolled nor forwarded")
 
 
 class RoundOut(BaseModel):
@@ -115,6 +122,14 @@ class UnverifiedItem(BaseModel):
     name: str
     village_code: str
     result: str | None
+    verification_due_on: str | None = Field(default=None, description="when the person's verification runs out "
+                                                                      "in a program that requires one (null: no "
+                                                                      "such program, or never verified: see "
+                                                                      "due_programmes)")
+    due_programmes: list[str] = Field(default_factory=list, description="programs requiring a verification the "
+                                                                        "person is active in")
+    due: bool = Field(default=False, description="expired, expiring by the round's last day, or never verified, "
+                                                 "in a program that requires a verification")
 
 
 class UnverifiedPage(BaseModel):
@@ -138,7 +153,10 @@ class ProposalIn(BaseModel):
     birth_date: dt.date
     village_code: VillageCode
     address: Annotated[str, NoNul] = Field(default="", max_length=500)
-    programme_identifier: str | None = Field(default=None, description="program asked for, if any")
+    programme_identifier: str | None = Field(default=None, description="program asked for, if any (older form "
+                                                                     "of programmes_requested)")
+    programmes_requested: list[ProgramCode] = Field(default_factory=list, max_length=proposals.MAX_REQUESTED,
+                                                    description="the programs the person is proposed for")
     case_id: uuid.UUID | None = None
 
     @model_validator(mode="after")
@@ -164,13 +182,16 @@ class DecisionIn(BaseModel):
 def _proposal_row(p: ProposalIn | ProposalSubmitted, proposal_id: uuid.UUID, source: str, by: str) -> dict:
     return {"proposal_id": proposal_id, "source": source, "nik": p.nik, "no_kk": p.no_kk, "name": p.name,
             "sex": str(p.sex), "birth_date": p.birth_date, "village_code": p.village_code, "address": p.address,
-            "programme_identifier": p.programme_identifier, "submitted_by": by, "case_id": p.case_id}
+            "programme_identifier": p.programme_identifier,
+            "programmes_requested": proposals.requested(p.programmes_requested, p.programme_identifier),
+            "submitted_by": by, "case_id": p.case_id}
 
 
 def _proposal_json(r: Any) -> dict:
     return {"proposal_id": str(r.proposal_id), "source": r.source, "nik": r.nik, "no_kk": r.no_kk, "name": r.name,
             "sex": r.sex, "birth_date": r.birth_date.isoformat(), "village_code": r.village_code,
-            "address": r.address, "programme_identifier": r.programme_identifier, "submitted_by": r.submitted_by,
+            "address": r.address, "programme_identifier": r.programme_identifier,
+            "programmes_requested": list(r.programmes_requested or []), "submitted_by": r.submitted_by,
             "case_id": str(r.case_id) if r.case_id else None, "status": r.status, "reason": r.reason,
             "decided_by": r.decided_by, "decided_at": r.decided_at.isoformat() if r.decided_at else None,
             "created_at": r.created_at.isoformat()}
@@ -212,8 +233,9 @@ async def _add_person(reg: Registry, uow: UnitOfWork, prop: Any) -> bool:
 
 
 async def decide(reg: Registry, proposal_id: uuid.UUID, body: DecisionIn, p: Principal) -> dict:
-    """A verifier's decision: accepted, the person enters the registry (if new); either way
-    `registry.proposal_decided` goes out with the change."""
+    """A verifier's decision: accepted, the person enters the registry (if new) and reaches the
+    programs asked for (services/registry/proposals.py: enrolled in the regency's, forwarded to
+    an agency's); either way `registry.proposal_decided` goes out with the change."""
     async with reg.kit.unit_of_work() as uow:
         row = await store.proposal(uow.session, proposal_id, lock=True)
         if row is None or not p.covers(row.village_code):  # outside your area: as if missing (issue 15)
@@ -221,13 +243,21 @@ async def decide(reg: Registry, proposal_id: uuid.UUID, body: DecisionIn, p: Pri
         if row.status != "proposed":
             raise HTTPException(409, detail={"error": f"proposal already {row.status} by {row.decided_by}"})
         created = body.decision == ProposalDecision.accepted and await _add_person(reg, uow, row)
+        outcome = proposals.Outcome()
+        if body.decision == ProposalDecision.accepted:
+            period = domain.round_period(dt.date.today(), reg.cfg.verification_cadence)
+            outcome = await proposals.accept(uow, row, period)
         await store.decide_proposal(uow.session, proposal_id, body.decision.value, body.reason, p.user)
         uow.emit(ProposalDecided(
             proposal_id=proposal_id, nik=row.nik, village_code=row.village_code, decision=body.decision,
             reason=body.reason, decided_by=p.user, programme_identifier=row.programme_identifier,
-            case_id=row.case_id))
+            case_id=row.case_id,
+            programmes_requested=proposals.requested(row.programmes_requested or [], row.programme_identifier),
+            enrolled_in=outcome.enrolled_in, forwarded_to=outcome.forwarded_to),
+            event_id=proposals.decided_event_id(proposal_id))
     return {"proposal_id": str(proposal_id), "status": body.decision.value, "person_created": created,
-            "reason": body.reason}
+            "reason": body.reason, "enrolled_in": outcome.enrolled_in, "forwarded_to": outcome.forwarded_to,
+            "not_configured": outcome.not_configured}
 
 
 # ---- verification rounds ----
@@ -302,16 +332,26 @@ async def close_round(reg: Registry, round_id: uuid.UUID, p: Principal) -> dict:
 
 
 async def unverified(reg: Registry, round_id: uuid.UUID, village_code: str | None, limit: int, offset: int,
-                     p: Principal) -> dict:
+                     p: Principal, due_only: bool = False) -> dict:
     async with reg.kit.sessions() as s:
         rnd = await _round(s, round_id)
         area = max(rnd.area, p.area, village_code or "", key=len)
         if not area.startswith(p.area) or not area.startswith(rnd.area):
             raise HTTPException(403, detail={"error": f"{area} is outside your area or the round's"})
-        total, rows = await store.unverified_page(s, round_id, area, VERIFIED, limit, offset)
+        until = programs.round_end(rnd.period)
+        if due_only:
+            total, rows = await programs.due_page(s, round_id, area, until, limit, offset)
+        else:
+            total, rows = await store.unverified_page(s, round_id, area, VERIFIED, limit, offset)
+        dues = await programs.due(s, [x.nik for x in rows])
+    items = []
+    for x in rows:
+        on, progs = dues.get(x.nik, (None, []))
+        items.append({"nik": x.nik, "name": x.name, "village_code": x.village_code, "result": x.result,
+                      "verification_due_on": on.isoformat() if on else None, "due_programmes": progs,
+                      "due": bool(progs) and (on is None or on <= until)})
     return {"round_id": str(round_id), "period": rnd.period, "total": total, "limit": limit, "offset": offset,
-            "items": [{"nik": x.nik, "name": x.name, "village_code": x.village_code, "result": x.result}
-                      for x in rows]}
+            "items": items}
 
 
 # ---- HTTP ----
@@ -374,9 +414,14 @@ def router(reg: Registry) -> APIRouter:
            summary="people in the round's area not (yet) verified in it, with the result recorded if any")
     async def get_unverified(round_id: Annotated[uuid.UUID, Path()], p: Staff,
                              village_code: Annotated[str | None, Query()] = None,
+                             due_only: Annotated[bool, Query(description="only people due for verification by the "
+                                                                         "round's last day (expired, expiring, or "
+                                                                         "never verified, in a program that "
+                                                                         "requires one)")] = False,
                              limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                              offset: Offset = 0) -> UnverifiedPage:
-        return UnverifiedPage.model_validate(await unverified(reg, round_id, village_code, limit, offset, p))
+        return UnverifiedPage.model_validate(await unverified(reg, round_id, village_code, limit, offset, p,
+                                                             due_only))
 
     return r
 

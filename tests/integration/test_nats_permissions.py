@@ -23,11 +23,13 @@ from tests.integration.natsdeploy import Deployed, Party
 
 pytestmark = pytest.mark.integration
 
-STREAMS = ["REGISTRY", "INTAKE", "DISBURSEMENT", "AGENCY_ENROLMENTS", "AGENCY_RECEIPTS", "CHANNEL", "DEADLETTER", "CRVS", "CRVS_RECEIPTS"]
+STREAMS = ["REGISTRY", "INTAKE", "DISBURSEMENT", "AGENCY_ENROLMENTS", "AGENCY_RECEIPTS", "AGENCY_PROPOSALS", "CHANNEL",
+           "DEADLETTER", "CRVS", "CRVS_RECEIPTS"]
 API = "$JS.API"
 ACK = ".1.1.1.1.1.1"  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
 
 DATA = ["agency.pkh.enrolments", "agency.kamalia.enrolments", "agency.pkh.receipts", "agency.kamalia.receipts",
+        "agency.pkh.proposals", "agency.kamalia.proposals",
         "registry.events.people_registered", "intake.events.case_registered", "disbursement.cycle_completed",
         "channel.bri.instructions", "channel.bri.settlements", "channel.pos.instructions", "channel.pos.settlements",
         "channel.bri.statements", "channel.pos.statements", "deadletter.registry", "deadletter.intake", "deadletter.disbursement", "deadletter.reporting",
@@ -51,6 +53,13 @@ JSAPI = [
     f"{API}.CONSUMER.CREATE.CRVS_RECEIPTS.receipts-pkh.crvs.dukcapil.receipts",
     f"{API}.CONSUMER.INFO.CRVS_RECEIPTS.receipts-dukcapil", f"{API}.CONSUMER.MSG.NEXT.CRVS_RECEIPTS.receipts-dukcapil",
     "$JS.ACK.CRVS_RECEIPTS.receipts-dukcapil" + ACK,
+    f"{API}.CONSUMER.CREATE.AGENCY_PROPOSALS.proposals-pkh.agency.pkh.proposals",
+    f"{API}.CONSUMER.CREATE.AGENCY_PROPOSALS.proposals-kamalia.agency.kamalia.proposals",
+    f"{API}.CONSUMER.CREATE.AGENCY_PROPOSALS.proposals-kamalia.agency.pkh.proposals",
+    f"{API}.CONSUMER.CREATE.AGENCY_PROPOSALS.proposals-pkh.agency.kamalia.proposals",
+    f"{API}.CONSUMER.MSG.NEXT.AGENCY_PROPOSALS.proposals-pkh", f"{API}.CONSUMER.MSG.NEXT.AGENCY_PROPOSALS.proposals-kamalia",
+    "$JS.ACK.AGENCY_PROPOSALS.proposals-pkh" + ACK,
+    f"{API}.CONSUMER.CREATE.REGISTRY.registry-proposal-fulfilment-v1.registry.events.enrolments_changed",
     f"{API}.CONSUMER.CREATE.CHANNEL.instructions-bri.channel.bri.instructions",
     f"{API}.CONSUMER.CREATE.CHANNEL.instructions-pos.channel.pos.instructions",
     f"{API}.CONSUMER.CREATE.CHANNEL.instructions-pos.channel.bri.instructions",
@@ -81,8 +90,12 @@ def _reads(stream: str) -> set[str]:
 
 def _agency(p: str) -> set[str]:
     return {f"agency.{p}.enrolments", f"{API}.CONSUMER.CREATE.AGENCY_RECEIPTS.receipts-{p}.agency.{p}.receipts",
-            f"{API}.CONSUMER.MSG.NEXT.AGENCY_RECEIPTS.receipts-{p}", f"$JS.ACK.AGENCY_RECEIPTS.receipts-{p}" + ACK} | (
-        {f"{API}.CONSUMER.INFO.AGENCY_RECEIPTS.receipts-pkh"} if p == "pkh" else set())
+            f"{API}.CONSUMER.MSG.NEXT.AGENCY_RECEIPTS.receipts-{p}", f"$JS.ACK.AGENCY_RECEIPTS.receipts-{p}" + ACK,
+            # its own program's proposals only, through its one named consumer (issue 17)
+            f"{API}.CONSUMER.CREATE.AGENCY_PROPOSALS.proposals-{p}.agency.{p}.proposals",
+            f"{API}.CONSUMER.MSG.NEXT.AGENCY_PROPOSALS.proposals-{p}"} | (
+        {f"{API}.CONSUMER.INFO.AGENCY_RECEIPTS.receipts-pkh", "$JS.ACK.AGENCY_PROPOSALS.proposals-pkh" + ACK}
+        if p == "pkh" else set())
 
 
 def _channel(c: str) -> set[str]:
@@ -93,8 +106,9 @@ def _channel(c: str) -> set[str]:
 MAY_PUBLISH: dict[str, set[str]] = {
     "svc-intake": {"intake.events.case_registered", "registry.lookup", "deadletter.intake"} | _INFO | _reads("REGISTRY"),
     "svc-registry": {"registry.events.people_registered", "agency.pkh.receipts", "agency.kamalia.receipts",
+                     "agency.pkh.proposals", "agency.kamalia.proposals",
                      "crvs.dukcapil.receipts", "deadletter.registry"} | _INFO | _reads("AGENCY_ENROLMENTS")
-                    | _reads("INTAKE") | _reads("CRVS"),
+                    | _reads("INTAKE") | _reads("CRVS") | _reads("REGISTRY"),
     # the civil registry: its death notifications out, its receipts in through one named consumer
     "dukcapil": {"crvs.dukcapil.deaths", f"{API}.CONSUMER.CREATE.CRVS_RECEIPTS.receipts-dukcapil.crvs.dukcapil.receipts",
                  f"{API}.CONSUMER.INFO.CRVS_RECEIPTS.receipts-dukcapil",
@@ -120,6 +134,7 @@ MAY_PUBLISH: dict[str, set[str]] = {
 
 SUBSCRIBE = [">", "_INBOX.>", "_INBOX.*", "_INBOX.*.>", "_INBOX.agency-kamalia.*", "_INBOX.agency-kamalia.>", "_INBOX.svc-registry.>", "agency.*.receipts",
              "agency.pkh.receipts", "agency.kamalia.receipts", "agency.pkh.enrolments", "registry.events.>",
+             "agency.*.proposals", "agency.pkh.proposals", "agency.kamalia.proposals",
              "disbursement.>", "channel.bri.instructions", "channel.pos.instructions", "channel.bri.settlements",
              "registry.lookup", "deadletter.>", "$JS.API.>", "intake.events.>", "crvs.>", "crvs.dukcapil.deaths",
              "crvs.dukcapil.receipts"]
@@ -128,7 +143,9 @@ SUBSCRIBE = [">", "_INBOX.>", "_INBOX.*", "_INBOX.*.>", "_INBOX.agency-kamalia.*
 MAY_SUBSCRIBE: dict[str, set[str]] = {
     "svc-intake": set(), "svc-registry": {"_INBOX.svc-registry.>", "registry.lookup"},
     "svc-disbursement": set(), "svc-reporting": set(),
-    "agency-pkh": {"agency.pkh.receipts"}, "agency-kamalia": {"agency.kamalia.receipts", "_INBOX.agency-kamalia.>", "_INBOX.agency-kamalia.*"},
+    "agency-pkh": {"agency.pkh.receipts", "agency.pkh.proposals"},
+    "agency-kamalia": {"agency.kamalia.receipts", "agency.kamalia.proposals", "_INBOX.agency-kamalia.>",
+                       "_INBOX.agency-kamalia.*"},
     "channel-bri": {"channel.bri.instructions"}, "channel-pos": {"channel.pos.instructions"},
     "auditor-inspektorat": set(), "ops": set(), "dukcapil": {"crvs.dukcapil.receipts"},
 }
@@ -294,6 +311,32 @@ async def test_channel_reads_only_its_own_instructions(deployed):
         assert not await pos.may_publish("channel.bri.settlements")
     finally:
         for p in (svc, bri, pos):
+            await p.close()
+
+
+async def test_an_agency_reads_only_its_own_programs_proposals(deployed):
+    """The registry forwards accepted proposals on agency.<program>.proposals (issue 17); each
+    agency reads its own program's through its one named consumer, never another's."""
+    svc = await Party("svc-registry").connect(deployed)
+    for program in ("pkh", "kamalia"):
+        await svc.nc.jetstream().publish(f"agency.{program}.proposals", json.dumps({"to": program}).encode(),
+                                         headers={"Nats-Msg-Id": str(uuid.uuid4())})
+    pkh = await Party("agency-pkh").connect(deployed)
+    kamalia = await Party("agency-kamalia").connect(deployed)
+    try:
+        sub = await pkh.nc.jetstream().pull_subscribe("agency.pkh.proposals", durable="proposals-pkh",
+                                                      stream="AGENCY_PROPOSALS")
+        got = [json.loads(m.data) for m in await _fetch(sub, 10, timeout=1)]
+        assert {"to": "pkh"} in got and {"to": "kamalia"} not in got
+        req = {"stream_name": "AGENCY_PROPOSALS",
+               "config": {"name": "proposals-kamalia", "durable_name": "proposals-kamalia",
+                          "filter_subject": "agency.pkh.proposals", "ack_policy": "explicit"}}
+        r = await kamalia.nc.request(f"{API}.CONSUMER.CREATE.AGENCY_PROPOSALS.proposals-kamalia.agency.kamalia.proposals",
+                                     json.dumps(req).encode(), timeout=2)
+        assert "did not match filtered subject" in json.loads(r.data)["error"]["description"]
+        assert not await kamalia.may_publish("agency.pkh.proposals")
+    finally:
+        for p in (svc, pkh, kamalia):
             await p.close()
 
 

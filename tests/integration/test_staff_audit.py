@@ -81,6 +81,9 @@ async def test_every_registry_write_route_leaves_an_audit_row(settings, nc, star
     got: dict[str, str] = {}
     async with start("registry", settings) as svc:
         steps = [
+            ("PUT", "/programs/{code}", lambda: "/programs/kamalia_merekah", _h(settings, "pm1", Role.program_manager),
+             {"owner": "regency", "requires_verification": True, "validity_months": 6, "reason": "Perbup 12/2026"},
+             "pm1"),
             ("POST", "/proposals", lambda: "/proposals", vo,
              {"nik": person, "no_kk": kk(VILLAGE), "name": "Siti Aminah", "sex": "F",
               "birth_date": born.isoformat(), "village_code": VILLAGE}, "vo1"),
