@@ -13,16 +13,17 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
+from contracts import wilayah
 from contracts.envelope import utcnow
 from contracts.intake import CaseCategory, CaseKind, CaseLevel, CaseStatus, Channel, PersonStatus
-from services.intake import cases, visits
+from services.intake import cases, fieldwork, visits
 from services.intake.domain import ACTIONS, LEVEL_ROLES, RuleError, period_of, today_wib
 from services.kit import web as kit_web
-from services.kit.auth import Principal
+from services.kit.auth import Principal, Role, staff_accounts
 from services.kit.web import COOKIE, Viewer, principal, principal_of  # noqa: F401 - the names intake's pages use
 
 if TYPE_CHECKING:
@@ -203,35 +204,9 @@ def visit_router(deps: Intake) -> APIRouter:
         return period_of(today_wib(utcnow()))
 
     @r.get("/kunjungan")
-    async def caseload(request: Request, p: Viewer, pesan: str = "") -> Response:
-        if p is None:
-            return _login_redirect()
-        try:
-            items = await visits.caseload(deps, p, p.user, this_month())
-        except RuleError as exc:
-            return _page(request, "beranda.html", p, exc.status, error=exc.message)
-        return _page(request, "kunjungan.html", p, items=items, period=this_month(), message=pesan,
-                     today=today_wib(utcnow()).isoformat())
-
-    @r.post("/kunjungan")
-    async def file_visit(request: Request, p: Viewer) -> Response:
-        if p is None:
-            return _login_redirect()
-        form = await request.form()
-        raw = {k: str(form.get(k, "")).strip() for k in ("nik", "programme_identifier", "visit_date",
-                                                          "physical_condition", "social_condition", "aid_use",
-                                                          "notes")}
-        raw["needs"] = [str(v) for v in form.getlist("needs")]
-        raw["programme_identifier"] = raw["programme_identifier"] or None
-        try:
-            done = await visits.file_visit(deps, p, visits.VisitIn.model_validate(raw))
-        except ValidationError as exc:
-            msg = "Gagal: " + "; ".join(_problems(exc))
-        except RuleError as exc:
-            msg = "Gagal: " + exc.message
-        else:
-            msg = f"Laporan kunjungan {raw['nik']} untuk {done['period']} tersimpan"
-        return RedirectResponse(f"/ui/kunjungan?pesan={quote(msg)}", status_code=303)
+    async def caseload() -> Response:
+        # the companion's page moved to /ui/pendamping (a phone page that works offline)
+        return RedirectResponse("/ui/pendamping", status_code=303)
 
     @r.get("/rekap")
     async def recap(request: Request, p: Viewer, period: str = "") -> Response:
@@ -249,8 +224,162 @@ def visit_router(deps: Intake) -> APIRouter:
     return r
 
 
+PERIOD = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+
+
+def _companions_in(request: Request, p: Principal) -> list[str]:
+    """The companions' accounts in the coordinator's area (for the form's suggestions); none
+    when the service runs without an accounts file (tokens only)."""
+    users = staff_accounts(request)
+    if users is None:
+        return []
+    return sorted(u.username for u in users.load().values()
+                  if u.role is Role.companion and not u.disabled and u.area.startswith(p.area))
+
+
+def _villages_of(area: str) -> list[str]:
+    return wilayah.villages_in(area) if len(area) >= 6 else []
+
+
+def field_router(deps: Intake) -> APIRouter:
+    """The coordinator's pages (assignments, coverage, overdue cases per office) and the
+    companion's phone page, which keeps a report on the phone until it can be sent (issue 14)."""
+    r = APIRouter(prefix="/ui", include_in_schema=False)
+
+    def this_month() -> str:
+        return period_of(today_wib(utcnow()))
+
+    @r.get("/koordinator")
+    async def assignment_board(request: Request, p: Viewer, desa: str = "", belum: int = 0, offset: int = 0,
+                               pesan: str = "", gagal: int = 0) -> Response:
+        if p is None:
+            return _login_redirect()
+        limit, offset = 50, max(offset, 0)
+        try:
+            page = await fieldwork.board(deps, p, village=desa if desa and p.covers(desa) else None,
+                                         unassigned_only=bool(belum), limit=limit, offset=offset)
+        except RuleError as exc:
+            return _page(request, "beranda.html", p, exc.status, error=exc.message)
+        return _page(request, "koordinator.html", p, page=page, desa=desa, belum=bool(belum), message=pesan,
+                     failed=bool(gagal), villages=_villages_of(p.area), companions=_companions_in(request, p))
+
+    def back(f: dict[str, str], msg: str, failed: bool) -> RedirectResponse:
+        query = f"pesan={quote(msg)}" + ("&gagal=1" if failed else "")
+        for k in ("desa", "belum", "offset"):
+            if f.get(k):
+                query += f"&{k}={quote(f[k])}"
+        return RedirectResponse(f"/ui/koordinator?{query}#papan", status_code=303)
+
+    @r.post("/koordinator/tugaskan")
+    async def assign(request: Request, p: Viewer) -> Response:
+        if p is None:
+            return _login_redirect()
+        f = {k: str(v).strip() for k, v in (await request.form()).items()}
+        try:
+            data = visits.AssignmentIn.model_validate({"companion": f.get("companion", ""), "nik": f.get("nik", ""),
+                                                        "programme_identifier": f.get("programme_identifier") or None})
+            done = await visits.assign(deps, p, data)
+        except ValidationError as exc:
+            return back(f, "Gagal: " + "; ".join(_problems(exc)), True)
+        except RuleError as exc:
+            return back(f, "Gagal: " + exc.message, True)
+        return back(f, f"NIK {done['nik']} ditugaskan ke {done['companion']}", False)
+
+    @r.post("/koordinator/akhiri")
+    async def unassign(request: Request, p: Viewer) -> Response:
+        if p is None:
+            return _login_redirect()
+        f = {k: str(v).strip() for k, v in (await request.form()).items()}
+        try:
+            done = await fieldwork.unassign(deps, p, f.get("nik", ""), f.get("programme_identifier", ""))
+        except RuleError as exc:
+            return back(f, "Gagal: " + exc.message, True)
+        return back(f, f"Penugasan NIK {done['nik']} ke {done['companion']} diakhiri", False)
+
+    @r.get("/koordinator/cakupan")
+    async def coverage(request: Request, p: Viewer, period: str = "") -> Response:
+        if p is None:
+            return _login_redirect()
+        period = period or this_month()
+        if not PERIOD.fullmatch(period):
+            return _page(request, "beranda.html", p, 422, error=f"Periode {period} bukan bulan (YYYY-MM).")
+        try:
+            data = await fieldwork.coverage(deps, p, period)
+        except RuleError as exc:
+            return _page(request, "beranda.html", p, exc.status, error=exc.message)
+        return _page(request, "cakupan.html", p, data=data, period=period)
+
+    @r.get("/koordinator/terlambat")
+    async def overdue(request: Request, p: Viewer) -> Response:
+        if p is None:
+            return _login_redirect()
+        try:
+            data = await fieldwork.overdue_by_office(deps, p)
+        except RuleError as exc:
+            return _page(request, "beranda.html", p, exc.status, error=exc.message)
+        return _page(request, "terlambat.html", p, data=data)
+
+    @r.get("/pendamping")
+    async def my_beneficiaries(request: Request, p: Viewer, pesan: str = "", gagal: int = 0) -> Response:
+        if p is None:
+            return _login_redirect()
+        period = this_month()
+        try:
+            items = await visits.caseload(deps, p, p.user, period)
+        except RuleError as exc:
+            return _page(request, "beranda.html", p, exc.status, error=exc.message)
+        # a fresh id per rendered form: the same form posted twice is one report; the phone's
+        # script gives each report it keeps an id of its own
+        return _page(request, "pendamping.html", p, items=items, period=period, message=pesan, failed=bool(gagal),
+                     today=today_wib(utcnow()).isoformat(), visit_id=str(uuid.uuid4()),
+                     visited=sum(1 for i in items if i["visited_on"]))
+
+    @r.post("/pendamping/lapor")
+    async def file_report(request: Request, p: Viewer) -> Response:
+        """A plain form post (no script: answered with a redirect) or the phone's script
+        sending a kept report (Accept: application/json: answered with {ok, message})."""
+        wants_json = "application/json" in request.headers.get("accept", "")
+        if p is None:
+            if wants_json:  # the script keeps the report and asks the companion to log in again
+                return JSONResponse({"ok": False, "message": "Sesi berakhir: masuk lagi."}, status_code=401)
+            return _login_redirect()
+        form = await request.form()
+        raw: dict[str, Any] = {k: str(form.get(k, "")).strip() for k in (
+            "visit_id", "visit_date", "physical_condition", "social_condition", "aid_use", "notes")}
+        raw["nik"], _, programme = str(form.get("beneficiary", "")).partition("/")
+        raw["programme_identifier"] = programme or None
+        raw["visit_id"] = raw["visit_id"] or None
+        raw["needs"] = [str(v) for v in form.getlist("needs")]
+        status, replayed = 201, False
+        try:
+            done = await visits.file_visit(deps, p, visits.VisitIn.model_validate(raw))
+        except ValidationError as exc:
+            status, msg = 422, "Gagal: " + "; ".join(_problems(exc))
+        except RuleError as exc:
+            status, msg = exc.status, "Gagal: " + exc.message
+        else:
+            replayed = bool(done.get("replayed"))
+            msg = f"Laporan kunjungan {raw['nik']} untuk {done['period']} terkirim"
+        if wants_json:
+            return JSONResponse({"ok": status == 201, "replayed": replayed, "message": msg,
+                                 "nik": raw["nik"], "visit_date": raw["visit_date"]},
+                                status_code=200 if status == 201 else status)
+        return RedirectResponse(f"/ui/pendamping?pesan={quote(msg)}" + ("&gagal=1" if status != 201 else ""),
+                                status_code=303)
+
+    @r.get("/sw.js")
+    async def service_worker() -> Response:
+        # served from /ui/ (a worker controls only pages at or below its own path); always
+        # checked again, so a new version reaches the phones at their next visit online
+        return FileResponse(HERE / "static" / "pendamping-sw.js", media_type="text/javascript",
+                            headers={"Cache-Control": "no-cache"})
+
+    return r
+
+
 def mount(app: FastAPI, deps: Intake) -> None:
     pages.mount(app)  # the kit's stylesheet at /ui/kit, /ui/masuk and /ui/keluar
     app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="intake-static")
     app.include_router(router(deps))
     app.include_router(visit_router(deps))
+    app.include_router(field_router(deps))

@@ -230,17 +230,18 @@ async def test_companion_files_a_visit_and_the_coordinator_sees_it(settings, nc)
                 await eventually(lambda n=e: assign(n))
 
         page = await login(browser, base, tok(settings, Role.companion, KEC, "wati"))
-        await page.click("main >> text=Kunjungan rumah")
-        assert (await page.inner_text("#caseload")).count("belum") == 2
-        await page.select_option("#v-nik", elders[0])
+        await page.click("main >> text=Penerima manfaat saya")
+        assert (await page.inner_text("#caseload")).count("Belum dikunjungi") == 2
+        await page.select_option("#v-who", f"{elders[0]}/kamalia_merekah")
         await page.select_option("#v-physical", "poor")
         await page.check("input[name=needs][value=health]")
         await page.fill("#v-notes", "Atap bocor di kamar")
-        await page.click("#visit-form button")
-        assert "tersimpan" in await page.inner_text(".ok")
-        assert (await page.inner_text("#caseload")).count("belum") == 1
+        await page.click("#visit-form button[type=submit]")
+        await page.wait_for_selector("#antrian li.sent")
+        await page.reload()
+        assert (await page.inner_text("#caseload")).count("Belum dikunjungi") == 1
         # the visited person is no longer offered this month
-        assert await page.locator(f"#v-nik option[value='{elders[0]}']").count() == 0
+        assert await page.locator(f"#v-who option[value='{elders[0]}/kamalia_merekah']").is_disabled()
 
         boss = await login(browser, base, tok(settings, Role.coordinator, KEC, "koord"))
         await boss.click("main >> text=Rekap kunjungan")
