@@ -175,7 +175,12 @@ async def _preview(s: AsyncSession, program: str, period: str) -> dict[str, Any]
             per_source[src]["people"] += t.count
             per_source[src]["amount"] += amt * t.count
     done = await _issued_totals(s, ctx)
-    return {"programme_identifier": program, "period": period, "dry_run": True, "amount_per_person": ctx.amount,
+    arrears = {"instructions": 0, "total": 0}
+    if ctx.rules.pays_arrears:  # shown beside the cycle's own total, so the checker sees them too
+        for period, owed in (await _arrears_due(s, ctx, preview=True)).items():
+            arrears["instructions"] += len(owed)
+            arrears["total"] += len(owed) * (await load_terms(s, program, period)).amount
+    return {"arrears": arrears, "programme_identifier": program, "period": period, "dry_run": True, "amount_per_person": ctx.amount,
             "already_issued": done, "eligible_pending": pending, "excluded_exclusivity": pending - allowed,
             "would_issue": funded, "unfunded": allowed - funded, "total": sum(v["amount"] for v in per_source.values()),
             "per_source": list(per_source.values())}
@@ -384,20 +389,39 @@ async def _run(deps: Disbursement, program: str, period: str, by: str, preparati
 # People paid in this cycle whose hold ended (alive after a stop) and the program's earlier cycles
 # in their hold window that they have no live instruction for: those are the arrears. Only people
 # with a hold window are looked at (a handful), never the whole enrolment.
+# (In a preview, "paid in this cycle" is "eligible for it": {who} is the one clause that differs.)
 _ARREARS_SQL = """
 select c.period, l.nik, l.held_from, l.held_until, e.no_kk, e.village_code, e.payee
 from life_statuses l
-join instructions i on i.nik = l.nik and i.programme_identifier = :p and i.period = :per
-     and i.status not in ('failed', 'cancelled')
 join enrolments e on e.nik = l.nik and e.programme_identifier = :p
 join cycles c on c.programme_identifier = :p and c.period <> :per
 where l.life_status = 'alive' and l.held_from is not null and l.held_until is not null
+  and {who}
   and not exists (select 1 from instructions x where x.programme_identifier = :p and x.period = c.period
                   and x.nik = l.nik and x.status not in ('failed', 'cancelled'))
   and not exists (select 1 from instructions x where cast(:cls as text) is not null
                   and x.exclusivity_class = cast(:cls as text)
                   and x.period = c.period and x.nik = l.nik and x.status not in ('failed', 'cancelled'))
 order by c.period, l.nik"""
+
+
+async def _arrears_due(s: AsyncSession, ctx: CycleTerms, *, preview: bool) -> dict[str, list[Any]]:
+    """held cycle -> [(NIK, KK, village, payee)] owed as arrears with this cycle."""
+    if preview:
+        sql, params = _eligible_sql(ctx, exclusivity=True)
+        who = f"l.nik in (select nik from ({sql}) q)"
+    else:
+        params = {"p": ctx.program, "per": ctx.period}
+        who = ("exists (select 1 from instructions i where i.nik = l.nik and i.programme_identifier = :p "
+               "and i.period = :per and i.status not in ('failed', 'cancelled'))")
+    rows = (await s.execute(sa.text(_ARREARS_SQL.format(who=who)),
+                            params | {"cls": ctx.rules.exclusivity_class})).all()
+    held: dict[str, list[Any]] = defaultdict(list)
+    for r in rows:
+        st = domain.period_start(r.period)
+        if r.held_from <= st < r.held_until and st < ctx.start:
+            held[r.period].append((r.nik, r.no_kk, r.village_code, r.payee))
+    return held
 
 
 async def _arrears(deps: Disbursement, ctx: CycleTerms) -> dict[str, int]:
@@ -408,13 +432,7 @@ async def _arrears(deps: Disbursement, ctx: CycleTerms) -> dict[str, int]:
     async with deps.kit.unit_of_work() as uow:
         s = uow.session
         chain = await ledger.Chain.lock(uow, deps.cfg)
-        rows = (await s.execute(sa.text(_ARREARS_SQL), {"p": ctx.program, "per": ctx.period,
-                                                          "cls": ctx.rules.exclusivity_class})).all()
-        held: dict[str, list[Any]] = defaultdict(list)
-        for r in rows:
-            st = domain.period_start(r.period)
-            if r.held_from <= st < r.held_until and st < ctx.start:
-                held[r.period].append((r.nik, r.no_kk, r.village_code, r.payee))
+        held = await _arrears_due(s, ctx, preview=False)
         for period, people in sorted(held.items()):
             then = await load_terms(s, ctx.program, period)
             tranches = domain.plan(then.amount, then.rules.funding_mode, await _budgets(s, then, lock=True),

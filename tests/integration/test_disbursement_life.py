@@ -294,6 +294,9 @@ async def test_alive_pays_the_held_cycles_as_arrears_where_the_program_says_so(s
         assert (a["nik"], "2026-10") not in await _instructions(svc)
         await _announce(svc, settings, js, _life(a, "alive", dt.date(2026, 10, 20), previous="disputed",
                                                  source="verifier", reason="verifier.confirmed_alive"), a, "alive")
+        # the checker sees the arrears beside the cycle's own total before approving
+        r = await svc.http.post(f"/cycles/{PROGRAM}/2026-11/preview", headers=ds.headers(settings))
+        assert r.json()["arrears"] == {"instructions": 2, "total": 2 * AMOUNT} and r.json()["total"] == 2 * AMOUNT
         nov = await _cycle(svc, settings, "2026-11")
         ins = await _instructions(svc)
         assert ins[(a["nik"], "2026-11")][0].status == "issued"

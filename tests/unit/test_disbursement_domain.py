@@ -239,3 +239,58 @@ def test_an_instalment_must_be_within_what_is_outstanding():
         with pytest.raises(Refused) as e:
             domain.check_instalment(amount, 1)
         assert e.value.status == 422
+
+
+# --- life status (issue 17) ---------------------------------------------------------------------
+
+def test_a_cycle_is_paid_when_the_status_allowed_payment_on_its_first_day():
+    d = dt.date
+    assert domain.period_start("2026-11") == d(2026, 11, 1)
+    assert domain.period_start("2026-T4") == d(2026, 10, 1) and domain.period_start("2026-11-banjir") == d(2026, 11, 1)
+    nov, dec = d(2026, 11, 1), d(2026, 12, 1)
+    assert domain.payable(None, None, None, None, nov, False)  # never announced: alive
+    # a death on 10 November pays November, not December; on 1 November neither
+    assert domain.payable("deceased", d(2026, 11, 10), None, None, nov, False)
+    assert not domain.payable("deceased", d(2026, 11, 10), None, None, dec, False)
+    assert not domain.payable("deceased", d(2026, 11, 1), None, None, nov, False)
+    for status in ("moved_out", "ineligible", "disputed"):
+        assert not domain.payable(status, nov, None, None, nov, True)  # arrears never pay a stopped person
+    # alive after a hold from 1 September to 20 October: September and October were held
+    win = (d(2026, 9, 1), d(2026, 10, 20))
+    assert not domain.payable("alive", d(2026, 10, 20), *win, d(2026, 10, 1), False)
+    assert domain.payable("alive", d(2026, 10, 20), *win, d(2026, 10, 1), True)
+    assert domain.payable("alive", d(2026, 10, 20), *win, nov, False)
+    assert domain.payable("alive", d(2026, 10, 20), *win, d(2026, 8, 1), False)
+
+
+def test_the_stopping_statuses_are_the_registrys():
+    from contracts.registry import LifeStatus
+    assert {s.value for s in LifeStatus if s.stops_payment} == domain.STOPPING
+
+
+def test_a_cancelled_instruction_is_never_booked_paid():
+    iid = uuid.uuid4()
+    out = domain.settlement_outcome("cancelled", SettlementStatus.paid, None, iid)
+    assert isinstance(out, SettlementRejected) and out.code == "rjct.instruction.cancelled"
+    # the channel's refusal agrees with the cancellation: nothing to change
+    assert domain.settlement_outcome("cancelled", SettlementStatus.failed, "rjct.cancelled", iid) == "duplicate"
+    assert domain.cancel_code("deceased") == "cncl.payee.deceased"
+    assert domain.cancel_code("disputed") == "cncl.payment.held"
+
+
+def test_arrears_are_off_unless_a_program_says_so_and_have_ids_of_their_own():
+    assert ProgramRules.model_validate(rules()).pays_arrears is False
+    assert ProgramRules.model_validate(rules(pays_arrears=True)).pays_arrears is True
+    a = domain.arrears_id("pkh", "2026-09", "3317010101500001", "2026-11")
+    assert a != domain.instruction_id("pkh", "2026-09", "3317010101500001")
+    assert a == domain.arrears_id("pkh", "2026-09", "3317010101500001", "2026-11")
+
+
+def test_a_cancellation_to_the_channel_is_its_own_shape():
+    from contracts.channel import DisburseCancel
+    msg = DisburseCancel.model_validate({"transaction_id": str(A), "payer_fa": "program:pkh@sinergi",
+                                         "cancellations": [{"disbursement_id": str(B),
+                                                            "status_reason_code": "cncl.payee.deceased"}]})
+    assert msg.cancellations[0].disbursement_id == B
+    with pytest.raises(ValidationError):  # never mistaken for a batch to pay
+        DisburseRequest.model_validate(msg.model_dump(mode="json"))
