@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from contracts.agency import EnrolmentReport, ReceiptBatch
+from contracts.agency import EnrolmentReport, ProposalToAgency, ReceiptBatch
 from contracts.catalog import EVENTS
 from contracts.channel import DisburseRequest, OnDisburse, Statement
 from contracts.crvs import DeathNotification, NotifyReceipt
@@ -60,6 +60,11 @@ MESSAGES: tuple[Message, ...] = (
     Message("receipt_batch", ReceiptBatch, "agency.{program}.receipts", "AGENCY_RECEIPTS", "send",
             "The registry answers every enrolment report (succ, or rjct with every reason), the reports of one "
             "transaction together: look each up by message_id.", (PROGRAM,)),
+    Message("proposal_to_agency", ProposalToAgency, "agency.{program}.proposals", "AGENCY_PROPOSALS", "send",
+            "A verifier accepted a proposal (usulan) asking for this agency's program: the person's identifiers "
+            "(NIK, No. KK), name, sex, birth date, village and address. Nats-Msg-Id = message_id. The agency "
+            "answers with an ordinary enrolment report for the same NIK on agency.{program}.enrolments, which "
+            "closes the proposal (registry.proposal_fulfilled).", (PROGRAM,)),
     Message("dead_letter", DeadLetter, "deadletter.{service}", "DEADLETTER", "send",
             "A message a service could not accept, verbatim (base64) with the reason; for operators.",
             (("service", "the service that rejected it: intake, registry, disbursement, reporting"),)),

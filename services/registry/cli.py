@@ -170,3 +170,37 @@ def register(app: typer.Typer) -> None:
             console.print(f"[yellow]no receipt within {timeout:.0f} s for lines {summary['missing_lines']}: "
                           "is the registry running? Publishing the file again is safe.")
         raise typer.Exit(0 if not summary["rejected"] and not summary["missing"] else 1)
+
+    registry = typer.Typer(help="Registry operator commands.", no_args_is_help=True)
+    app.add_typer(registry, name="registry")
+
+    @registry.command("expire-verifications")
+    def expire_verifications(now: str | None = typer.Option(
+            None, help="judge validity at this time, ISO with a timezone (default: now); for an operator's "
+                       "catch-up or a rehearsal, never a staff route")) -> None:
+        """Announce every verification past its program's validity now (the service also does this
+        on a timer); each expiry is announced once, whoever runs it."""
+        import datetime as dt
+
+        from services.kit.runtime import Kit
+        from services.registry import programs, store
+
+        when = None
+        if now is not None:
+            try:
+                when = dt.datetime.fromisoformat(now)
+            except ValueError:
+                raise typer.BadParameter(f"{now!r} is not an ISO date-time, e.g. 2026-11-30T09:00:00+07:00") from None
+            if when.tzinfo is None:
+                raise typer.BadParameter("--now needs a timezone, e.g. 2026-11-30T09:00:00+07:00")
+
+        async def _run() -> int:
+            # a kit that is never started: only its database; the running registry's relay publishes
+            kit = Kit("registry", local.settings(local.service_user("registry")), store.metadata)
+            try:
+                return await programs.expire_verifications(kit, when)
+            finally:
+                await kit.engine.dispose()
+        count = asyncio.run(_run())
+        typer.echo(json.dumps({"expired": count}))
+        console.print(f"[green]{count} verification expiries announced")

@@ -4,15 +4,20 @@ verification that runs past it once (registry.verifications_expired), and the ve
 worklist shows who is due."""
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 
 import pytest
 import sqlalchemy as sa
+from typer.testing import CliRunner
 
 from contracts.registry import VerificationsExpired
+from services.cli import app
 from services.kit.auth import Role
 from services.registry import programs, store
 from tests import factories
+from tests.conftest import eventually
 from tests.integration.registry_support import auth, drain, send
 from tests.integration.test_registry_proposals import define
 
@@ -137,3 +142,30 @@ async def test_no_staff_route_takes_a_clock(settings, start):
     params = {p["name"] for path in spec["paths"].values() for op in path.values() if isinstance(op, dict)
               for p in op.get("parameters", [])}
     assert not params & {"now", "clock", "today", "as_of_now"}
+
+
+async def test_an_operator_runs_the_expiry_scan_with_a_clock(settings, nc, start):
+    """`sinergi registry expire-verifications --now ...`: the operator's catch-up or rehearsal;
+    the running registry publishes what the command queued."""
+    env = {"SINERGI_DATABASE_URL": settings.database_url, "SINERGI_DB_PREFIX": settings.db_prefix,
+           "SINERGI_NAMESPACE": settings.namespace}
+    a = factories.enrolment(REQUIRES, village_code=V)
+    async with start("registry", settings) as registry:
+        await define(registry.http, settings, REQUIRES, "regency", requires_verification=True, validity_months=6)
+        await send(nc, settings, [a])
+        await verified(registry.http, settings, [a["nik"]])
+        runner = CliRunner()
+        bad = await asyncio.to_thread(runner.invoke, app, ["registry", "expire-verifications", "--now", "2027-06-01"],
+                                      env=env)
+        assert bad.exit_code != 0 and "timezone" in bad.output
+        later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=200)).isoformat()
+        res = await asyncio.to_thread(runner.invoke, app, ["registry", "expire-verifications", "--now", later], env=env)
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout[res.stdout.index("{"):res.stdout.rindex("}") + 1]) == {"expired": 1}
+        got = await eventually(lambda: _some(expiries(nc, settings)))
+        assert [i["nik"] for e in got for i in e["data"]["expiries"]] == [a["nik"]]
+
+
+async def _some(coro):
+    got = await coro
+    return got or None
