@@ -102,6 +102,24 @@ async def tab_reaches(page, selector: str, limit: int = 80) -> None:
     raise AssertionError(f"Tab never reached {selector}")
 
 
+CONTRAST = """(sel) => {
+  const rgb = s => s.match(/[\\d.]+/g).map(Number);
+  const lum = ([r, g, b]) => { const f = c => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+                               return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+  const bg = e => { for (; e; e = e.parentElement) { const c = rgb(getComputedStyle(e).backgroundColor);
+                                                    if (c.length < 4 || c[3] > 0) return c; } return [255, 255, 255]; };
+  return [...document.querySelectorAll(sel)].filter(e => e.offsetParent && [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim())).map(e => {
+    const a = lum(rgb(getComputedStyle(e).color)), b = lum(bg(e));
+    return [e.textContent.trim().slice(0, 40), (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)];
+  }).filter(([, r]) => r < 4.5);
+}"""
+
+
+async def low_contrast(page, selector: str = "main *") -> list:
+    """Text below WCAG AA (4.5:1) against the background it sits on."""
+    return await page.evaluate(CONTRAST, selector)
+
+
 async def unlabelled(page) -> list[str]:
     """Form controls without an accessible label (a <label for>, a wrapping label or aria-label)."""
     return await page.evaluate("""() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
@@ -151,6 +169,7 @@ async def test_coordinator_assigns_sees_coverage_and_overdue(settings, nc):
         assert sorted(await page.locator("#board tbody tr").evaluate_all(
             "rows => rows.map(r => r.dataset.nik)")) == sorted([elders[1], elders[2]])
         await tab_reaches(page, "#board input[name=companion]")
+        assert await low_contrast(page) == []
         await shot(page, "koordinator-penugasan-desktop")
 
         # wati visits elder 0 this month (through the API, as her phone would)
@@ -166,7 +185,7 @@ async def test_coordinator_assigns_sees_coverage_and_overdue(settings, nc):
         assert re.search(r"Dikunjungi 1 dari 2 ", await page.inner_text("#total"))
         rows = [r.split("\t") for r in (await page.inner_text("#coverage tbody")).splitlines()]
         assert [r[:4] for r in rows] == [["budi", _name(OTHER_VILLAGE), "0", "1"], ["wati", _name(VILLAGE), "1", "1"]]
-        assert await unlabelled(page) == []
+        assert await unlabelled(page) == [] and await low_contrast(page) == []
         await shot(page, "koordinator-cakupan-desktop")
 
         await page.click("text=Kasus lewat tenggat")
@@ -229,6 +248,8 @@ async def test_companion_files_offline_and_it_is_sent_once(settings, nc):
         # the phone keeps the page and its stylesheet (service worker) before the signal goes
         await page.evaluate("navigator.serviceWorker.ready.then(() => true)")
         await eventually(lambda: page.evaluate("caches.has('sinergi-pendamping-v1')"))
+        await tab_reaches(page, "#visit-form button[type=submit]")
+        assert await low_contrast(page) == []
         await shot(page, "pendamping-daftar-phone")
 
         # no connection: fill in and send; it is kept on the phone, visibly
@@ -242,6 +263,7 @@ async def test_companion_files_offline_and_it_is_sent_once(settings, nc):
         assert "Tersimpan di ponsel" in await page.inner_text(f"#caseload li[data-nik='{elders[0]}']")
         kept = await page.evaluate("JSON.parse(localStorage.getItem('sinergi.kunjungan.antrian'))")
         assert len(kept) == 1
+        assert await low_contrast(page) == []
         await shot(page, "pendamping-offline-phone")
         # still offline, the page opens again from the phone's copy with the report still kept
         offline = await page.goto(f"{base}/ui/pendamping")
@@ -253,6 +275,8 @@ async def test_companion_files_offline_and_it_is_sent_once(settings, nc):
         await page.context.set_offline(False)
         await page.wait_for_selector("#antrian li.sent")
         assert "terkirim" in await page.inner_text("#antrian")
+        assert "1 dari 3" in await page.inner_text("#ringkas")
+        assert await low_contrast(page) == []
         assert "Dikunjungi" in await page.inner_text(f"#caseload li[data-nik='{elders[0]}']")
         visits = await filed()
         assert [(v["nik"], v["visit_id"], v["physical_condition"], v["needs"], v["notes"]) for v in visits] == [
