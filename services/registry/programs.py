@@ -124,21 +124,25 @@ async def put(session: AsyncSession, code: str, owner: str, agency_name: str, re
 
 # ---- verification validity ----
 
-def _last_verified() -> sa.Subquery:
-    """Each person's latest verification: a verified/corrected result in a round, or a verifier
-    accepting their proposal (the verifier saw the household)."""
+def _last_verified(niks: Sequence[str] | None = None) -> sa.Subquery:
+    """Each person's latest verification (of `niks` only, when given: PostgreSQL does not push a
+    NIK list into the grouped subquery by itself): a verified/corrected result in a round, or a
+    verifier accepting their proposal (the verifier saw the household)."""
     vr, p = store.verification_results, store.proposals
-    events = sa.union_all(
-        sa.select(vr.c.nik, vr.c.recorded_at.label("at")).where(vr.c.result.in_(VERIFIED)),
-        sa.select(p.c.nik, p.c.decided_at.label("at")).where(p.c.status == "accepted", p.c.decided_at.is_not(None)),
-    ).subquery()
+    results = sa.select(vr.c.nik, vr.c.recorded_at.label("at")).where(vr.c.result.in_(VERIFIED))
+    accepted = sa.select(p.c.nik, p.c.decided_at.label("at")).where(p.c.status == "accepted",
+                                                                    p.c.decided_at.is_not(None))
+    if niks is not None:
+        some = sa.cast(sorted(set(niks)), ARRAY(sa.Text))
+        results, accepted = results.where(vr.c.nik == sa.func.any(some)), accepted.where(p.c.nik == sa.func.any(some))
+    events = sa.union_all(results, accepted).subquery()
     return sa.select(events.c.nik, sa.func.max(events.c.at).label("verified_at")).group_by(events.c.nik).subquery()
 
 
-def _validity() -> sa.Select:
+def _validity(niks: Sequence[str] | None = None) -> sa.Select:
     """(nik, program, village, verified_at, expires_at) for every active enrolment in a program
     that requires a verification with a limited validity; verified_at null: never verified."""
-    e, pe, lv = store.enrolments, store.people, _last_verified()
+    e, pe, lv = store.enrolments, store.people, _last_verified(niks)
     expires = lv.c.verified_at + sa.func.make_interval(0, programs.c.validity_months)
     return (sa.select(e.c.nik, e.c.programme_identifier, pe.c.village_code, pe.c.verification_period,
                       lv.c.verified_at, expires.label("expires_at"))
@@ -162,6 +166,11 @@ async def expire_verifications(kit: Kit, now: dt.datetime | None = None, batch: 
     MAX_ITEMS people per event. Returns how many (person, program) expiries were new."""
     now = now or dt.datetime.now(dt.UTC)
     total = 0
+    async with kit.sessions() as s:
+        limited = (await s.execute(sa.select(sa.func.count()).select_from(programs).where(
+            programs.c.requires_verification, programs.c.validity_months.is_not(None)))).scalar_one()
+    if not limited:
+        return 0  # no program limits validity: nothing can expire (the usual case before settings exist)
     while True:
         async with kit.unit_of_work() as uow:
             v = _validity().subquery()
@@ -217,7 +226,7 @@ async def due(session: AsyncSession, niks: Sequence[str]) -> dict[str, tuple[dt.
     (None: never verified, due now) and which programs, the earliest first."""
     if not niks:
         return {}
-    v = _validity().subquery()
+    v = _validity(niks).subquery()
     rows = (await session.execute(sa.select(v).where(v.c.nik == sa.func.any(sa.cast(sorted(set(niks)),
                                                                                      ARRAY(sa.Text))))
                                   .order_by(v.c.nik, v.c.programme_identifier))).all()

@@ -90,13 +90,14 @@ async def accept(uow: UnitOfWork, prop: Any, period: str, today: dt.date | None 
     changes: list[EnrolmentChange] = []
     for code in codes:
         setting = settings.get(code)
+        cur = current.get((prop.nik, code))
         if setting is None:
             out.not_configured.append(code)
+        elif cur is not None and cur.enrolment_status == "active":
+            # already enrolled (an agency may have enrolled them meanwhile): nothing to change or ask
+            out.enrolled_in.append(code)
         elif setting.owner == "regency":
             out.enrolled_in.append(code)
-            cur = current.get((prop.nik, code))
-            if cur is not None and cur.enrolment_status == "active":
-                continue  # already enrolled: nothing changes
             changes.append(await _enrol(uow, prop, person, code, cur, period, today))
         else:
             out.forwarded_to.append(code)

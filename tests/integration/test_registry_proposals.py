@@ -191,3 +191,22 @@ async def test_a_proposal_from_intake_names_its_programs(settings, nc, start):
         f = (await events(nc, settings, "registry.proposal_fulfilled", 1))[0]["data"]
         # the case that started it learns the outcome, whatever it is
         assert (f["case_id"], f["enrolment_status"]) == (str(event.case_id), "exited")
+
+
+async def test_a_program_the_person_is_already_active_in_is_not_asked_again(settings, nc, start):
+    js = nc.jetstream()
+    async with start("registry", settings) as registry:
+        http = registry.http
+        await define(http, settings, AGENCY_PROGRAM, "agency")
+        body = proposal(programmes=[AGENCY_PROGRAM])
+        await send(nc, settings, [factories.enrolment(AGENCY_PROGRAM, village_code=V, nik=body["nik"],
+                                                      no_kk=body["no_kk"], name=body["name"],
+                                                      birth_date=body["birth_date"])])
+        pid = (await http.post("/proposals", json=body, headers=auth(settings, Role.village_office, area=V))
+               ).json()["proposal_id"]
+        r = await http.post(f"/proposals/{pid}/decision", json={"decision": "accepted"},
+                            headers=auth(settings, Role.verifier))
+        assert (r.json()["person_created"], r.json()["enrolled_in"], r.json()["forwarded_to"]) == (
+            False, [AGENCY_PROGRAM], [])
+        assert await drain(js, settings.names.agency_proposals("*"), settings.names.stream("AGENCY_PROPOSALS"),
+                           wait=0.3) == []
