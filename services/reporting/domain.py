@@ -65,18 +65,18 @@ class LifeRow(NamedTuple):
 
 
 IN_PROGRAM = frozenset({"active", "suspended"})
-# the reasons a person leaves every program (contracts.registry.LifeStatus.is_exit); an agency
-# reporting its enrolment `deceased` is the same exit as the registry's life status
+# the reasons a person leaves every program (contracts.registry.LifeStatus.is_exit)
 EXIT_REASONS = ("deceased", "moved_out", "ineligible")
-# out of the program but not gone: payments held while a verifier decides; an exit from here counts
-HELD = "disputed"
+# enrolments a life status overrides: those still running, and an agency's own `deceased`,
+# which the registry may hold as `disputed` (another program has the person active)
+OVERRIDDEN = IN_PROGRAM | {"deceased"}
 
 
 def counted_status(status: str, life: LifeRow | None) -> str:
     """The status a person is counted under in one program: a life status other than `alive`
-    overrides an enrolment that is still running (active, suspended), so someone deceased,
-    moved out, found ineligible or disputed is never an active beneficiary."""
-    if life is not None and life.life_status != "alive" and status in IN_PROGRAM:
+    overrides the enrolment, so someone deceased, moved out, found ineligible or disputed is
+    never an active beneficiary."""
+    if life is not None and life.life_status != "alive" and status in OVERRIDDEN:
         return life.life_status
     return status
 
@@ -96,10 +96,12 @@ def people_changes(facts: Sequence[EnrolmentFact | LifeFact], rows: dict[tuple[s
     An enrolment change older than the one already applied is ignored (the registry sends them
     in order; a replay must not undo a later one); a person who moved village leaves the old
     one. A life status change moves the person in each program reporting knows them in.
-    An exit is counted once per person and program, in the month it took effect, when they go
-    from running or held to deceased, moved out or ineligible; a verifier's `alive` after that
-    takes the exit back from that month (it did not happen); a new enrolment after an exit
-    starts afresh.
+    Exits follow the registry's life status, the one announcement whichever program reported
+    it: when it becomes deceased, moved out or ineligible, one exit per program the person was
+    in (running, or ended by that program's own `deceased`), in the month it took effect. When
+    it becomes alive or disputed again (a verifier overturned it), those exits are taken back
+    from the month they were counted in: they did not happen. An agency's `deceased` alone is
+    no exit: the registry may hold it as disputed.
     """
     out = PeopleChanges(Counter(), Counter(), Counter())
     by_person: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -116,7 +118,7 @@ def people_changes(facts: Sequence[EnrolmentFact | LifeFact], rows: dict[tuple[s
             life = lives.get(f.person_ref)
             new = EnrolmentRow(f.village_code, f.status, f.effective, cur.exit_reason if cur else None,
                                cur.exit_on if cur else None)
-            rows[key] = _move(out, key, cur, new, life, life, f.effective, undo=False)
+            rows[key] = _move(out, key, cur, new, life, life, f.effective)
         else:
             before = lives.get(f.person_ref)
             after = LifeRow(f.life_status, f.effective)
@@ -124,12 +126,12 @@ def people_changes(facts: Sequence[EnrolmentFact | LifeFact], rows: dict[tuple[s
             for key in by_person[f.person_ref]:
                 cur = rows[key]
                 if cur is not None:
-                    rows[key] = _move(out, key, cur, cur, before, after, f.effective, undo=f.life_status == "alive")
+                    rows[key] = _exit(out, key, _move(out, key, cur, cur, before, after, f.effective), after)
     return out
 
 
 def _move(out: PeopleChanges, key: tuple[str, str], cur: EnrolmentRow | None, new: EnrolmentRow,
-          life0: LifeRow | None, life1: LifeRow | None, day: dt.date, *, undo: bool) -> EnrolmentRow:
+          life0: LifeRow | None, life1: LifeRow | None, day: dt.date) -> EnrolmentRow:
     program, p = key[0], period_of(day)
     was = counted_status(cur.status, life0) if cur is not None else None
     now = counted_status(new.status, life1)
@@ -140,14 +142,21 @@ def _move(out: PeopleChanges, key: tuple[str, str], cur: EnrolmentRow | None, ne
         out.flow[(program, cur.village_code, p, was)] -= 1
     out.now[(program, new.village_code, now)] += 1
     out.flow[(program, new.village_code, p, now)] += 1
-    if now in EXIT_REASONS and (was in IN_PROGRAM or was == HELD) and new.exit_reason is None:
-        out.exits[(program, new.village_code, p, now)] += 1
-        return new._replace(exit_reason=now, exit_on=day)
-    if now in IN_PROGRAM and new.exit_reason is not None and new.exit_on is not None:
-        if undo:
-            out.exits[(program, new.village_code, period_of(new.exit_on), new.exit_reason)] -= 1
-        return new._replace(exit_reason=None, exit_on=None)
     return new
+
+
+def _exit(out: PeopleChanges, key: tuple[str, str], row: EnrolmentRow, life: LifeRow) -> EnrolmentRow:
+    """Count or take back one program's exit after the person's life status became `life`."""
+    program = key[0]
+    if life.life_status in EXIT_REASONS:
+        if row.exit_reason is None and row.status in OVERRIDDEN:
+            out.exits[(program, row.village_code, period_of(life.effective), life.life_status)] += 1
+            return row._replace(exit_reason=life.life_status, exit_on=life.effective)
+        return row
+    if row.exit_reason is not None and row.exit_on is not None:
+        out.exits[(program, row.village_code, period_of(row.exit_on), row.exit_reason)] -= 1
+        return row._replace(exit_reason=None, exit_on=None)
+    return row
 
 
 def months_paid(pays: list[PaymentFact], masks: dict[tuple[str, str, int], int]) -> Counter:

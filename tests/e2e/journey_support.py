@@ -167,6 +167,7 @@ class Bank:
         self.system, self.channel = system, channel
         self.disbursements: dict[str, dict] = {}   # disbursement_id -> the G2P Connect disbursement
         self.cancelled: dict[str, dict] = {}       # disbursement_id -> the cancellation item
+        self.answered: set[str] = set()
         self._sub: Any = None
 
     async def read(self) -> Bank:
@@ -200,8 +201,12 @@ class Bank:
         """The disbursements issued to one person (payee_id is the NIK)."""
         return [d for d in self.disbursements.values() if d["payee_id"] == nik]
 
+    def unanswered(self) -> list[str]:
+        return [i for i in self.disbursements if i not in self.answered and i not in self.cancelled]
+
     async def answer(self, disbursement_ids: list[str], status: str = "succ", code: str | None = None) -> str:
         """The channel's `on-disburse` for these disbursements (paid: succ; refused: rjct + code)."""
+        self.answered |= set(disbursement_ids)
         settlement_id = f"{self.channel}-{uuid.uuid4().hex[:12]}"
         now = dt.datetime.now(dt.UTC).isoformat()
         body = {"settlement_id": settlement_id, "results": [
@@ -266,9 +271,15 @@ def elderly(n: int, village: str, *, program: str = "kamalia_merekah", effective
         serial = first_serial + i
         out.append(factories.enrolment(
             program, village_code=village, birth=birth, effective=effective, name=f"Mbah Sarni {serial}",
-            nik=factories.nik(village, birth, "F", serial=serial), no_kk=factories.kk(village, serial=serial),
+            nik=factories.nik(village, birth, "F", serial=serial), no_kk=f"{village[:6]}010120{serial:04d}",
             financial_address={"kind": "cash_pickup", "reference": f"POS-{serial:05d}"}))
     return out
+
+
+def reported_by(program: str, report: dict, **changes: str) -> dict:
+    """The same person as another agency reports them (a new message of that program)."""
+    return report | {"message_id": str(uuid.uuid4()), "reference_id": f"{program.upper()}-{report['nik'][-6:]}",
+                     "programme_identifier": program, "financial_address": None} | changes
 
 
 async def verify(system: System, niks: list[str], result: str = "verified", area: str = "") -> str:
@@ -307,3 +318,85 @@ def program_row(recap: dict, program: str) -> dict:
     return next((p for p in recap["programs"] if p["programme_identifier"] == program),
                 {"programme_identifier": program, "enrolled": 0, "people_paid": 0, "amount_paid": 0, "payments": 0})
 
+
+
+def months_from_now() -> tuple[str, str, dt.date]:
+    """(this month, next month, today) as YYYY-MM: a life status takes effect on a real day,
+    and a cycle pays a month that starts on or after it."""
+    today = dt.date.today()
+    nxt = (today.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+    return f"{today:%Y-%m}", f"{nxt:%Y-%m}", today
+
+
+async def set_up_kamalia_for(system: System, periods: list[str], people: int) -> None:
+    """Kamalia Merekah's rules, poverty line and a CSR ceiling for twelve months of `people`,
+    in every fiscal year the periods touch."""
+    for year in sorted({int(p[:4]) for p in periods}):
+        await set_up_kamalia(system, year, ceiling=12 * people * POVERTY_LINE)
+
+
+async def assign_companion(system: System, nik: str, program: str, companion: str = "pendamping-1") -> str:
+    """The coordinator assigns the person's monthly home visit to a companion (intake knows the
+    beneficiary once the registry's enrolment event has reached it)."""
+    async def assigned() -> str | None:
+        r = await system.call("intake", "POST", "/assignments", as_="coordinator", expect=None,
+                              json={"companion": companion, "nik": nik, "programme_identifier": program})
+        assert r.status_code in (201, 404), r.text
+        return str(r.json()["assignment_id"]) if r.status_code == 201 else None
+    return str(await eventually(assigned, timeout=20, interval=0.2))
+
+
+async def caseload(system: System, companion: str = "pendamping-1") -> list[str]:
+    """The NIKs a companion must visit (the coordinator's view)."""
+    r = await system.call("intake", "GET", f"/companions/{companion}/caseload", as_="coordinator")
+    return [x["nik"] for x in r.json()["items"]]
+
+
+async def reserved(system: System, program: str, source: str = "csr") -> int:
+    """What the program's allocations of `source` hold reserved or paid (all fiscal years)."""
+    items = (await system.call("disbursement", "GET", "/allocations", as_="pm-dinsos")).json()["items"]
+    return sum(int(a["reserved"]) for a in items if a["programme_identifier"] == program and a["source"] == source)
+
+
+async def life_status(system: System, nik: str) -> str:
+    person = (await system.call("registry", "GET", f"/people/{nik}", as_="verifier")).json()
+    return str(person["life_status"]["status"])
+
+
+async def decide_dispute(system: System, nik: str, found: str, why: str) -> None:
+    """The verifier takes the person's item from the data-quality queue and says what they found."""
+    items = (await system.call("registry", "GET", "/data-quality", as_="verifier",
+                               params={"kind": "death_while_active"})).json()["items"]
+    (item,) = [i for i in items if i["nik"] == nik]
+    r = await system.call("registry", "POST", f"/data-quality/{item['id']}/resolve", as_="verifier",
+                          json={"resolution": why, "life_status": found})
+    assert r.json()["life_status"] == found
+
+
+async def dukcapil_death(system: System, nik: str, death_date: dt.date, certificate: str) -> dict:
+    """Dukcapil (the civil registry) notifies a death in DCI's CRVS `notify` shape on its own
+    subject and reads the registry's receipt."""
+    message_id = f"dukcapil-{uuid.uuid4().hex[:10]}"
+    body = {"signature": "unsigned",
+            "header": {"version": "1.0.0", "message_id": message_id, "message_ts": dt.datetime.now(dt.UTC).isoformat(),
+                       "action": "notify", "sender_id": "dukcapil", "receiver_id": "sinergi", "total_count": 1},
+            "message": {"transaction_id": f"txn-{uuid.uuid4().hex[:8]}", "notify_event": [
+                {"reference_id": f"ev-{certificate}", "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+                 "data": {"version": "1.0.0", "reg_type": "ns:org:RegistryType:CRVS", "reg_event_type": "DEATH",
+                          "reg_record_type": "DeathCertificate",
+                          "reg_records": {"identifier": [{"identifier_type": "NIK", "identifier_value": nik}],
+                                          "death_date": death_date.isoformat(), "death_place": "Rembang",
+                                          "registration_number": certificate,
+                                          "registration_date": dt.date.today().isoformat()}}}]}}
+    got: list[dict] = []
+
+    async def on_receipt(msg: Any) -> None:
+        got.append(json.loads(msg.data))
+    sub = await system.nc.subscribe(system.settings.names.crvs_receipts(), cb=on_receipt)
+    try:
+        await system.js.publish(system.settings.names.crvs_deaths(), json.dumps(body).encode(),
+                                headers={"Nats-Msg-Id": f"dukcapil:{message_id}"})
+        await eventually(lambda: any(r["message_id"] == message_id for r in got), timeout=20)
+    finally:
+        await sub.unsubscribe()
+    return next(r for r in got if r["message_id"] == message_id)

@@ -67,6 +67,26 @@ def test_enrolment_changes_move_people_between_statuses_and_villages_in_the_mont
     assert not +exits  # an agency's plain `exited` gives no reason
 
 
+def test_an_agencys_death_the_registry_holds_as_disputed_is_no_exit_and_alive_keeps_it_so():
+    """PKH reports a death while Kamalia has the person active: the registry says `disputed`
+    (held, not gone); the verifier then finds them alive. No exit is counted at any point; PKH's
+    own record stays `deceased` until PKH corrects it."""
+    rows = {("pkh", "p"): Row(A, "active", dt.date(2025, 1, 1)),
+            ("kamalia_merekah", "p"): Row(A, "active", dt.date(2025, 6, 1))}
+    lives: dict = {}
+    now, _flow, exits = domain.people_changes([
+        EnrolmentFact("pkh", "p", A, "deceased", dt.date(2026, 3, 1)),
+        LifeFact("p", A, "disputed", dt.date(2026, 3, 1))], rows, lives)
+    assert {k: v for k, v in now.items() if v} == {("pkh", A, "active"): -1, ("kamalia_merekah", A, "active"): -1,
+                                                   ("pkh", A, "disputed"): 1, ("kamalia_merekah", A, "disputed"): 1}
+    assert not +exits
+    now, _flow, exits = domain.people_changes([LifeFact("p", A, "alive", dt.date(2026, 3, 20))], rows, lives)
+    assert {k: v for k, v in now.items() if v} == {("pkh", A, "disputed"): -1, ("pkh", A, "deceased"): 1,
+                                                   ("kamalia_merekah", A, "disputed"): -1,
+                                                   ("kamalia_merekah", A, "active"): 1}
+    assert not +exits and not -exits
+
+
 A, B = "3317012001", "3317012002"
 
 
@@ -96,6 +116,7 @@ def test_disputed_is_held_not_an_exit_until_decided_and_an_overturned_exit_is_ta
     rows = {("pkh", "p"): Row(A, "active", dt.date(2025, 1, 1))}
     lives: dict = {}
     _now, flow, exits = domain.people_changes([LifeFact("p", A, "disputed", dt.date(2026, 3, 5))], rows, lives)
+    # the registry's `disputed`, then `moved_out` once a verifier decided
     assert flow[("pkh", A, "2026-03", "disputed")] == 1 and flow[("pkh", A, "2026-03", "active")] == -1
     assert not +exits
     _now, _flow, exits = domain.people_changes([LifeFact("p", A, "moved_out", dt.date(2026, 3, 20))], rows, lives)
