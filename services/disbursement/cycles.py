@@ -288,7 +288,7 @@ def _build(cfg: DisbursementSettings, channel: str, ctx: CycleTerms, cid: uuid.U
                                                              funding=lines))
     # prebuilt outbox rows (uow.add_rows), up to 500 disbursements each (G2P Connect disburse):
     # a million people are 2,000 channel messages, not a million
-    w.messages = disburse.rows(channel, ctx.program, texts)
+    w.messages = disburse.rows(channel, ctx.program, texts, cfg.pseudonym_secret)
     return w
 
 

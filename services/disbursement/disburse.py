@@ -9,6 +9,8 @@ contract).
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import uuid
 from typing import Any
@@ -48,17 +50,25 @@ def item(iid: uuid.UUID, program: str, period: str, nik: str, no_kk: str, villag
             f'"note":"Sinergi {program} {period}"{extra}}}')
 
 
-def batch_id(first: uuid.UUID) -> uuid.UUID:
-    """A batch is named by its first instruction: a resumed or repeated issue is the same message."""
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"sinergi/disburse/{first}")
+def message_id(kind: str, first: uuid.UUID, key: bytes | None) -> uuid.UUID:
+    """The id (and Nats-Msg-Id) of a message Sinergi sends a channel, named by its first
+    instruction under the regency's secret `key` (the same message if ever built again), or random
+    without one. Never computable from public facts: every party's messages share the CHANNEL
+    stream's duplicate window, and instruction ids are uuid5 of program, period and NIK; a channel
+    that published a batch's id first would make JetStream drop the batch as a duplicate (issue 12)."""
+    if key is None:
+        return uuid.uuid4()
+    mac = hmac.new(key, f"sinergi/{kind}/{first}".encode(), hashlib.sha256).hexdigest()
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"sinergi/{kind}/{mac}")
 
 
-def rows(subject: str, program: str, items: list[tuple[uuid.UUID, str]]) -> list[OutboxRow]:
-    """Outbox rows of up to MAX_ITEMS disbursements each; Nats-Msg-Id = transaction_id."""
+def rows(subject: str, program: str, items: list[tuple[uuid.UUID, str]], key: bytes | None = None) -> list[OutboxRow]:
+    """Outbox rows of up to MAX_ITEMS disbursements each; Nats-Msg-Id = transaction_id
+    (message_id: keyed by `key`, the service's secret, random without it)."""
     out: list[OutboxRow] = []
     for k in range(0, len(items), MAX_ITEMS):
         part = items[k:k + MAX_ITEMS]
-        tid = batch_id(part[0][0])
+        tid = message_id("disburse", part[0][0], key)
         payload = (f'{{"transaction_id":"{tid}","payer_fa":"program:{program}@sinergi",'
                    f'"payer_name":"Sinergi {program}","disbursements":['
                    + ",".join(text for _iid, text in part) + "]}")

@@ -29,7 +29,7 @@ from contracts.channel import CancelItem, DisburseCancel
 from contracts.disbursement import BudgetReleased, CancelledInstruction, FundingLine, InstructionsCancelled
 from contracts.envelope import Envelope, utcnow
 from contracts.registry import LifeStatusChange, LifeStatusChanged, VerificationsExpired
-from services.disbursement import domain, ledger, store
+from services.disbursement import disburse, domain, ledger, store
 from services.disbursement.config import DisbursementSettings
 from services.kit import logging as klog
 from services.kit.uow import UnitOfWork
@@ -97,11 +97,12 @@ async def _life(uow: UnitOfWork, cfg: DisbursementSettings,
     cancel = [ins for ins in await store.unpaid_for_update(s, stops)
               if domain.period_start(ins.period) >= stops[ins.nik]["effective_date"]]
     if cancel:
-        await _cancel(uow, chain, cancel, stops)
+        await _cancel(uow, cfg, chain, cancel, stops)
         await chain.save()
 
 
-async def _cancel(uow: UnitOfWork, chain: ledger.Chain, cancel: list[Any], stops: dict[str, dict[str, Any]]) -> None:
+async def _cancel(uow: UnitOfWork, cfg: DisbursementSettings, chain: ledger.Chain, cancel: list[Any],
+                  stops: dict[str, dict[str, Any]]) -> None:
     """Withdraw these issued instructions: reservations back to the budget, audit events, and a
     cancellation to each channel."""
     s = uow.session
@@ -143,8 +144,9 @@ async def _cancel(uow: UnitOfWork, chain: ledger.Chain, cancel: list[Any], stops
     for (channel, program), items in sorted(per_channel.items()):
         for k in range(0, len(items), 500):
             part = items[k:k + 500]
-            # named by its first instruction: a replayed announcement is the same message
-            tid = uuid.uuid5(uuid.NAMESPACE_URL, f"sinergi/cancel/{part[0].disbursement_id}")
+            # named by its first instruction under the regency's secret: never computable by
+            # another channel sharing the stream's duplicate window (disburse.message_id)
+            tid = disburse.message_id("cancel", part[0].disbursement_id, cfg.pseudonym_secret)
             msg = DisburseCancel(transaction_id=tid, payer_fa=f"program:{program}@sinergi", cancellations=part)
             uow.add_rows([{"id": tid, "subject": uow.names.subject(f"channel.{channel}.instructions"),
                            "headers": {}, "payload": msg.model_dump_json().encode()}])

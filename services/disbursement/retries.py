@@ -73,7 +73,7 @@ async def retry(deps: Disbursement, failed: uuid.UUID, channel: str | None, by: 
         text = disburse.item(new, ins.programme_identifier, ins.period, ins.nik, person.no_kk, person.village_code,
                              ins.amount, person.payee, now.isoformat(), retry_of=failed)
         uow.add_rows(disburse.rows(uow.names.subject(f"channel.{to}.instructions"), ins.programme_identifier,
-                                   [(new, text)]))
+                                   [(new, text)], deps.cfg.pseudonym_secret))
         funding = [FundingLine(source=src, allocation_id=aid, amount=amt) for src, aid, amt in lines]
         month = domain.cycle_month(ins.period)
         key = None if month == ins.period else ins.period
