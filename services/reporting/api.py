@@ -8,7 +8,7 @@ from fastapi.templating import Jinja2Templates
 
 from contracts import wilayah
 from services.kit.auth import Principal, Role, require
-from services.reporting import charts, domain, exports, report, store
+from services.reporting import charts, domain, exports, report, store, views
 
 if TYPE_CHECKING:
     from services.reporting.app import Reporting
@@ -18,6 +18,7 @@ templates.env.filters["rp"] = lambda v: "-" if v is None else f"{v:,}".replace("
 templates.env.filters["days"] = lambda v: "-" if v is None else (f"{v:g}".replace(".", ",") + " hari")
 templates.env.filters["pct"] = lambda v: "-" if v is None else f"{v:.2f}".replace(".", ",") + " %"
 
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 PERIOD = Query(None, description="the month, YYYY-MM", examples=["2026-11"])
 
 
@@ -49,15 +50,16 @@ def router(deps: "Reporting") -> APIRouter:
     Session = Annotated[store.Reader, Depends(store.reader(deps.kit.sessions))]
 
     @r.get("/reports/enrolments", summary="people per program, village and enrolment status")
-    async def enrolments(s: Session, program: str | None = Query(None, description="only this program")) -> dict:
+    async def enrolments(s: Session, program: str | None = Query(None, description="only this program")
+                         ) -> views.EnrolmentCounts:
         rows = await store.counts(s, program)
         for row in rows:
             row["village_name"] = wilayah.name_of(row["village_code"])
-        return {"items": rows}
+        return views.EnrolmentCounts.model_validate({"items": rows})
 
     @r.get("/reports/monthly", summary="the monthly recap to Bappeda (rekap bulanan), as JSON")
-    async def monthly(s: Session, period: Period) -> dict:
-        return await report.monthly(s, period)
+    async def monthly(s: Session, period: Period) -> views.MonthlyRecap:
+        return views.MonthlyRecap.model_validate(await report.monthly(s, period))
 
     @r.get("/reports/monthly.csv", summary="the monthly recap as CSV (one block per table)",
            response_class=PlainTextResponse)
@@ -66,12 +68,13 @@ def router(deps: "Reporting") -> APIRouter:
         return Response(exports.to_csv(data), media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="rekap-{data["period"]}.csv"'})
 
-    @r.get("/reports/monthly.xlsx", summary="the monthly recap as an Excel workbook (one sheet per table)")
+    @r.get("/reports/monthly.xlsx", summary="the monthly recap as an Excel workbook (one sheet per table)",
+           response_class=Response, responses={200: {"content": {XLSX: {}}, "description": "the workbook"}})
     async def monthly_xlsx(s: Session, period: Period) -> Response:
         data = await report.monthly(s, period)
         return Response(exports.to_xlsx(data), headers={
             "Content-Disposition": f'attachment; filename="rekap-{data["period"]}.xlsx"'},
-            media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+            media_type=XLSX)
 
     @r.get("/reports/monthly.html", summary="the monthly recap as a printable page", response_class=HTMLResponse)
     async def monthly_html(request: Request, s: Session, period: Period) -> HTMLResponse:
@@ -88,9 +91,9 @@ def router(deps: "Reporting") -> APIRouter:
 
     @r.get("/reports/monthly/companions", summary="coordinator: home visits per companion, by username")
     async def companions(_p: Annotated[Principal, Depends(require(Role.coordinator))], s: Session,
-                         period: Period) -> dict:  # the token first: no caller learns what a period check says
-        # the public recap numbers companions; their usernames only behind login (issue 15)
+                         period: Period) -> views.CompanionVisits:  # the token first: no caller learns what
+        # a period check says; the public recap numbers companions, their usernames only behind login (issue 15)
         data = await report.monthly(s, period, companion_names=True)
-        return {"period": period, **data["visits"]}
+        return views.CompanionVisits.model_validate({"period": period, **data["visits"]})
 
     return r
