@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from services.kit.runtime import Kit
 from services.kit.settings import Settings
-from services.reporting import api, handlers, store
+from services.reporting import api, handlers, store, web
 from services.reporting.adapters import Pseudonyms, Signatures
 from services.reporting.settings import ReportingSettings
 
@@ -37,4 +37,5 @@ def create_app(settings: Settings | None = None, cfg: ReportingSettings | None =
     app = deps.kit.http_app("Sinergi reporting", "Read models and reports for Bappeda, managers and auditors.")
     app.state.deps = deps
     app.include_router(api.router(deps))
+    web.mount(app, deps)  # the public realisation page and the kit's login (issue 14)
     return app

@@ -125,8 +125,15 @@ def home_url(request: Request, p: Principal) -> str:
     return service_url(request, service, path)
 
 
+AREA_KIND = {2: "Prov.", 4: "Kab.", 6: "Kec.", 10: "Desa"}
+
+
 def area_name(area: str) -> str:
-    return "seluruh kabupaten" if not area else (wilayah.name_of(area) or area)
+    """A staff area in words: "Kec. Sumber", "Desa Ronggo Mulyo", "seluruh kabupaten"."""
+    if not area:
+        return "seluruh kabupaten"
+    name = wilayah.name_of(area)
+    return f"{AREA_KIND.get(len(area), '')} {name}".strip() if name else area
 
 
 def role_label(p: Principal | None) -> str:
