@@ -279,10 +279,12 @@ async def act(deps: Intake, p: Principal, ref: str, action: str, *, note: str = 
         return domain.add_working_days(now, cfg.days(level), cfg.holiday_set)
 
     async with deps.kit.unit_of_work() as uow:
-        r = await store.lock_case(uow.session, ref)
-        # outside the caller's area: do not reveal that it exists
-        if r is None or (not domain.can_read(p, r.village_code) and p.role is not Role.program_manager):
-            raise RuleError(f"no case {ref}", 404)
+        # outside the caller's scope (area; for a program manager, the agency level of their
+        # programs): the same 404 as a case that does not exist; a 403 here told a program
+        # manager that a village case existed and at which level (issue 15's area matrix)
+        r = await store.lock_case(uow.session, ref, p)
+        if r is None:
+            raise RuleError(f"no case {ref} in your area", 404)
         level = CaseLevel(r.level)
         domain.check_can_act(p, level, r.village_code, r.programme_identifier)
         domain.check_open(CaseStatus(r.status))

@@ -218,8 +218,10 @@ async def find_case(s: AsyncSession, ref: str, p: Principal) -> Row[Any] | None:
     return (await s.execute(sa.select(cases).where(ref_clause(ref), scope_clause(p)))).first()
 
 
-async def lock_case(s: AsyncSession, ref: str) -> Row[Any] | None:
-    return (await s.execute(sa.select(cases).where(ref_clause(ref)).with_for_update())).first()
+async def lock_case(s: AsyncSession, ref: str, p: Principal) -> Row[Any] | None:
+    """The case, locked, if it exists within the principal's scope (as find_case: a case the
+    caller may not see is answered as one that does not exist)."""
+    return (await s.execute(sa.select(cases).where(ref_clause(ref), scope_clause(p)).with_for_update())).first()
 
 
 async def update_case(s: AsyncSession, case_id: uuid.UUID, values: dict[str, Any]) -> None:
