@@ -163,6 +163,7 @@ async def test_a_verifier_decides_resolves_and_works_a_round(settings, nc, viewp
         assert "Meninggal" in await page.inner_text("#status-hidup")
         assert "Verifikator" in await page.inner_text("#riwayat-hidup")
         assert "kamalia" in await page.inner_text("#riwayat-kepesertaan")
+        await shot(page, f"registry-warga-{size}")
 
         # a verification round: open for the village, record one result, close
         await page.goto(f"{base}/ui/verivali")
