@@ -105,8 +105,8 @@ def check_notification(data: bytes, header_id: str | None, today: dt.date
         return None, {}, [Problem("json.invalid", f"the message is not valid JSON ({exc})")]
     if not isinstance(raw, dict):
         return None, {}, [Problem("json.not_object", "the message must be one JSON object (DCI's notify envelope)")]
-    header = raw.get("header") if isinstance(raw.get("header"), dict) else {}
-    message = raw.get("message") if isinstance(raw.get("message"), dict) else {}
+    header: dict[str, Any] = raw["header"] if isinstance(raw.get("header"), dict) else {}
+    message: dict[str, Any] = raw["message"] if isinstance(raw.get("message"), dict) else {}
     ids = {"message_id": header.get("message_id"), "transaction_id": message.get("transaction_id")}
     try:
         note = DeathNotification.model_validate(raw)
@@ -176,13 +176,14 @@ async def handle(reg: Registry, uow: UnitOfWork, batch: list[Delivery[bytes]]) -
     today, corr = dt.date.today(), uuid.uuid4()
     now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
     for d in batch:
+        ids: dict[str, Any] = {}
         if d.rejection is not None:
-            note, ids, problems = None, {}, [Problem(d.rejection.code.removeprefix("rjct."), d.rejection.reason)]
+            note, problems = None, [Problem(d.rejection.code.removeprefix("rjct."), d.rejection.reason)]
         else:
             note, ids, problems = check_notification(d.data, (d.msg.headers or {}).get("Nats-Msg-Id"), today)
         mid = _message_id(d, ids)
         key = _stored_key(mid)
-        txn = ids.get("transaction_id") if isinstance(ids.get("transaction_id"), str) else ""
+        txn = str(ids["transaction_id"]) if isinstance(ids.get("transaction_id"), str) else ""
         receipt: dict[str, Any] = {"message_id": domain.storable(mid), "transaction_id": domain.storable(txn),
                                    "status": ReceiptStatus.succ.value, "status_reason_code": None,
                                    "status_reason_message": None, "notify_status": [], "timestamp": now,
