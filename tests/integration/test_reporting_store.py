@@ -13,15 +13,16 @@ import sqlalchemy as sa
 from services.kit.db import drop_database, make_engine, sessions
 from services.kit.migrations import migrate
 from services.reporting import store
-from services.reporting.facts import EnrolmentFact, PaymentFact
+from services.reporting.facts import EnrolmentFact, LifeFact, PaymentFact
 
 pytestmark = pytest.mark.integration
 A, B = "3317012001", "3317012002"
 
 
 def facts() -> list:
-    """Enrolments (moves, a change older than the one applied) and payments (twice in a month,
-    split over two sources, several months, a person paid in two villages)."""
+    """Enrolments (moves, a change older than the one applied), life status changes (disputed,
+    deceased, overturned, moved out, one before the person's enrolment) and payments (twice in a
+    month, split over two sources, several months, a person paid in two villages)."""
     # a person who moves within a batch: A's count goes +1 -1, a row of 0 that must exist
     # whether the two changes came in one batch or two
     out: list = [EnrolmentFact("kip", "mover", A, "active", dt.date(2026, 1, 5)),
@@ -34,6 +35,11 @@ def facts() -> list:
                                payments=1))
         if i % 5 == 0:
             out.append(PaymentFact("pkh", ref, A, "apbd_kabupaten", 7, f"2026-{1 + i % 4:02d}", payments=0))
+        life = {10: ("p3", "disputed"), 14: ("p3", "deceased"), 18: ("mover", "moved_out"), 22: ("p5", "ineligible"),
+                26: ("p3", "alive"), 30: ("late", "deceased")}.get(i)
+        if life:
+            out.append(LifeFact(life[0], A, life[1], dt.date(2026, 1 + i % 12, 2)))
+    out.append(EnrolmentFact("kip", "late", A, "active", dt.date(2026, 11, 1)))
     return out
 
 
@@ -73,7 +79,8 @@ async def apply_in(engine, all_facts: list, size: int, history: bool) -> dict[st
 @pytest.mark.parametrize("history", [False, True])
 async def test_read_models_do_not_depend_on_batch_sizes(fresh, history):
     got = {size: await apply_in(await fresh(f"b{size}"), facts(), size, history) for size in (1000, 1, 3, 17)}
-    assert got[1000]["paid_months"] and got[1000]["enrolment_state"]
+    assert got[1000]["paid_months"] and got[1000]["enrolment_state"] and got[1000]["life_state"]
+    assert got[1000]["enrolment_exits"]
     for size in (1, 3, 17):
         assert got[size] == got[1000], size
     people = {(p, v, per): n for p, v, per, n in got[1000]["people_paid"]}
