@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from contracts.catalog import EVENTS
 from services.kit.consumer import ConsumerSpec, Delivery
-from services.kit.decode import Limits, Rejection, decode_envelope
+from services.kit.decode import Limits, decode_envelope
 from services.kit.outbox import claim
 from services.kit.uow import UnitOfWork
 from services.reporting import store
@@ -72,22 +72,9 @@ def decode(data: bytes, pseudonym: Pseudonym) -> Folded | None:
     env = decode_envelope(data, WANTED, LIMITS, skip=SKIPPED)
     if env is None:
         return None
-    facts = ADAPTERS[env.event_type][1](env, pseudonym)
-    _storable(facts)
-    return Folded(str(env.event_id), facts)
-
-
-def _storable(facts: list[Fact]) -> None:
-    """Text PostgreSQL cannot keep (a lone surrogate, which JSON can spell as "\\ud800" and
-    the contracts accept) is a rejection here, not a failed batch at the insert."""
-    for f in facts:
-        for name in f.__slots__:
-            v = getattr(f, name)
-            if type(v) is str and not v.isascii():
-                try:
-                    v.encode()
-                except UnicodeEncodeError:
-                    raise Rejection("rjct.text.unstorable", f"{name}: text that is not valid Unicode") from None
+    # no text check here: kit.decode refuses every lone surrogate and NUL before a contract is
+    # built (rjct.text.unstorable / rjct.text.nul), so what an adapter copies is storable
+    return Folded(str(env.event_id), ADAPTERS[env.event_type][1](env, pseudonym))
 
 
 async def fold(session: AsyncSession | AsyncConnection, consumer: str, events: Iterable[Folded]) -> int:
