@@ -48,7 +48,7 @@ def test_credentials_are_fresh_strong_and_only_hashed_in_the_server_config(tmp_p
     first = deploy.generate(cfg, tmp_path / "a")
     second = deploy.generate(cfg, tmp_path / "b")
     assert set(first) == {"svc-intake", "svc-registry", "svc-disbursement", "svc-reporting", "agency-pkh",
-                          "channel-bri", "auditor-inspektorat", "ops"}
+                          "dukcapil", "channel-bri", "auditor-inspektorat", "ops"}
     assert not set(first.values()) & set(second.values())  # fresh every run
     assert len(set(first.values())) == len(first) and all(len(p) >= 40 for p in first.values())
     auth = (tmp_path / "a" / "nats" / "auth.conf").read_text()
