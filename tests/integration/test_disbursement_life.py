@@ -6,6 +6,7 @@ rules say so; an expired verification makes a person unpaid until re-verified.
 Registry events are published by hand here, in the registry's contract (contracts.registry)."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import itertools
@@ -34,7 +35,7 @@ async def _setup(svc, settings, js, persons, rules=RULES):
     h = ds.headers(settings)
     r = await svc.http.put(f"/programs/{PROGRAM}", json=rules, headers=h)
     assert r.status_code == 200, r.text
-    r = await svc.http.put(f"/allocations/csr/{PROGRAM}/2026", json={"ceiling": 100 * AMOUNT, "reason": "MoU 2026"},
+    r = await svc.http.put(f"/allocations/csr/{PROGRAM}/2026", json={"ceiling": 10_000 * AMOUNT, "reason": "MoU 2026"},
                            headers=h)
     assert r.status_code == 200, r.text
     await ds.publish_enrolments(js, settings, persons, PROGRAM)
@@ -374,3 +375,44 @@ async def test_the_life_rule_in_sql_is_the_domain_rule(settings, start):
                     r["life_status"], r["effective_date"], r["held_from"], r["held_until"], start_day, arrears)}
                 assert stopped == want, (start_day, arrears)
         assert uuid.UUID(int=0) != domain.arrears_id("p", "2026-09", "1", "2026-11")
+
+
+async def test_a_death_announced_while_a_chunk_is_in_flight_leaves_no_payment_to_the_dead(settings, nc, start):
+    """The race, made to happen: a cycle's chunk has read the life statuses (a alive) and is held
+    just before it commits (its COPY waits on an uncommitted instruction of b's, the test's own
+    open transaction); a's death is announced meanwhile. Whichever way the two commit, a must end
+    with no issued instruction: the announcement waits for the chain lock the chunk holds, then
+    finds a's new instruction and cancels it. (An announcement that wrote the status and looked
+    for instructions without that lock would find none and leave a paid.)"""
+    js = nc.jetstream()
+    a, b, c = ds.people(3, seed=176)
+    async with start("disbursement", settings) as svc:
+        await _setup(svc, settings, js, [a, b, c])
+        async with svc.rt.sessions() as blocker:
+            await blocker.execute(sa.insert(store.instructions).values(
+                id=uuid.uuid4(), programme_identifier=PROGRAM, period="2026-11", nik=b["nik"], pseudonym="x",
+                amount=AMOUNT, channel="bank", cycle_id=uuid.uuid4(), status="issued"))
+            run = asyncio.create_task(ds.run_cycle(svc.http, settings, PROGRAM, "2026-11"))
+
+            async def chunk_waits():
+                async with svc.rt.sessions() as s:
+                    return (await s.execute(sa.text(
+                        "select count(*) from pg_stat_activity where datname = current_database() "
+                        "and wait_event_type = 'Lock' and query ilike '%copy%instructions%'"))).scalar_one()
+            await eventually(chunk_waits, timeout=20)
+            await js.publish(settings.names.event("registry.life_status_changed"),
+                             _life(a, "deceased", dt.date(2026, 11, 1)))
+            await asyncio.sleep(1.5)  # time enough for an announcement that does not wait for the chunk
+            await blocker.rollback()
+        r = await run
+        assert r.status_code == 200 and r.json()["created"] == 3, r.text
+
+        async def settled_for_a():
+            rows = (await _instructions(svc, "2026-11")).get((a["nik"], "2026-11"), [])
+            return rows if rows and rows[0].status != "issued" else None
+        rows = await eventually(settled_for_a, timeout=20)
+        assert [x.status for x in rows] == ["cancelled"]
+        assert (await _instructions(svc, "2026-11"))[(b["nik"], "2026-11")][0].status == "issued"
+        alloc = (await svc.http.get("/allocations", headers=ds.headers(settings))).json()["items"][0]
+        assert alloc["reserved"] == 2 * AMOUNT
+        assert (await svc.http.get("/ledger/proof", headers=ds.headers(settings))).json()["balanced"]
