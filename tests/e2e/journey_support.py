@@ -400,3 +400,23 @@ async def dukcapil_death(system: System, nik: str, death_date: dt.date, certific
     finally:
         await sub.unsubscribe()
     return next(r for r in got if r["message_id"] == message_id)
+
+
+async def audit_events(system: System, event_type: str) -> list[dict]:
+    """The events of one type on the auditors' stream (`disbursement.>`), read from the start
+    as an auditor reads it (acknowledging nothing)."""
+    names = system.settings.names
+    sub = await system.js.pull_subscribe(
+        names.subject("disbursement.>"), stream=names.stream("DISBURSEMENT"),
+        config=nats.js.api.ConsumerConfig(deliver_policy=nats.js.api.DeliverPolicy.ALL,
+                                          ack_policy=nats.js.api.AckPolicy.NONE))
+    found: list[dict] = []
+    try:
+        while True:
+            try:
+                msgs = await sub.fetch(200, timeout=0.3)
+            except (nats.errors.TimeoutError, TimeoutError):
+                return found
+            found += [e for e in (json.loads(m.data) for m in msgs) if e.get("event_type") == event_type]
+    finally:
+        await sub.unsubscribe()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import eventually
-from tests.e2e.journey_support import (POVERTY_LINE, assign_companion, caseload, decide_dispute, dukcapil_death,
+from tests.e2e.journey_support import (POVERTY_LINE, assign_companion, audit_events, caseload, decide_dispute, dukcapil_death,
                                        elderly, life_status, months_from_now, program_row, reported_by, reserved,
                                        run_cycle, set_up_kamalia_for, verify, whole_system)
 
@@ -52,6 +52,8 @@ async def test_death_reported_by_pkh_stops_kamalia_frees_the_companion_and_count
         assert pos.cancelled[to_sarni["disbursement_id"]]["status_reason_code"] == "cncl.payment.held"
         assert to_yati["disbursement_id"] not in pos.cancelled
         await eventually(lambda: _reserved_is(system, POVERTY_LINE), timeout=20)  # her 600,000 back on the budget
+        (cancelled,) = await audit_events(system, "disbursement.instructions_cancelled")  # and on the audit stream
+        assert (cancelled["data"]["life_status"], cancelled["data"]["total"]) == ("disputed", POVERTY_LINE)
 
         # the verifier visits the family: she did die
         await decide_dispute(system, sarni["nik"], "deceased", "kunjungan rumah: meninggal, surat keterangan desa")
