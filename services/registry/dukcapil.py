@@ -154,13 +154,15 @@ def _reason(p: Problem) -> dict[str, str]:
     return {"status_reason_code": f"rjct.{p.code}", "status_reason_message": domain.storable(p.message)}
 
 
-async def _record(reg: Registry, uow: UnitOfWork, death: Death, corr: uuid.UUID) -> dict[str, str] | None:
-    """Apply one death; None, or an informational reason for its status."""
+async def _record(uow: UnitOfWork, death: Death, person: domain.Person | None, corr: uuid.UUID
+                  ) -> dict[str, str] | None:
+    """Apply one death (the caller holds the person's row); None, or an informational reason
+    for its status."""
     s = uow.session
-    person = (await store.lock_people(s, [death.nik])).get(death.nik)
     fact = domain.LifeFact("deceased", "crvs", death.death_date, SOURCE, "crvs.death_notification",
                            f"akta kematian {death.registration_number}")
-    await life.apply_fact(uow, death.nik, fact, village_code=person.village_code if person else None)
+    await life.apply_fact(uow, death.nik, fact, village_code=person.village_code if person else None,
+                          correlation_id=corr)
     if person is None:
         return {"status_reason_code": "info.crvs.not_in_registry",
                 "status_reason_message": "no program knows this NIK: the death is kept, and applies when one enrols "
@@ -175,12 +177,20 @@ async def handle(reg: Registry, uow: UnitOfWork, batch: list[Delivery[bytes]]) -
     names_, s = reg.kit.names, uow.session
     today, corr = dt.date.today(), uuid.uuid4()
     now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+    read: list[tuple[Delivery[bytes], DeathNotification | None, dict[str, Any], list[Problem]]] = []
     for d in batch:
         ids: dict[str, Any] = {}
         if d.rejection is not None:
             note, problems = None, [Problem(d.rejection.code.removeprefix("rjct."), d.rejection.reason)]
         else:
             note, ids, problems = check_notification(d.data, (d.msg.headers or {}).get("Nats-Msg-Id"), today)
+        read.append((d, note, ids, problems))
+    # the people of every death in the batch, locked at once in NIK order (as ingest does): no
+    # deadlock with a concurrent ingest batch holding some of them
+    niks = {death.nik for _, note, _, _ in read if note for ev in note.message.notify_event
+            for death in [check_event(ev, today)[0]] if death}
+    people = await store.lock_people(s, sorted(niks))
+    for d, note, ids, problems in read:
         mid = _message_id(d, ids)
         key = _stored_key(mid)
         txn = str(ids["transaction_id"]) if isinstance(ids.get("transaction_id"), str) else ""
@@ -208,7 +218,7 @@ async def handle(reg: Registry, uow: UnitOfWork, batch: list[Delivery[bytes]]) -
                     item |= {"status": ReceiptStatus.rjct.value, **_reason(bad[0]),
                              "status_reason_message": domain.storable("; ".join(p.message for p in bad))}
                 else:
-                    item |= await _record(reg, uow, death, corr) or {}
+                    item |= await _record(uow, death, people.get(death.nik), corr) or {}
                 receipt["notify_status"].append(item)
         body = json.dumps(receipt).encode()
         await store.replace_receipt(s, RECEIPT_KEY, key, body)

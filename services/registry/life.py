@@ -47,7 +47,8 @@ async def after_ingest(uow: UnitOfWork, plan: domain.LifePlan, flagged: Sequence
 
 
 async def apply_fact(uow: UnitOfWork, nik: str, fact: domain.LifeFact, *, village_code: str | None = None,
-                     conflict_id: uuid.UUID | None = None) -> tuple[domain.Life, domain.LifeDecision]:
+                     conflict_id: uuid.UUID | None = None, correlation_id: uuid.UUID | None = None
+                     ) -> tuple[domain.Life, domain.LifeDecision]:
     """One person's fact (a verivali result, a verifier's decision, a Dukcapil death): decide,
     write, and announce it if the status changed. The caller holds the person's `people` row
     when there is one. Returns the status before and the decision."""
@@ -67,7 +68,7 @@ async def apply_fact(uow: UnitOfWork, nik: str, fact: domain.LifeFact, *, villag
     programs = (await store.active_programs(s, [nik])).get(nik, [])
     item = domain.life_change(nik, village, current, decision.life, programs)
     uow.emit(LifeStatusChanged(changes=[LifeStatusChange.model_validate(
-        item | {"conflict_id": conflict_id})]))
+        item | {"conflict_id": conflict_id})]), correlation_id=correlation_id)
     return current, decision
 
 

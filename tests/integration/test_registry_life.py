@@ -194,6 +194,34 @@ async def test_dukcapils_death_closes_a_dispute(settings, nc, start):
             "disputed", "deceased", "crvs")
         h = auth(settings)
         assert (await registry.http.get("/data-quality", headers=h)).json()["total"] == 0
+        [item] = (await registry.http.get("/data-quality", params={"status": "resolved"}, headers=h)).json()["items"]
+        assert item["resolved_by"] == "dukcapil" and changes[0]["conflict_id"] == item["id"]
+        # a verifier cannot say "alive" any more: the item is closed
+        r = await registry.http.post(f"/data-quality/{item['id']}/resolve",
+                                     json={"resolution": "saw her", "life_status": "alive"}, headers=h)
+        assert r.status_code == 409
+
+
+@pytest.mark.parametrize("decision", ["deceased", "moved_out"])
+async def test_a_verifier_ends_a_dispute_with_a_death_or_a_move(settings, nc, start, decision):
+    pkh = factories.enrolment("pkh")
+    async with start("registry", settings) as registry:
+        await send(nc, settings, [pkh, {**pkh, "message_id": "k", "programme_identifier": "kamalia"}])
+        await send(nc, settings, [{**pkh, "message_id": "d", "enrolment_status": "deceased",
+                                   "status_change_date": "2026-03-01"}])
+        [disputed] = await announced(nc, settings, 1)
+        h = auth(settings)
+        r = await registry.http.post(f"/data-quality/{disputed['conflict_id']}/resolve",
+                                     json={"resolution": "checked with the village head", "life_status": decision},
+                                     headers=h)
+        assert r.status_code == 200 and r.json()["life_status"] == decision, r.text
+        after = (await announced(nc, settings, 2))[1]
+        assert (after["life_status"], after["source"], after["reason_code"]) == (
+            decision, "verifier", f"verifier.confirmed_{decision}")
+        # a program cannot bring them back
+        await send(nc, settings, [{**pkh, "message_id": "k-2", "programme_identifier": "kamalia",
+                                   "status_change_date": "2026-04-01"}])
+        await announced(nc, settings, 2)
 
 
 async def test_hostile_notifications_each_get_a_receipt_with_a_reason(settings, nc, start):
