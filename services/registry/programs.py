@@ -35,6 +35,8 @@ OWNERS = ("regency", "agency")
 # candidates handled per transaction by the expiry scan: each becomes one row and at most one
 # event item; 2,000 keeps a transaction short (a few hundred ms) at regency scale
 EXPIRY_BATCH = 2000
+# candidates read at once by one scan; the rest are found by the next read of the same scan
+SCAN_LIMIT = 50_000
 
 programs = sa.Table(
     "programs", store.metadata,
@@ -163,7 +165,11 @@ def _expiry_event_id(items: list[tuple[str, str, dt.datetime]]) -> uuid.UUID:
 async def expire_verifications(kit: Kit, now: dt.datetime | None = None, batch: int = EXPIRY_BATCH) -> int:
     """Announce every verification past its program's validity at `now` (default: the server's
     clock), once per (person, program, verification): registry.verifications_expired, at most
-    MAX_ITEMS people per event. Returns how many (person, program) expiries were new."""
+    MAX_ITEMS people per event. Returns how many (person, program) expiries were new.
+
+    One read finds the candidates (up to SCAN_LIMIT), then each `batch` of them is claimed and
+    announced in its own transaction: re-reading per batch made the first scan of 20,000
+    expiries take 12.5 s (ten full reads of 0.45-0.8 s each on a shared 2-core machine)."""
     now = now or dt.datetime.now(dt.UTC)
     total = 0
     async with kit.sessions() as s:
@@ -171,44 +177,56 @@ async def expire_verifications(kit: Kit, now: dt.datetime | None = None, batch: 
             programs.c.requires_verification, programs.c.validity_months.is_not(None)))).scalar_one()
     if not limited:
         return 0  # no program limits validity: nothing can expire (the usual case before settings exist)
+    ex = verification_expiries
     while True:
-        async with kit.unit_of_work() as uow:
-            v = _validity().subquery()
-            ex = verification_expiries
-            seen = sa.select(ex.c.nik).where(ex.c.nik == v.c.nik, ex.c.programme_identifier == v.c.programme_identifier,
-                                             ex.c.verified_at == v.c.verified_at)
-            rows = (await uow.session.execute(
+        v = _validity().subquery()
+        seen = sa.select(ex.c.nik).where(ex.c.nik == v.c.nik, ex.c.programme_identifier == v.c.programme_identifier,
+                                         ex.c.verified_at == v.c.verified_at)
+        async with kit.sessions() as s:
+            found = (await s.execute(
                 sa.select(v).where(v.c.verified_at.is_not(None), v.c.expires_at <= now, ~seen.exists())
-                .order_by(v.c.nik, v.c.programme_identifier).limit(batch))).all()
-            if not rows:
-                return total
-            # a concurrent scan (the timer and an operator's command) claims each row once
-            claimed = (await uow.session.execute(insert(ex).values([
-                {"nik": r.nik, "programme_identifier": r.programme_identifier, "verified_at": r.verified_at,
-                 "expired_on": r.expires_at.date()} for r in rows]).on_conflict_do_nothing()
-                .returning(ex.c.nik, ex.c.programme_identifier))).all()
-            mine = {(c[0], c[1]) for c in claimed}
-            people: dict[str, dict[str, Any]] = {}
-            keys: dict[str, list[tuple[str, str, dt.datetime]]] = {}
-            for r in rows:
-                if (r.nik, r.programme_identifier) not in mine:
-                    continue
-                item = people.setdefault(r.nik, {"nik": r.nik, "village_code": r.village_code,
-                                                 "programme_identifiers": [],
-                                                 "verification_period": r.verification_period,
-                                                 "expired_on": r.expires_at.date()})
-                item["programme_identifiers"].append(r.programme_identifier)
-                item["expired_on"] = min(item["expired_on"], r.expires_at.date())
-                keys.setdefault(r.nik, []).append((r.nik, r.programme_identifier, r.verified_at))
-            niks = list(people)
-            for i in range(0, len(niks), MAX_ITEMS):
-                chunk = niks[i:i + MAX_ITEMS]
-                uow.emit(VerificationsExpired(expiries=[VerificationExpiry(**people[n]) for n in chunk]),
-                         event_id=_expiry_event_id([k for n in chunk for k in keys[n]]))
-            total += len(mine)
-        log.info("registry.verifications_expired", expiries=len(mine))
-        if len(rows) < batch:
+                .order_by(v.c.nik, v.c.programme_identifier).limit(SCAN_LIMIT))).all()
+        for i in range(0, len(found), batch):
+            total += await _announce(kit, found[i:i + batch])
+        if len(found) < SCAN_LIMIT:
             return total
+
+
+async def _announce(kit: Kit, rows: Sequence[Any]) -> int:
+    """Claim these expiries and announce the ones this scan claimed (a concurrent scan, the
+    timer and an operator's command, claims each once)."""
+    ex = verification_expiries
+    async with kit.unit_of_work() as uow:
+        # one statement over arrays: a multi-row VALUES of 2,000 rows cost SQLAlchemy 0.3 s to compile
+        claimed = (await uow.session.execute(sa.text(
+            f"insert into {ex.name} (nik, programme_identifier, verified_at, expired_on) "
+            "select * from unnest(cast(:n as text[]), cast(:p as text[]), cast(:v as timestamptz[]), "
+            "cast(:e as date[])) on conflict do nothing returning nik, programme_identifier"),
+            {"n": [r.nik for r in rows], "p": [r.programme_identifier for r in rows],
+             "v": [r.verified_at for r in rows], "e": [r.expires_at.date() for r in rows]})).all()
+        mine = {(c[0], c[1]) for c in claimed}
+        people: dict[str, dict[str, Any]] = {}
+        keys: dict[str, list[tuple[str, str, dt.datetime]]] = {}
+        for r in rows:
+            if (r.nik, r.programme_identifier) not in mine:
+                continue
+            item = people.setdefault(r.nik, {"nik": r.nik, "village_code": r.village_code,
+                                             "programme_identifiers": [],
+                                             "verification_period": r.verification_period,
+                                             "expired_on": r.expires_at.date()})
+            item["programme_identifiers"].append(r.programme_identifier)
+            item["expired_on"] = min(item["expired_on"], r.expires_at.date())
+            keys.setdefault(r.nik, []).append((r.nik, r.programme_identifier, r.verified_at))
+        niks = list(people)
+        for i in range(0, len(niks), MAX_ITEMS):
+            chunk = niks[i:i + MAX_ITEMS]
+            # the items come from rows that passed every rule on the way in: validating their NIKs
+            # again cost 60 us each (1.3 s of a 20,000-expiry scan)
+            uow.emit(VerificationsExpired(expiries=[VerificationExpiry.model_construct(**people[n]) for n in chunk]),
+                     event_id=_expiry_event_id([k for n in chunk for k in keys[n]]))
+    if mine:
+        log.info("registry.verifications_expired", expiries=len(mine))
+    return len(mine)
 
 
 def round_end(period: str) -> dt.date:

@@ -29,9 +29,12 @@ FREE = "kube"                  # requires none
 
 
 async def expiries(nc, settings) -> list[dict]:
-    """Every registry.verifications_expired event so far (envelopes)."""
-    return await drain(nc.jetstream(), settings.names.event(VerificationsExpired.event_type),
-                       settings.names.stream("REGISTRY"), wait=0.5)
+    """Every registry.verifications_expired event so far (envelopes), each checked against the contract."""
+    got = await drain(nc.jetstream(), settings.names.event(VerificationsExpired.event_type),
+                      settings.names.stream("REGISTRY"), wait=0.5)
+    for env in got:
+        VerificationsExpired.model_validate(env["data"])
+    return got
 
 
 async def verified(http, settings, niks: list[str], area: str = V) -> str:
