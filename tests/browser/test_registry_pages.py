@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import importlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -33,10 +35,12 @@ KEC = "331701"
 
 
 @contextlib.asynccontextmanager
-async def serving(settings):
-    await migrate("registry", settings.db_url("registry"))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None,
+async def serving(settings, service: str = "registry", port: int | None = None):
+    await migrate(service, settings.db_url(service))
+    port = port or _free_port()
+    app = create_app(settings) if service == "registry" else importlib.import_module(
+        f"services.{service}.app").create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
                                            access_log=False, lifespan="on"))
     task = asyncio.create_task(server.serve())
     for _ in range(200):
@@ -95,6 +99,7 @@ async def seed(nc, settings, base: str, village: str, other: str) -> dict:
         for body, h in ((props[0], front), (props[1], front), (outside, far)):
             r = await http.post("/proposals", json=body, headers=h)
             assert r.status_code == 201, r.text
+            body["proposal_id"] = r.json()["proposal_id"]
     people = [factories.enrolment("pkh", village_code=village, birth=dt.date(1950 + i, 1, 2)) for i in range(4)]
     same_kk = {**people[1], "no_kk": people[0]["no_kk"]}
     people[1] = same_kk
@@ -195,6 +200,15 @@ async def test_a_verifier_decides_resolves_and_works_a_round(settings, nc, viewp
         assert resp.status == 404 and "tidak ditemukan di wilayah Anda" in await page.inner_text(".error")
         resp = await page.goto(f"{base}/ui/warga/{factories.nik(village, dt.date(1999, 9, 9), 'M')}")
         assert resp.status == 404
+        # a decision posted for a proposal outside the area: refused as not found, nothing decided
+        token = tok(settings, Role.verifier, KEC, "dinsos-ani")
+        async with httpx.AsyncClient(base_url=base, cookies={"sinergi_token": token}) as http:
+            r = await http.post(f"/ui/usulan/{data['outside']['proposal_id']}/keputusan",
+                                data={"decision": "accepted"})
+            assert r.status_code == 303 and "Tidak+ditemukan+di+wilayah+Anda" in r.headers["location"]
+            r = await http.get(f"/proposals/{data['outside']['proposal_id']}",
+                               headers=auth(settings, Role.verifier, user="dinsos-kab"))
+            assert r.json()["status"] == "proposed"
         assert not outside, outside
 
 
@@ -238,3 +252,31 @@ async def test_other_roles_and_the_keyboard(settings, nc):
         await page.keyboard.press("Enter")
         await page.wait_for_selector("#pesan")
         assert "Sarinah diterima" in await page.inner_text("#pesan")
+
+
+async def test_one_login_for_the_pages_of_every_service(settings, nc):
+    """Logged in on intake's page, a verifier lands on the registry's pages (another port of the
+    same host) with the same cookie; logging out there logs out of intake's pages too."""
+    ports = {"intake": _free_port(), "registry": _free_port()}
+    urls = {svc: f"http://127.0.0.1:{port}" for svc, port in ports.items()}
+    settings = settings.model_copy(update={"web_urls": json.dumps(urls)})
+    async with serving(settings, "intake", ports["intake"]), serving(settings, "registry", ports["registry"]), \
+            chromium() as browser:
+        ctx = await browser.new_context(viewport=DESKTOP)
+        ctx.set_default_timeout(8_000)
+        page = await ctx.new_page()
+        await page.goto(f"{urls['intake']}/ui/masuk")
+        await page.fill("#token", tok(settings, Role.verifier, KEC, "dinsos-ani"))
+        await page.click("#login-token button")
+        await page.wait_for_url(f"{urls['registry']}/ui/")  # the verifier's home is the registry's
+        assert "dinsos-ani" in await page.inner_text("#who")
+        # the menu links to the other services' pages by their own addresses
+        assert await page.get_attribute("nav >> text=Realisasi (publik)", "href") == \
+            f"http://127.0.0.1:{settings.port('reporting')}/publik/realisasi"
+        await page.goto(f"{urls['intake']}/ui/")  # the same cookie on intake's port
+        assert "dinsos-ani" in await page.inner_text("#who")
+        await page.goto(f"{urls['registry']}/ui/")
+        await page.click("#who + button")  # Keluar
+        await page.wait_for_url(f"{urls['registry']}/ui/masuk")
+        await page.goto(f"{urls['intake']}/ui/antrean")
+        assert page.url.startswith(f"{urls['intake']}/ui/masuk")  # logged out everywhere
