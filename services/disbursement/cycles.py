@@ -434,7 +434,11 @@ async def _arrears(deps: Disbursement, ctx: CycleTerms) -> dict[str, int]:
         chain = await ledger.Chain.lock(uow, deps.cfg)
         held = await _arrears_due(s, ctx, preview=False)
         for period, people in sorted(held.items()):
-            then = await load_terms(s, ctx.program, period)
+            try:
+                then = await load_terms(s, ctx.program, period)
+            except CycleError as e:  # e.g. no poverty line for that year any more: this cycle still completes
+                log.warning("cycle.arrears_skipped", program=ctx.program, period=period, reason=str(e)[:300])
+                continue
             tranches = domain.plan(then.amount, then.rules.funding_mode, await _budgets(s, then, lock=True),
                                    len(people))
             funded = sum(t.count for t in tranches)
