@@ -99,6 +99,8 @@ def router(deps: Intake) -> APIRouter:
     async def home(request: Request, p: Viewer) -> Response:
         if p is None:
             return _login_redirect()
+        if kit_web.HOME[p.role][0] != "intake":  # a verifier's, manager's or auditor's pages are elsewhere
+            return RedirectResponse(kit_web.home_url(request, p), status_code=303)
         return _page(request, "beranda.html", p)
 
     @r.get("/cek")

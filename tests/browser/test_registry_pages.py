@@ -273,8 +273,10 @@ async def test_one_login_for_the_pages_of_every_service(settings, nc):
         # the menu links to the other services' pages by their own addresses
         assert await page.get_attribute("nav >> text=Realisasi (publik)", "href") == \
             f"http://127.0.0.1:{settings.port('reporting')}/publik/realisasi"
-        await page.goto(f"{urls['intake']}/ui/")  # the same cookie on intake's port
+        await page.goto(f"{urls['intake']}/ui/cek")  # the same cookie on intake's port
         assert "dinsos-ani" in await page.inner_text("#who")
+        await page.goto(f"{urls['intake']}/ui/")  # intake's home sends a verifier to theirs
+        await page.wait_for_url(f"{urls['registry']}/ui/")
         await page.goto(f"{urls['registry']}/ui/")
         await page.click("#who + button")  # Keluar
         await page.wait_for_url(f"{urls['registry']}/ui/masuk")
