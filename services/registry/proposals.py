@@ -143,6 +143,16 @@ async def _forward(uow: UnitOfWork, prop: Any, code: str, today: dt.date) -> Non
     uow.send(uow.names.agency_proposals(code), body, msg_id=mid)
 
 
+async def forwards(session: Any, proposal_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The programs this proposal was forwarded to, with the agency's answer so far."""
+    f = programs.proposal_forwards
+    rows = (await session.execute(sa.select(f).where(f.c.proposal_id == proposal_id)
+                                  .order_by(f.c.programme_identifier))).all()
+    return [{"programme_identifier": r.programme_identifier, "forwarded_at": r.forwarded_at.isoformat(),
+             "fulfilled_at": r.fulfilled_at.isoformat() if r.fulfilled_at else None,
+             "enrolment_status": r.enrolment_status} for r in rows]
+
+
 # ---- the agency's answer closes the loop ----
 
 # an enrolments_changed event holds at most 500 changes of ~600 bytes

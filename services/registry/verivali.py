@@ -65,6 +65,18 @@ class ProposalOut(BaseModel):
     decided_by: str | None
     decided_at: str | None
     created_at: str
+    forwards: list[ForwardOut] = Field(default_factory=list, description="programs of outside agencies the "
+                                                                         "accepted proposal went to, and their "
+                                                                         "answers (GET /proposals/{id} only)")
+
+
+class ForwardOut(BaseModel):
+    """An accepted proposal sent to the agency owning a program, and its answer so far."""
+
+    programme_identifier: str
+    forwarded_at: str
+    fulfilled_at: str | None = Field(description="when the agency's enrolment report answered it; null: waiting")
+    enrolment_status: str | None = Field(description="the status the agency reported (active: enrolled)")
 
 
 class ProposalPage(BaseModel):
@@ -381,9 +393,10 @@ def router(reg: Registry) -> APIRouter:
     async def get_proposal(proposal_id: uuid.UUID, p: Staff) -> ProposalOut:
         async with reg.kit.sessions() as s:
             row = await store.proposal(s, proposal_id)
+            forwards = await proposals.forwards(s, proposal_id) if row is not None else []
         if row is None or not p.covers(row.village_code):
             raise HTTPException(404, detail={"error": f"no proposal {proposal_id} in your area"})
-        return ProposalOut.model_validate(_proposal_json(row))
+        return ProposalOut.model_validate(_proposal_json(row) | {"forwards": forwards})
 
     @r.post("/proposals/{proposal_id}/decision", summary="a verifier accepts (the person enters the registry) "
                                                           "or rejects with a reason")

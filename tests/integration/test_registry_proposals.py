@@ -99,6 +99,9 @@ async def test_an_accepted_proposal_enrols_in_regency_programs_and_goes_to_the_a
         pid = r.json()["proposal_id"]
         listed = (await http.get(f"/proposals/{pid}", headers=front)).json()
         assert listed["programmes_requested"] == [REGENCY_PROGRAM, AGENCY_PROGRAM, "kube_lansia"]
+        assert listed["forwards"] == []
+        bad = await http.post("/proposals", json={**body, "programmes_requested": ["PKH!"]}, headers=front)
+        assert bad.status_code == 422 and "error" in bad.json()
 
         verifier = auth(settings, Role.verifier, user="dinsos-7")
         r = await http.post(f"/proposals/{pid}/decision", json={"decision": "accepted"}, headers=verifier)
@@ -131,6 +134,9 @@ async def test_an_accepted_proposal_enrols_in_regency_programs_and_goes_to_the_a
             ("NIK", body["nik"]), ("KK", body["no_kk"])]
         assert await drain(js, settings.names.agency_proposals(REGENCY_PROGRAM),
                            settings.names.stream("AGENCY_PROPOSALS"), wait=0.3) == []
+        waiting = (await http.get(f"/proposals/{pid}", headers=front)).json()["forwards"]
+        assert [(f["programme_identifier"], f["fulfilled_at"], f["enrolment_status"]) for f in waiting] == [
+            (AGENCY_PROGRAM, None, None)]
 
         # the agency's enrolment report for that NIK and program closes the loop, once
         report = factories.enrolment(AGENCY_PROGRAM, village_code=V, nik=body["nik"], no_kk=body["no_kk"],
@@ -141,6 +147,8 @@ async def test_an_accepted_proposal_enrols_in_regency_programs_and_goes_to_the_a
         f = fulfilled[0]["data"]
         assert (f["proposal_id"], f["nik"], f["programme_identifier"], f["enrolment_status"]) == (
             pid, body["nik"], AGENCY_PROGRAM, "active")
+        answered = (await http.get(f"/proposals/{pid}", headers=front)).json()["forwards"]
+        assert answered[0]["enrolment_status"] == "active" and answered[0]["fulfilled_at"]
         await send(nc, settings, [{**report, "message_id": "later", "enrolment_status": "suspended",
                                    "status_change_date": "2026-11-20"}])
         await events(nc, settings, "registry.enrolments_changed", 3, items="changes")
