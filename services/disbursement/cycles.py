@@ -178,8 +178,12 @@ async def _preview(s: AsyncSession, program: str, period: str) -> dict[str, Any]
     arrears = {"instructions": 0, "total": 0}
     if ctx.rules.pays_arrears:  # shown beside the cycle's own total, so the checker sees them too
         for period, owed in (await _arrears_due(s, ctx, preview=True)).items():
+            try:
+                amount = (await load_terms(s, program, period)).amount
+            except CycleError:  # the run skips it too (_arrears)
+                continue
             arrears["instructions"] += len(owed)
-            arrears["total"] += len(owed) * (await load_terms(s, program, period)).amount
+            arrears["total"] += len(owed) * amount
     return {"arrears": arrears, "programme_identifier": program, "period": period, "dry_run": True, "amount_per_person": ctx.amount,
             "already_issued": done, "eligible_pending": pending, "excluded_exclusivity": pending - allowed,
             "would_issue": funded, "unfunded": allowed - funded, "total": sum(v["amount"] for v in per_source.values()),
