@@ -74,7 +74,7 @@ def operator() -> Identity:
                # dead letters and stream contents, for operators' reading commands
                f"{JS}.STREAM.MSG.GET.*", f"{JS}.CONSUMER.CREATE.*", "$JS.FC.>"]
     return Identity(OPERATOR, "operator", list(dict.fromkeys(publish)),
-                    [f"_INBOX.{OPERATOR}.>", "agency.*.receipts", CRVS_RECEIPTS],
+                    [f"_INBOX.{OPERATOR}.>", "agency.*.receipts", "agency.*.proposals", CRVS_RECEIPTS],
                     description="development only: the sinergi commands beside `sinergi up`")
 
 

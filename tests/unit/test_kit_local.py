@@ -69,6 +69,7 @@ def test_nats_auth_holds_bcrypt_hashes_and_the_permissions(tmp_path):
 def test_operator_may_enrol_read_receipts_and_audit_but_never_delete_a_stream():
     op = local.operator()
     assert "agency.*.enrolments" in op.publish and "agency.*.receipts" in op.subscribe
+    assert "agency.*.proposals" in op.subscribe  # an agency's forwarded proposals (issue 17)
     assert "$JS.API.CONSUMER.CREATE.DISBURSEMENT" in op.publish  # audit verify's ordered consumer
     assert not any(".STREAM.DELETE." in s or ".STREAM.PURGE." in s for s in op.publish)
     assert op.subscribe[0] == "_INBOX.operator.>"
