@@ -125,6 +125,10 @@ async def resolve_conflict(reg: Registry, conflict_id: uuid.UUID, resolution: st
     reported while another program pays (`death_while_active`) is decided: the person's life
     status becomes `life_status` (services/registry/life.py announces it)."""
     async with reg.kit.unit_of_work() as uow:
+        seen = await store.conflict(uow.session, conflict_id)
+        if seen is not None and seen.kind == "death_while_active":
+            # the person first, then the item: the order ingest and Dukcapil's consumer lock in
+            await store.lock_people(uow.session, [seen.nik])
         row = await store.lock_conflict(uow.session, conflict_id)
         if row is None or not p.covers(row.village_code):  # outside your area: as if missing (issue 15)
             raise HTTPException(404, detail={"error": f"no data-quality item {conflict_id} in your area"})
@@ -135,7 +139,6 @@ async def resolve_conflict(reg: Registry, conflict_id: uuid.UUID, resolution: st
             if life_status is None:
                 raise HTTPException(400, detail={"error": "a death reported while another program pays needs "
                                                           "life_status: alive, deceased or moved_out"})
-            await store.lock_people(uow.session, [row.nik])
             before, decision = await life.decide_conflict(uow, row, life_status, resolution, dt.date.today())
             if decision.life.status != life_status:
                 raise HTTPException(409, detail={"error": f"the person is recorded {before.status} by "

@@ -727,6 +727,11 @@ async def life_history_of(session, nik: str) -> list[dict]:
              "recorded_at": r.recorded_at.isoformat()} for r in rows]
 
 
+async def conflict(session, conflict_id: uuid.UUID) -> sa.Row | None:
+    """A data-quality item as committed, without a lock."""
+    return (await session.execute(sa.select(data_quality).where(data_quality.c.id == conflict_id))).first()
+
+
 async def resolve_open_death_conflicts(session, nik: str, by: str, resolution: str) -> list[uuid.UUID]:
     """Close a person's open death_while_active items (Dukcapil recorded the death)."""
     t = data_quality
