@@ -4,16 +4,19 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
-from fastapi.templating import Jinja2Templates
 
 from contracts import wilayah
+from services.kit import web as kit_web
 from services.kit.auth import Principal, Role, require
 from services.reporting import charts, domain, exports, report, store, views
 
 if TYPE_CHECKING:
     from services.reporting.app import Reporting
 
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+# the dashboard under the kit's look (kit.web: base template, stylesheet, menu for a logged-in
+# official); the printable recap stays a page of its own
+pages = kit_web.Pages("reporting", Path(__file__).parent / "templates", "Dasbor")
+templates = pages.templates
 templates.env.filters["rp"] = lambda v: "-" if v is None else f"{v:,}".replace(",", ".")
 templates.env.filters["days"] = lambda v: "-" if v is None else (f"{v:g}".replace(".", ",") + " hari")
 templates.env.filters["pct"] = lambda v: "-" if v is None else f"{v:.2f}".replace(".", ",") + " %"
@@ -86,8 +89,8 @@ def router(deps: "Reporting") -> APIRouter:
     async def dashboard(request: Request, s: Session, period: PeriodOrNow) -> HTMLResponse:
         data = await report.monthly(s, period)
         trend = await report.complaint_trend(s, period, months=12)
-        return templates.TemplateResponse(request, "dashboard.html", {
-            "r": data, "charts": charts.dashboard(data, trend)})
+        return pages.render(request, "dashboard.html", kit_web.principal(request), r=data,
+                            charts=charts.dashboard(data, trend))
 
     @r.get("/reports/monthly/companions", summary="coordinator: home visits per companion, by username")
     async def companions(_p: Annotated[Principal, Depends(require(Role.coordinator))], s: Session,
