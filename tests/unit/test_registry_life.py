@@ -151,3 +151,40 @@ def test_a_person_new_to_programs_whom_dukcapil_recorded_is_announced_when_enrol
     plan = _plan([rep], lives=crvs)
     [change] = plan.life.changes
     assert change["life_status"] == "deceased" and change["source"] == "crvs" and change["reported_by"] == "dukcapil"
+
+
+# ---- Dukcapil's notifications: whatever the bytes, an answer (never an exception) ----
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                                 max_size=4), max_leaves=20)
+
+
+def _answer(data: bytes) -> None:
+    from services.registry import dukcapil
+    note, ids, problems = dukcapil.check_notification(data, None, D)
+    assert (note is None) == bool(problems)
+    assert all(p.code and p.message for p in problems)
+    for ev in note.message.notify_event if note else []:
+        death, bad = dukcapil.check_event(ev, D)
+        assert (death is None) == bool(bad)
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_get_a_reason_or_a_notification(data):
+    _answer(data)
+
+
+@given(_json)
+def test_any_json_gets_a_reason_or_a_notification(doc):
+    _answer(json.dumps(doc).encode())
+
+
+@given(st.dictionaries(st.sampled_from(["reference_id", "data", "timestamp"]), _json, max_size=3),
+       st.sampled_from(["notify", "search", ""]))
+def test_any_event_in_a_real_envelope_gets_a_status(event, action):
+    doc = {"header": {"message_id": "m-1", "action": action}, "message": {"transaction_id": "t", "notify_event": [
+        event, {"reference_id": "ok", "data": {"reg_event_type": "DEATH", "reg_records": {
+            "identifier": [{"identifier_type": "NIK", "identifier_value": "3317014107600001"}],
+            "death_date": "2026-03-01", "registration_number": "A-1"}}}]}}
+    _answer(json.dumps(doc).encode())
