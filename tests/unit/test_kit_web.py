@@ -81,3 +81,40 @@ def test_a_forged_cookie_is_no_login():
 
 def test_numbers_in_indonesian():
     assert web.rupiah(12_345_678) == "Rp12.345.678" and web.number(46.5) == "46,50" and web.number(None) == "-"
+
+
+def _luminance(hex_colour: str) -> float:
+    h = hex_colour.lstrip("#")
+    h = "".join(c * 2 for c in h) if len(h) == 3 else h
+    chans = [int(h[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in chans]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast(a: str, b: str) -> float:
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_the_stylesheet_keeps_text_contrast_at_wcag_aa():
+    """Every rule of the shared stylesheet that sets both a text colour and a background meets
+    4.5:1, and so do text colours on the page and card backgrounds they sit on."""
+    import re
+
+    css = (web.HERE / "static" / "sinergi.css").read_text()
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+    pairs = []
+    for selector, body in re.findall(r"([^{}]+)\{([^{}]*)\}", css):
+        fg = re.search(r"(?<![-\w])color:\s*(#[0-9a-fA-F]{3,6})", body)
+        bg = re.search(r"background(?:-color)?:\s*(#[0-9a-fA-F]{3,6})", body)
+        if fg and bg:
+            pairs.append((selector.strip(), fg.group(1), bg.group(1)))
+    assert len(pairs) >= 8  # the parse found the rules (a vacuous pass otherwise)
+    page, card, header = "#f6f6f3", "#ffffff", "#14532d"
+    pairs += [("body text on a card", "#1b1b1b", card), ("link on the page", "#14532d", page),
+              ("link on a card", "#14532d", card), ("muted on the page", "#4b5563", page),
+              ("muted on a card", "#4b5563", card), ("header link", "#ffffff", header),
+              ("badge warn", "#92400e", card), ("badge bad", "#991b1b", card), ("badge good", "#166534", card),
+              ("error text", "#1b1b1b", "#fee2e2"), ("late row", "#1b1b1b", "#fff1f2")]
+    low = [(s, fg, bg, round(contrast(fg, bg), 2)) for s, fg, bg in pairs if contrast(fg, bg) < 4.5]
+    assert not low, low
