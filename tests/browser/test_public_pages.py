@@ -52,7 +52,8 @@ async def test_the_public_sees_realisation_per_source_and_village(settings, nc, 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         for size, viewport in (("desktop", {"width": 1280, "height": 800}), ("phone", {"width": 390, "height": 844})):
-            ctx = await browser.new_context(viewport=viewport)  # no cookie: nobody logged in
+            # no cookie (nobody logged in), no JavaScript
+            ctx = await browser.new_context(viewport=viewport, java_script_enabled=False)
             ctx.set_default_timeout(8_000)
             page = await ctx.new_page()
 

@@ -56,8 +56,8 @@ async def serving(settings, service: str = "registry", port: int | None = None):
         await asyncio.wait_for(task, 15)
 
 
-async def open_page(browser, base: str, token: str, viewport: dict):
-    ctx = await browser.new_context(viewport=viewport)
+async def open_page(browser, base: str, token: str, viewport: dict, js: bool = True):
+    ctx = await browser.new_context(viewport=viewport, java_script_enabled=js)
     ctx.set_default_timeout(8_000)
     page = await ctx.new_page()
     outside: list[str] = []
@@ -119,7 +119,9 @@ async def test_a_verifier_decides_resolves_and_works_a_round(settings, nc, viewp
     village, other = "3317012001", "3317022001"
     async with serving(settings) as base, chromium() as browser:
         data = await seed(nc, settings, base, village, other)
-        page, outside = await open_page(browser, base, tok(settings, Role.verifier, KEC, "dinsos-ani"), viewport)
+        # no JavaScript at all: every page is plain HTML forms
+        page, outside = await open_page(browser, base, tok(settings, Role.verifier, KEC, "dinsos-ani"), viewport,
+                                        js=False)
         assert await page.locator("html").get_attribute("lang") == "id"
         assert "dinsos-ani" in await page.inner_text("#who") and "Verifikator" in await page.inner_text("#who")
 
