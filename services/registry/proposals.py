@@ -101,7 +101,7 @@ async def accept(uow: UnitOfWork, prop: Any, period: str, today: dt.date | None 
             changes.append(await _enrol(uow, prop, person, code, cur, period, today))
         else:
             out.forwarded_to.append(code)
-            await _forward(uow, prop, code, today)
+            await _forward(uow, prop, person, code, today)
     if changes:
         uow.emit(EnrolmentsChanged(changes=changes), event_id=_id(prop.proposal_id, "enrolled"))
     log.info("registry.proposal_accepted", enrolled=len(out.enrolled_in), forwarded=len(out.forwarded_to),
@@ -129,17 +129,19 @@ async def _enrol(uow: UnitOfWork, prop: Any, person: Any, code: str, cur: Any, p
         verification_status=VerificationResult.verified, verification_period=period)
 
 
-async def _forward(uow: UnitOfWork, prop: Any, code: str, today: dt.date) -> None:
+async def _forward(uow: UnitOfWork, prop: Any, person: Any, code: str, today: dt.date) -> None:
+    """The agency gets the person as the registry knows them (`person`, locked): for someone
+    already registered, the proposal's spelling is not the registry's."""
     await uow.session.execute(insert(programs.proposal_forwards).values(
-        proposal_id=prop.proposal_id, programme_identifier=code, nik=prop.nik, village_code=prop.village_code,
+        proposal_id=prop.proposal_id, programme_identifier=code, nik=prop.nik, village_code=person.village_code,
         case_id=prop.case_id).on_conflict_do_nothing())
     mid = _id(prop.proposal_id, "forward", code)
     body = ProposalToAgency(
         message_id=str(mid), reference_id=str(prop.proposal_id), programme_identifier=code,
         identifier=[Identifier(identifier_type="NIK", identifier_value=prop.nik),
-                    Identifier(identifier_type="KK", identifier_value=prop.no_kk)],
-        name=prop.name, sex=prop.sex, birth_date=prop.birth_date, village_code=prop.village_code,
-        address=prop.address, registration_date=today, timestamp=dt.datetime.now(dt.UTC))
+                    Identifier(identifier_type="KK", identifier_value=person.no_kk)],
+        name=person.name, sex=person.sex, birth_date=person.birth_date, village_code=person.village_code,
+        address=person.address, registration_date=today, timestamp=dt.datetime.now(dt.UTC))
     uow.send(uow.names.agency_proposals(code), body, msg_id=mid)
 
 

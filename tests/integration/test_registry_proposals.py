@@ -218,3 +218,21 @@ async def test_a_program_the_person_is_already_active_in_is_not_asked_again(sett
             False, [AGENCY_PROGRAM], [])
         assert await drain(js, settings.names.agency_proposals("*"), settings.names.stream("AGENCY_PROPOSALS"),
                            wait=0.3) == []
+
+
+async def test_the_agency_gets_the_person_as_the_registry_knows_them(settings, nc, start):
+    js = nc.jetstream()
+    async with start("registry", settings) as registry:
+        http = registry.http
+        await define(http, settings, AGENCY_PROGRAM, "agency")
+        body = proposal(name="Sity Aminah", programmes=[AGENCY_PROGRAM])
+        await send(nc, settings, [factories.enrolment(REGENCY_PROGRAM, village_code=V, nik=body["nik"],
+                                                      birth_date=body["birth_date"], name="Siti Aminah")])
+        pid = (await http.post("/proposals", json=body, headers=auth(settings, Role.village_office, area=V))
+               ).json()["proposal_id"]
+        r = await http.post(f"/proposals/{pid}/decision", json={"decision": "accepted"},
+                            headers=auth(settings, Role.verifier))
+        assert r.json()["forwarded_to"] == [AGENCY_PROGRAM]
+        [sent] = await drain(js, settings.names.agency_proposals(AGENCY_PROGRAM),
+                             settings.names.stream("AGENCY_PROPOSALS"))
+        assert ProposalToAgency.model_validate(sent).name == "Siti Aminah"
