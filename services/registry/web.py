@@ -8,6 +8,7 @@ verivali.py): something outside the area reads as "not found", the same as missi
 """
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -283,21 +284,25 @@ def router(reg: Registry) -> APIRouter:  # noqa: C901 - one page per function, r
         return page(request, "warga_cari.html", p, form=form, reply=reply)
 
     @r.get("/warga/{nik}")
-    async def person(request: Request, p: Viewer, nik: str) -> Response:
+    async def person(request: Request, p: Viewer, nik: str, pada: str = "") -> Response:
         if (stop := gate(request, p)) is not None:
             return stop
         assert p is not None
         missing = f"Warga dengan NIK {nik} tidak ditemukan di wilayah Anda."
         if nik_problems(nik):
             return page(request, "beranda_kosong.html", p, 404, error=missing)
+        try:  # "the state on that day", as GET /people/{nik}/history?as_of=
+            as_of = dt.date.fromisoformat(pada) if pada else None
+        except ValueError:
+            as_of, pada = None, ""
         async with reg.kit.sessions() as s:
             view = await store.person_view(s, nik)
-            hist = await store.person_history_view(s, nik) if view else None
+            hist = await store.person_history_view(s, nik, as_of) if view else None
             current = await life.status_of(s, nik) if view else None
             changes = await store.life_history_of(s, nik) if view else []
         if view is None or not p.covers(view["village_code"]):  # the same answer as missing (issue 15)
             return page(request, "beranda_kosong.html", p, 404, error=missing)
-        return page(request, "warga.html", p, person=view, hist=hist, life=current, changes=changes)
+        return page(request, "warga.html", p, person=view, hist=hist, life=current, changes=changes, pada=pada)
 
     @r.get("/keluarga/{no_kk}")
     async def household(request: Request, p: Viewer, no_kk: str) -> Response:

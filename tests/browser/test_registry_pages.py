@@ -171,6 +171,10 @@ async def test_a_verifier_decides_resolves_and_works_a_round(settings, nc, viewp
         assert "Verifikator" in await page.inner_text("#riwayat-hidup")
         assert "kamalia" in await page.inner_text("#riwayat-kepesertaan")
         await shot(page, f"registry-warga-{size}")
+        await page.fill("#pada", "2026-03-07")  # after PKH's death report, before Kamalia's
+        await page.click("#pada-tanggal button")
+        then = await page.inner_text("#keadaan")
+        assert "pkh (Meninggal sejak 2026-03-05)" in then and "kamalia" not in then
 
         # a verification round: open for the village, record one result, close
         await page.goto(f"{base}/ui/verivali")
