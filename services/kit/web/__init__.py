@@ -93,7 +93,7 @@ HOME: dict[Role, tuple[str, str]] = {
 
 def web_urls(settings: Settings) -> dict[str, str]:
     """`SINERGI_WEB_URLS`: each service's base URL as the browser reaches it, as JSON
-    (`{"registry": "https://sinergi.example/registry"}`) or `name=url,name=url`."""
+    (`{"registry": "https://sinergi.example:8443"}`) or `name=url,name=url`."""
     raw = (getattr(settings, "web_urls", None) or "").strip()
     if not raw:
         return {}
