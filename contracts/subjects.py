@@ -27,6 +27,13 @@ STREAMS: dict[str, list[str]] = {
     "CRVS": ["crvs.dukcapil.deaths"],
     "CRVS_RECEIPTS": ["crvs.dukcapil.receipts"],
 }
+# streams that several outside parties publish into, where the consuming service
+# de-duplicates per party itself (the registry by program and message_id): JetStream's
+# duplicate window is keyed by Nats-Msg-Id alone, across the whole stream, so one agency that
+# publishes another's `<program>:<message_id>` first had the other's report dropped; here the
+# window is JetStream's minimum (100 ms), too short to race for
+PARTY_DEDUP_STREAMS = {"AGENCY_ENROLMENTS"}
+MIN_DEDUP_WINDOW_SECONDS = 0.1
 # the auditors' stream: money must not be deleted or purged (issue 7)
 SEALED_STREAMS = {"DISBURSEMENT"}
 # operators' queue of messages a service could not accept; limited in age (personal data)

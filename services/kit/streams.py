@@ -8,7 +8,8 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from contracts.subjects import DEADLETTER_STREAM, SEALED_STREAMS, STREAMS
+from contracts.subjects import (DEADLETTER_STREAM, MIN_DEDUP_WINDOW_SECONDS, PARTY_DEDUP_STREAMS, SEALED_STREAMS,
+                                STREAMS)
 from services.kit import logging as klog
 from services.kit.bus import connect, connect_options  # noqa: F401 - re-exported for the CLIs
 from services.kit.settings import Settings
@@ -25,6 +26,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
         # for an operator to look at and replay, then gone (docs/SECURITY.md); the other
         # streams keep everything (0: no limit)
         max_age = settings.deadletter_max_age_days * 86400 if bare == DEADLETTER_STREAM else 0.0
+        window = MIN_DEDUP_WINDOW_SECONDS if bare in PARTY_DEDUP_STREAMS else float(settings.dedup_window_seconds)
         out.append(StreamConfig(
             name=names.stream(bare),
             subjects=[names.subject(s) for s in subjects],
@@ -32,7 +34,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             discard=DiscardPolicy.OLD,
             num_replicas=settings.stream_replicas,
-            duplicate_window=float(settings.dedup_window_seconds),
+            duplicate_window=window,
             deny_delete=sealed,
             deny_purge=sealed,
             allow_rollup_hdrs=False,

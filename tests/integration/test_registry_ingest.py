@@ -234,10 +234,12 @@ async def test_two_programs_may_use_the_same_message_id_and_an_unscoped_header_i
     async with start("registry", settings) as registry:
         acks = [await publish(js, settings, "pkh", pkh), await publish(js, settings, "bpnt", bpnt)]
         assert not any(a.duplicate for a in acks)
-        assert (await publish(js, settings, "pkh", pkh)).duplicate  # a true repeat is still dropped
+        await asyncio.sleep(0.2)  # past the agencies' stream's 100 ms window: JetStream keeps the repeat
+        await publish(js, settings, "pkh", pkh)  # a true repeat: the registry answers it with its first receipt
         await publish(js, settings, "kis", unscoped, header="row-1")
-        await eventually(lambda: len(got.by_id.get("row-1", [])) == 3, timeout=15)
+        await eventually(lambda: len(got.by_id.get("row-1", [])) == 4, timeout=15)
         by_program = {r["programme_identifier"]: r for r in got.by_id["row-1"]}
+        assert [r for r in got.by_id["row-1"] if r["programme_identifier"] == "pkh"] == [by_program["pkh"]] * 2
         assert by_program["pkh"]["status"] == by_program["bpnt"]["status"] == "succ"
         assert by_program["pkh"]["reference_id"] == pkh["reference_id"]
         assert by_program["bpnt"]["reference_id"] == bpnt["reference_id"]
@@ -251,4 +253,27 @@ async def test_two_programs_may_use_the_same_message_id_and_an_unscoped_header_i
         assert [tuple(e) for e in enrolled] == [(bpnt["nik"], "bpnt"), (pkh["nik"], "pkh")]
         dead = await drain(js, settings.names.deadletter("registry"), settings.names.stream("DEADLETTER"))
         assert [(d["msg_id"], d["reason_code"]) for d in dead] == [("row-1", "rjct.message_id.unscoped")]
+    await got.sub.unsubscribe()
+
+
+async def test_an_agency_cannot_take_another_programs_message_id(settings, nc, start):
+    """JetStream's duplicate window is keyed by Nats-Msg-Id alone: pkh's agency publishing on its
+    own subject with bpnt's next id (`bpnt:row-7`, guessable) made JetStream drop bpnt's real
+    report for ten minutes, with no receipt. The agencies' stream keeps the shortest window
+    (100 ms) and the registry de-duplicates per program: the forgery gets its rejection, bpnt's
+    report its receipt."""
+    js = nc.jetstream()
+    got = await Receipts().start(nc, settings)
+    forged = factories.enrolment("pkh", message_id="row-7")
+    real = factories.enrolment("bpnt", message_id="row-7")
+    async with start("registry", settings):
+        await publish(js, settings, "pkh", forged, header="bpnt:row-7")
+        await eventually(lambda: got.first("row-7") is not None, timeout=15)
+        await asyncio.sleep(0.2)  # the time an agency's next upload takes at the least: past 100 ms
+        ack = await publish(js, settings, "bpnt", real)
+        assert not ack.duplicate
+        await eventually(lambda: len(got.by_id.get("row-7", [])) == 2, timeout=15)
+        by_program = {r["programme_identifier"]: r for r in got.by_id["row-7"]}
+        assert by_program["pkh"]["status"] == "rjct"
+        assert by_program["bpnt"]["status"] == "succ" and by_program["bpnt"]["reference_id"] == real["reference_id"]
     await got.sub.unsubscribe()
