@@ -8,8 +8,8 @@ from fastapi import FastAPI
 from services.kit import audit as staff_audit
 from services.kit.runtime import Kit
 from services.kit.settings import Settings
-from services.registry import (api, dukcapil, handlers, lookup, programs, programs_api, proposals, store, verivali,
-                               web)
+from services.registry import (api, dukcapil, handlers, life, lookup, programs, programs_api, proposals, store,
+                               verivali, web)
 from services.registry.lookup import NameSearch
 from services.registry.settings import RegistrySettings
 
@@ -41,6 +41,7 @@ def compose(settings: Settings | None = None, cfg: RegistrySettings | None = Non
     lookup.register(reg)
     verivali.register(reg)
     dukcapil.register(reg)  # the civil registry's death notifications (issue 17)
+    life.register(reg)  # announces a stop that a race left unannounced (services/registry/life.py)
     proposals.register(reg)  # an agency's enrolment report closes a proposal forwarded to it
 
     async def expire_verifications() -> None:

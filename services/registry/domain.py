@@ -645,6 +645,7 @@ def plan_life(batch: Batch, enrolled: Mapping[str, Mapping[str, tuple[str, dt.da
             recorded |= {(r.program, r.report.message_id) for r in reports if r.report.enrolment_status == "active"}
         if nik in created and current.status != "alive":
             changes.append(life_change(nik, village, ALIVE, current, programs))
+            history.append({**life_row(nik, current), "previous_status": "alive"})
             continue
         fact = agency_life_fact(mine, changed.get(nik, ()))
         if fact is None:

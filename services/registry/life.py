@@ -12,11 +12,18 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contracts.registry import LifeStatusChange, LifeStatusChanged, VerificationResult
 from services.kit.uow import UnitOfWork
 from services.registry import domain, store
+
+if TYPE_CHECKING:
+    from services.registry.app import Registry
+
+# how often the lease holder looks for a stop no one announced (a race the docs describe: rare,
+# and a person found then stops being paid from the effective date all the same)
+ANNOUNCE_EVERY = 60.0
 
 # what a verivali result says about a person's life (verified/corrected: found alive)
 VERIVALI_LIFE = {
@@ -58,12 +65,12 @@ async def apply_fact(uow: UnitOfWork, nik: str, fact: domain.LifeFact, *, villag
     if decision.life == current:
         return current, decision
     row = domain.life_row(nik, decision.life) | {"conflict_id": conflict_id}
-    history = [row | {"previous_status": current.status}] if decision.announce else []
+    village = village_code or (await store.village_of(s, [nik])).get(nik) if decision.announce else None
+    # life_history holds what was announced: nobody knows this person yet, so nothing is, until
+    # a program enrols them (ingest) or `announce_unannounced` finds them
+    history = [row | {"previous_status": current.status}] if village is not None else []
     await store.write_lives(s, [row], history)
-    if not decision.announce:
-        return current, decision
-    village = village_code or (await store.village_of(s, [nik])).get(nik)
-    if village is None:  # nobody knows this person yet: announced when a program enrols them
+    if village is None:
         return current, decision
     programs = (await store.active_programs(s, [nik])).get(nik, [])
     item = domain.life_change(nik, village, current, decision.life, programs)
@@ -91,3 +98,31 @@ async def decide_conflict(uow: UnitOfWork, conflict: Any, status: str, reason: s
 
 async def status_of(session: Any, nik: str) -> domain.Life:
     return (await store.lives(session, [nik])).get(nik, domain.ALIVE)
+
+
+async def announce_unannounced(uow: UnitOfWork, limit: int = 500) -> int:
+    """Announce the stops no one has announced: a death Dukcapil reported for a NIK no program
+    knew, whose first enrolment report committed at the same instant (neither transaction saw
+    the other's row, docs/REGISTRY.md). Run as a singleton timer; returns how many it announced."""
+    s = uow.session
+    niks = await store.unannounced_lives(s, limit)
+    if not niks:
+        return 0
+    people = await store.lock_people(s, niks)
+    current = await store.lives(s, list(people), lock=True)
+    programs = await store.active_programs(s, list(people))
+    niks = [n for n in await store.unannounced_lives(s, limit) if n in people and n in current]
+    items = [domain.life_change(n, people[n].village_code, domain.ALIVE, current[n], programs.get(n, []))
+             for n in niks]
+    await store.write_lives(s, [], [domain.life_row(n, current[n]) | {"conflict_id": None, "previous_status": "alive"}
+                                    for n in niks])
+    for i in range(0, len(items), 500):
+        uow.emit(LifeStatusChanged(changes=[LifeStatusChange.model_validate(x) for x in items[i:i + 500]]))
+    return len(items)
+
+
+def register(reg: Registry) -> None:
+    async def tick() -> None:
+        async with reg.kit.unit_of_work() as uow:
+            await announce_unannounced(uow)
+    reg.kit.timer("life-unannounced", ANNOUNCE_EVERY, tick, singleton=True)

@@ -727,6 +727,16 @@ async def life_history_of(session, nik: str) -> list[dict]:
              "recorded_at": r.recorded_at.isoformat()} for r in rows]
 
 
+async def unannounced_lives(session, limit: int) -> list[str]:
+    """People in the registry with a stop (not alive) that was never announced: a life status
+    with no life_history row (history holds what was announced)."""
+    ls, h = life_status, life_history
+    q = (sa.select(ls.c.nik).join(people, people.c.nik == ls.c.nik)
+         .where(ls.c.status != "alive", ~sa.exists().where(h.c.nik == ls.c.nik))
+         .order_by(ls.c.nik).limit(limit))
+    return list((await session.execute(q)).scalars().all())
+
+
 async def conflict(session, conflict_id: uuid.UUID) -> sa.Row | None:
     """A data-quality item as committed, without a lock."""
     return (await session.execute(sa.select(data_quality).where(data_quality.c.id == conflict_id))).first()

@@ -296,3 +296,28 @@ async def test_a_nik_outside_your_area_answers_as_an_unknown_one(settings, nc, s
         # in the person's own area it answers
         assert (await registry.http.get(f"/people/{pkh['nik']}", headers=auth(settings, Role.village_office,
                                                                                 area=there))).status_code == 200
+
+
+async def test_a_stop_no_transaction_announced_is_announced_by_the_lease_holder(settings, nc, start):
+    """The race REGISTRY.md describes: Dukcapil's death for a NIK no program knew and that NIK's
+    first enrolment commit at once, each unseen by the other. Here Dukcapil's row is written
+    as that transaction would leave it (a life status, no announcement in life_history)."""
+    import datetime as dt
+
+    from services.registry import life
+
+    pkh = factories.enrolment("pkh")
+    async with start("registry", settings) as registry:
+        await send(nc, settings, [pkh])
+        async with registry.rt.unit_of_work() as uow:
+            await store.write_lives(uow.session, [{"nik": pkh["nik"], "status": "deceased", "source": "crvs",
+                                                   "effective_date": dt.date(2026, 3, 2), "reported_by": "dukcapil",
+                                                   "reason_code": "crvs.death_notification", "reason": "akta 1"}], [])
+        async with registry.rt.unit_of_work() as uow:
+            assert await life.announce_unannounced(uow) == 1
+        [change] = await announced(nc, settings, 1)
+        assert (change["nik"], change["life_status"], change["previous_status"], change["source"],
+                change["programme_identifiers"]) == (pkh["nik"], "deceased", "alive", "crvs", ["pkh"])
+        async with registry.rt.unit_of_work() as uow:
+            assert await life.announce_unannounced(uow) == 0
+        await announced(nc, settings, 1)
