@@ -91,7 +91,14 @@ async def after_verification(uow: UnitOfWork, nik: str, village_code: str, resul
 
 async def decide_conflict(uow: UnitOfWork, conflict: Any, status: str, reason: str, day: dt.date
                           ) -> tuple[domain.Life, domain.LifeDecision]:
-    """A verifier's decision on a death_while_active item: alive, deceased or moved_out."""
+    """A verifier's decision on a death_while_active item: alive, deceased or moved_out. A death
+    confirmed dates from the death the programs reported (the dispute carries the earliest),
+    not from the day of the decision: the exit falls in the month the person died, and nothing
+    paid for the months between is taken for valid."""
+    if status == "deceased":
+        current = await status_of(uow.session, conflict.nik)
+        if current.status in ("disputed", "deceased") and current.effective_date is not None:
+            day = min(day, current.effective_date)
     fact = domain.LifeFact(status, "verifier", day, "verivali", DECISION_REASON[status], reason)
     return await apply_fact(uow, conflict.nik, fact, village_code=conflict.village_code, conflict_id=conflict.id)
 

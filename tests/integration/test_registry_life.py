@@ -3,6 +3,7 @@ source reported it; disputes go to the verifier's queue; verivali results and Du
 notifications change it; the precedence crvs > verifier > agency holds."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 
@@ -218,6 +219,13 @@ async def test_a_verifier_ends_a_dispute_with_a_death_or_a_move(settings, nc, st
         after = (await announced(nc, settings, 2))[1]
         assert (after["life_status"], after["source"], after["reason_code"]) == (
             decision, "verifier", f"verifier.confirmed_{decision}")
+        # a confirmed death dates from the reported one (the exit's month, nothing paid since is
+        # valid); a move the verifier found dates from the finding
+        reported = dt.date(2026, 3, 1)
+        if decision == "deceased":
+            assert after["effective_date"] == reported.isoformat()
+        else:
+            assert after["effective_date"] > reported.isoformat()
         # a program cannot bring them back
         await send(nc, settings, [{**pkh, "message_id": "k-2", "programme_identifier": "kamalia",
                                    "status_change_date": "2026-04-01"}])
