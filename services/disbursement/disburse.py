@@ -30,7 +30,7 @@ def payee_fa(fa: dict[str, Any] | None) -> str | None:
     return None
 
 
-def item(iid: uuid.UUID, program: str, period: str, nik: str, no_kk: str, village: str, amount: int,
+def item(iid: uuid.UUID | str, program: str, period: str, nik: str, no_kk: str, village: str, amount: int,
          payee: dict[str, Any] | None, now: str, retry_of: uuid.UUID | None = None) -> str:
     """One disbursement (contracts.channel.Disburse) as JSON text."""
     p = payee or {}
@@ -50,7 +50,7 @@ def item(iid: uuid.UUID, program: str, period: str, nik: str, no_kk: str, villag
             f'"note":"Sinergi {program} {period}"{extra}}}')
 
 
-def message_id(kind: str, first: uuid.UUID, key: bytes | None) -> uuid.UUID:
+def message_id(kind: str, first: uuid.UUID | str, key: bytes | None) -> uuid.UUID:
     """The id (and Nats-Msg-Id) of a message Sinergi sends a channel, named by its first
     instruction under the regency's secret `key` (the same message if ever built again), or random
     without one. Never computable from public facts: every party's messages share the CHANNEL
@@ -62,7 +62,7 @@ def message_id(kind: str, first: uuid.UUID, key: bytes | None) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"sinergi/{kind}/{mac}")
 
 
-def rows(subject: str, program: str, items: list[tuple[uuid.UUID, str]], key: bytes | None = None) -> list[OutboxRow]:
+def rows(subject: str, program: str, items: list[tuple[uuid.UUID, str]] | list[tuple[str, str]], key: bytes | None = None) -> list[OutboxRow]:
     """Outbox rows of up to MAX_ITEMS disbursements each; Nats-Msg-Id = transaction_id
     (message_id: keyed by `key`, the service's secret, random without it)."""
     out: list[OutboxRow] = []

@@ -8,7 +8,7 @@ import datetime as dt
 import hashlib
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -130,6 +130,21 @@ def instruction_id(program: str, period: str, nik: str) -> uuid.UUID:
     (uuid5 in the URL namespace, computed inline: a million per cycle)."""
     h = hashlib.sha1(_URL_NS + f"sinergi/instruction/{program}/{period}/{nik}".encode()).digest()
     return uuid.UUID(bytes=h[:16], version=5)
+
+
+def instruction_ids(program: str, period: str) -> Callable[[str], str]:
+    """instruction_id(program, period, nik) as text, for a cycle's million people: the digest's
+    common prefix is hashed once and the uuid is formatted from hex, with no uuid.UUID object
+    (whose constructor and str() were 0.6 s of a profiled 100,000-person cycle)."""
+    base = hashlib.sha1(_URL_NS + f"sinergi/instruction/{program}/{period}/".encode())
+
+    def one(nik: str) -> str:
+        h = base.copy()
+        h.update(nik.encode())
+        x = h.hexdigest()
+        # RFC 4122: version nibble 5, variant bits 10
+        return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{'89ab'[int(x[16], 16) & 3]}{x[17:20]}-{x[20:32]}"
+    return one
 
 
 def cycle_id(program: str, period: str) -> uuid.UUID:

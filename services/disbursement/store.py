@@ -170,6 +170,10 @@ instructions = sa.Table(
     # no person gets two cash programs of the same class in the same cycle, whatever races
     sa.Index("instruction_exclusivity", "exclusivity_class", "period", "nik", unique=True,
              postgresql_where=sa.text("exclusivity_class is not null and status not in ('failed', 'cancelled')")),
+    # the few that are not live, so "has any instruction in this NIK range" is two index ranges
+    # (cycles._ISSUED_SQL); issued rows are not in it, so it costs a cycle's inserts nothing
+    sa.Index("instruction_not_live", "period", "nik",
+             postgresql_where=sa.text("status in ('failed', 'cancelled')")),
 )
 
 # a channel's daily statement, reconciled against the instructions issued to it
