@@ -231,7 +231,7 @@ if __name__ == "__main__":
     p.add_argument("--full", action="store_true", help="N = 1,000,000")
     p.add_argument("--sync-always", action="store_true",
                    help="start an embedded nats-server with sync_interval: always (fsync before every ack)")
-    p.add_argument("--chunk", type=int, default=5000, help="people per cycle transaction")
+    p.add_argument("--chunk", type=int, default=10000, help="people per cycle transaction (the service's default)")
     p.add_argument("--relay-batch", type=int, default=10000, help="outbox rows per relay round")
     p.add_argument("--cluster", action="store_true", help="three-node cluster, two copies of the service")
     a = p.parse_args()

@@ -38,7 +38,7 @@ class DisbursementSettings(BaseSettings):
                          / "sinergi" / "disbursement")
     checkpoint_every: int = 500             # sign the chain head at least every N events...
     checkpoint_seconds: float = 30.0        # ...and after this long if anything happened
-    chunk_size: int = 5000                  # people per cycle transaction
+    chunk_size: int = 10000                 # people per cycle transaction (5,000: 3.4 s, 10,000: 3.1 s per 100,000, 23 Nov)
     relay_batch: int = 10000                # outbox rows per pipelined relay round
     resume_cycles: bool = True              # finish cycles left running by a crash...
     resume_seconds: float = 30.0            # ...looking this often (on the lease holder: kit.lease)
