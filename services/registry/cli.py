@@ -5,7 +5,7 @@ Columns (header row, any order; docs/REGISTRY.md): reference_id, nik, no_kk, nam
 birth_date, village_code, address, enrolment_status, status_change_date,
 is_head_of_household, and optionally message_id and programme_identifier. Without a
 message_id column each row gets a stable one from its content, so publishing the same file
-again is recognised as the same messages (JetStream de-duplication, then the registry's inbox).
+again is recognised as the same messages (the registry answers each with its first receipt).
 Each row goes out with `Nats-Msg-Id: <program>:<message_id>`: JetStream de-duplicates that
 header across every program's reports, so the program scopes it.
 """

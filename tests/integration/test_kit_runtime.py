@@ -15,7 +15,7 @@ import httpx
 import pytest
 from nats.js.api import StorageType
 
-from contracts.subjects import SEALED_STREAMS, STREAMS
+from contracts.subjects import MIN_DEDUP_WINDOW_SECONDS, PARTY_DEDUP_STREAMS, SEALED_STREAMS, STREAMS
 from services.kit.consumer import ConsumerSpec
 from services.kit.embedded import EmbeddedNats
 from services.kit.outbox import message_row
@@ -186,9 +186,11 @@ async def test_ensure_streams_is_idempotent_with_file_storage_and_a_dedup_window
         now = await js.stream_info(name)
         assert now.created == old.created  # updated in place, never re-created
         assert now.config.storage == StorageType.FILE
-        assert now.config.duplicate_window == settings.dedup_window_seconds
         assert now.config.subjects == old.config.subjects
         bare = name.split("_", 1)[1]
+        # the agencies' stream keeps JetStream's shortest window (contracts.subjects.PARTY_DEDUP_STREAMS)
+        assert now.config.duplicate_window == (MIN_DEDUP_WINDOW_SECONDS if bare in PARTY_DEDUP_STREAMS
+                                               else settings.dedup_window_seconds)
         assert now.config.deny_delete == now.config.deny_purge == (bare in SEALED_STREAMS)
     enrol = await js.stream_info(settings.names.stream("AGENCY_ENROLMENTS"))
     assert enrol.state.messages == 1  # data kept across re-declaration
