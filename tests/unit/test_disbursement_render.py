@@ -9,6 +9,7 @@ import random
 import uuid
 from types import SimpleNamespace
 
+import pytest
 from hypothesis import given, strategies as st
 
 from contracts.channel import DisburseRequest
@@ -35,8 +36,8 @@ def _people(n: int) -> list[tuple]:
     return out
 
 
-def _chunk(tmp_path, tranches: list[Tranche], people: list[tuple]):
-    cfg = DisbursementSettings(pseudonym_key="k" * 32, state_dir=str(tmp_path), _env_file=None)
+def _chunk(tmp_path, tranches: list[Tranche], people: list[tuple], key: str = "k" * 32):
+    cfg = DisbursementSettings(pseudonym_key=key, state_dir=str(tmp_path), _env_file=None)
     rules = ProgramRules.model_validate({"name": "Kamalia", "amount": {"kind": "fixed", "amount": 600_000},
                                          "funding_mode": "split", "exclusivity_class": "cash_elderly", "channel": "pos",
                                          "funding": [{"source": "csr", "share": 40}, {"source": "apbd_kabupaten",
@@ -86,6 +87,13 @@ def test_audit_events_are_the_bytes_pydantic_makes(tmp_path):
     # the channel's batches carry the same ids and validate against the contract
     sent = [str(d.disbursement_id) for m in w.messages for d in DisburseRequest.model_validate_json(m["payload"]).disbursements]
     assert sent == [it["instruction_id"] for it in items]
+
+
+@pytest.mark.parametrize("key", ["k" * 32, "a longer pseudonym key than SHA-256's 64-byte block, which HMAC hashes first"])
+def test_pseudonyms_are_config_pseudonym_for_any_key(tmp_path, key):
+    people = _people(50)
+    cfg, w, _chain = _chunk(tmp_path, [Tranche(50, (("csr", A, 600_000),))], people, key)
+    assert [r[4] for r in w.instructions] == [pseudonym(key.encode(), p[0]) for p in people]
 
 
 @given(st.text(alphabet="0123456789", min_size=16, max_size=16), st.sampled_from(["2026-11", "2026-T4", "2026-11-banjir"]))
