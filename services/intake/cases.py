@@ -89,6 +89,15 @@ async def lookup(deps: Intake, req: LookupRequest) -> LookupReply:
     return reply
 
 
+def in_area(reply: LookupReply, p: Principal) -> LookupReply:
+    """The registry's answer as the caller may see it: people outside their area are left out,
+    so a match elsewhere reads exactly as no match (issue 17: a village office saw NIK, KK,
+    name and programs of other villages). A NIK registered elsewhere is then proposed, and the
+    verifier, who sees the whole regency, finds the existing record (docs/INTAKE.md)."""
+    people = [x for x in reply.people if p.covers(x.village_code)]
+    return LookupReply(found=bool(people), people=people)
+
+
 async def check_person(deps: Intake, p: Principal, *, nik: str | None, name: str | None,
                        village_code: str | None) -> dict[str, Any]:
     """A look-up at the counter, before (or without) registering a case. Only people of the
@@ -106,9 +115,8 @@ async def check_person(deps: Intake, p: Principal, *, nik: str | None, name: str
     if name and not nik and not any(ch.isalpha() for ch in name):
         # the registry would refuse it (and intake answered 503 for `name=%`, issue 15)
         raise RuleError("name has no letters to search for", 422)
-    reply = await lookup(deps, req)
-    people = [x.model_dump() for x in reply.people if x.village_code.startswith(p.area[:4])]
-    return {"found": bool(people), "people": people}
+    reply = in_area(await lookup(deps, req), p)
+    return {"found": reply.found, "people": [x.model_dump() for x in reply.people]}
 
 
 # --- registration -----------------------------------------------------------------------
@@ -152,8 +160,8 @@ async def register(deps: Intake, p: Principal, data: CaseIn, now: dt.datetime | 
         return done
     now = now or utcnow()
     rep = data.reporter
-    reply = await lookup(deps, LookupRequest(nik=rep.nik) if rep.nik
-                         else LookupRequest(name=rep.name, village_code=data.village_code))
+    reply = in_area(await lookup(deps, LookupRequest(nik=rep.nik) if rep.nik
+                                 else LookupRequest(name=rep.name, village_code=data.village_code)), p)
     case_id = uuid.uuid4()
     found = domain.finding(domain.Reported(nik=rep.nik, name=rep.name, no_kk=rep.no_kk, address=rep.address,
                                            village_code=data.village_code, programme=data.programme_identifier),

@@ -120,3 +120,33 @@ async def test_intake_cases_by_area(settings, nc, start):
 
 async def _status(svc, url: str, headers: dict, want: int) -> bool:
     return (await svc.http.get(url, headers=headers)).status_code == want
+
+
+async def test_intake_lookup_and_registration_show_nobody_outside_the_area(settings, nc, start):
+    """Issue 17: a village office's `/lookup` returned NIK, KK, name and programs of people in
+    other villages. A match outside the caller's area now reads exactly as no match, by NIK and
+    by name, and a case about such a person proposes them (the verifier sees the existing
+    record) instead of showing their programs."""
+    there = nik(ELSEWHERE, dt.date(1950, 1, 2), "F")
+    nobody = nik(ELSEWHERE, dt.date(1950, 1, 3), "F")
+    here = nik(HERE, dt.date(1951, 1, 2), "F")
+    people = {there: person(there, ELSEWHERE, ["pkh"], name="Sumiyati"),
+              here: person(here, HERE, ["bpnt"], name="Sumiyati")}
+    front = token(settings, Role.village_office, HERE, "fo-area")
+    async with fake_registry(nc, settings, people), start("intake", settings) as intake:
+        a = await intake.http.get("/lookup", params={"nik": there}, headers=front)
+        b = await intake.http.get("/lookup", params={"nik": nobody}, headers=front)
+        assert a.status_code == b.status_code == 200 and a.json() == b.json() == {"found": False, "people": []}
+        mine = (await intake.http.get("/lookup", params={"nik": here}, headers=front)).json()
+        assert mine["found"] and mine["people"][0]["nik"] == here
+        by_name = await intake.http.get("/lookup", params={"name": "Sumiyati", "village_code": ELSEWHERE},
+                                        headers=front)
+        assert by_name.json() == {"found": False, "people": []}
+        answers = []
+        for who in (there, nobody):
+            r = await intake.http.post("/cases", headers=front, json={
+                "reporter": {"nik": who, "no_kk": who[:6] + "0101200009", "name": "Sumiyati"}, "village_code": HERE,
+                "category": "not_receiving_aid", "channel": "walk_in", "kind": "complaint", "text": "Belum terdaftar"})
+            assert r.status_code == 201, r.text
+            answers.append({k: r.json()[k] for k in ("person_status", "programs", "matches")})
+        assert answers[0] == answers[1] == {"person_status": "proposed", "programs": [], "matches": []}
